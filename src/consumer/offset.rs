@@ -1,0 +1,77 @@
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::CommitOutcome;
+use crate::driver::{Command, PartitionHandle};
+use crate::error::{Error, Result};
+use crate::record::{ConsumerRecord, TopicPartition};
+
+/// The offset to commit once a record is processed.
+///
+/// Owned and `'static + Send`: it carries a handle to its consumer's commit
+/// path and the assignment generation the record came from, never a borrow.
+/// Committing it after its partition was revoked does not fail and does not
+/// pretend to succeed: the offset is reported in
+/// [`CommitOutcome::stale`] and counted in
+/// [`ConsumerMetrics::offsets_stale`](super::ConsumerMetrics::offsets_stale).
+#[derive(Clone)]
+pub struct CommittableOffset {
+    pub(crate) partition: Arc<PartitionHandle>,
+    /// Offset of the record itself.
+    pub(crate) offset: i64,
+}
+
+impl CommittableOffset {
+    /// Topic and partition.
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.partition.tp
+    }
+
+    /// The record's offset. The committed value is this plus one (the next
+    /// record to read), as Kafka expects.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// The assignment generation the record was fetched in.
+    pub fn generation(&self) -> u64 {
+        self.partition.generation
+    }
+
+    /// Commits this offset alone and waits for the broker's answer. For
+    /// throughput, batch commits with [`committer::sink`](crate::committer::sink).
+    ///
+    /// Cancel safety: dropping the future does not cancel the commit.
+    pub async fn commit(self) -> Result<CommitOutcome> {
+        let (tx, rx) = oneshot::channel();
+        let link = self.partition.link.clone();
+        link.send(Command::Commit {
+            offsets: vec![(self.partition, self.offset + 1)],
+            reply: Some(tx),
+        })?;
+        rx.await
+            .map_err(|_| Error::closed("the consumer closed before answering the commit"))?
+    }
+}
+
+impl fmt::Debug for CommittableOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommittableOffset")
+            .field("topic", &self.partition.tp.topic)
+            .field("partition", &self.partition.tp.partition)
+            .field("offset", &self.offset)
+            .field("generation", &self.partition.generation)
+            .finish()
+    }
+}
+
+/// A record and the offset to commit after processing it.
+#[derive(Debug, Clone)]
+pub struct CommittableMessage {
+    /// The record.
+    pub record: ConsumerRecord,
+    /// Its offset, to hand to a committer once the record is processed.
+    pub offset: CommittableOffset,
+}

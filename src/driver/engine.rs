@@ -1,0 +1,750 @@
+//! The engine loop. Runs on a thread of its own and is the only code that
+//! calls librdkafka's consumer API.
+//!
+//! Each pass: take commands, serve the main queue (rebalances, commit results,
+//! errors), then, while the source has room, drain per-partition queues into
+//! batches. When the source is not pulled the partition queues are simply not
+//! drained (librdkafka stops fetching once its prefetch limits are reached),
+//! while the main queue keeps being served, so the consumer stays in its
+//! group however long the stall lasts. Nothing is paused, so nothing
+//! prefetched is thrown away.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{oneshot, watch};
+
+use super::batch::BatchBuilder;
+use super::context::{CommittedPartition, ContextEvent, EngineConsumer, EngineContext};
+use super::{
+    next_engine_id, Batch, Command, CommitRequest, EngineConfig, EngineHandle, EngineLink, EngineState,
+    PartitionHandle, Shared,
+};
+use crate::consumer::{CommitOutcome, DrainReport, PartitionOffset, StartOffset, Subscription, Uncommitted};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::TopicPartition;
+
+/// Starts an engine thread and its consumer. Configuration and client
+/// creation errors are returned here, synchronously.
+pub(crate) fn spawn(
+    config: EngineConfig,
+) -> Result<(Arc<EngineHandle>, tokio::sync::mpsc::Receiver<Batch>)> {
+    let client_config = config.settings.to_client_config(config.committable)?;
+    config.subscription.validate()?;
+    let id = next_engine_id();
+    let (boot_tx, boot_rx) = mpsc::sync_channel::<Engine>(1);
+    let join = std::thread::Builder::new()
+        .name(format!("reactive-kafka-consumer-{id}"))
+        .spawn(move || {
+            // The constructor sends the engine once the consumer exists; if
+            // creation fails the sender is dropped and the thread ends.
+            if let Ok(engine) = boot_rx.recv() {
+                engine.run();
+            }
+        })
+        .map_err(|e| Error::closed(format!("could not start the consumer thread: {e}")))?;
+    let thread = join.thread().clone();
+    drop(join); // detached: the engine ends by itself when released or shut down
+
+    let context = EngineContext::new(thread.clone());
+    let mut consumer = EngineConsumer::from_config_and_context(&client_config, context)
+        .map_err(|e| Error::with_source(ErrorKind::Config, format!("could not create the consumer: {e}"), e))?;
+    let wake = thread.clone();
+    consumer.set_nonempty_callback(move || wake.unpark());
+    let consumer = Arc::new(consumer);
+    consumer.context().attach(&consumer);
+
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel(config.settings.buffer_batches);
+    let (state_tx, _) = watch::channel(EngineState::Running);
+    let link = Arc::new(EngineLink {
+        id,
+        commands: cmd_tx,
+        thread,
+        shared: Arc::new(Shared {
+            state: state_tx,
+            counters: Default::default(),
+        }),
+    });
+    let settings = &config.settings;
+    let engine = Engine {
+        consumer: Some(consumer),
+        link: link.clone(),
+        commands: cmd_rx,
+        out: Some(out_tx),
+        outbox: VecDeque::new(),
+        partitions: Vec::new(),
+        rr: 0,
+        generation: 0,
+        builder: BatchBuilder::default(),
+        inflight: VecDeque::new(),
+        phase: Phase::Running,
+        drain: None,
+        failure: None,
+        released: false,
+        max_batch: settings.max_batch_records,
+        wake_interval: settings.wake_interval,
+        close_timeout: settings.close_timeout,
+        connect_timeout: settings.connect_timeout,
+        bootstrap: settings.bootstrap_servers.clone(),
+        has_group: settings.group_id.is_some(),
+        committable: config.committable,
+        subscription: config.subscription,
+    };
+    if boot_tx.send(engine).is_err() {
+        return Err(Error::closed("the consumer thread ended before it started"));
+    }
+    let handle = Arc::new(EngineHandle {
+        link,
+        close_timeout: settings.close_timeout,
+    });
+    Ok((handle, out_rx))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Stopped,
+    Closing { deadline: Instant },
+}
+
+struct Partition {
+    handle: Arc<PartitionHandle>,
+    queue: Option<PartitionQueue<EngineContext>>,
+    /// Next offset after the last record handed to the source.
+    emitted_next: Option<i64>,
+    /// Next offset after the last committed record (as acknowledged).
+    committed_next: Option<i64>,
+}
+
+struct InflightCommit {
+    reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
+    committed: Vec<PartitionOffset>,
+    stale: Vec<PartitionOffset>,
+    started: Instant,
+}
+
+struct Engine {
+    consumer: Option<Arc<EngineConsumer>>,
+    link: Arc<EngineLink>,
+    commands: mpsc::Receiver<Command>,
+    out: Option<tokio::sync::mpsc::Sender<Batch>>,
+    outbox: VecDeque<Batch>,
+    partitions: Vec<Partition>,
+    rr: usize,
+    generation: u64,
+    builder: BatchBuilder,
+    inflight: VecDeque<InflightCommit>,
+    phase: Phase,
+    drain: Option<(Instant, oneshot::Sender<DrainReport>)>,
+    failure: Option<Error>,
+    released: bool,
+    max_batch: usize,
+    wake_interval: Duration,
+    close_timeout: Duration,
+    connect_timeout: Duration,
+    bootstrap: String,
+    has_group: bool,
+    committable: bool,
+    subscription: Subscription,
+}
+
+impl Engine {
+    fn consumer(&self) -> &Arc<EngineConsumer> {
+        self.consumer.as_ref().expect("consumer is present until close")
+    }
+
+    fn run(mut self) {
+        let id = self.link.id;
+        let span = tracing::info_span!("consumer", engine = id);
+        let _guard = span.enter();
+        match self.start() {
+            Ok(()) => self.main_loop(),
+            Err(e) => {
+                tracing::error!(error = %e, "consumer failed to start");
+                self.failure = Some(e);
+            }
+        }
+        self.close();
+    }
+
+    /// Checks that the cluster answers, then subscribes or assigns.
+    fn start(&mut self) -> Result<()> {
+        let started = Instant::now();
+        if let Err(e) = self.consumer().fetch_metadata(None, self.connect_timeout) {
+            return Err(Error::with_source(
+                ErrorKind::BrokerUnreachable,
+                format!(
+                    "no broker at `{}` answered within {:?} (connect_timeout)",
+                    self.bootstrap, self.connect_timeout
+                ),
+                e,
+            ));
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "cluster answered");
+        match self.subscription.clone() {
+            Subscription::Topics(topics) => {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                self.consumer().subscribe(&topics).map_err(|e| {
+                    Error::with_source(ErrorKind::Config, format!("could not subscribe to {topics:?}"), e)
+                })?;
+                tracing::info!(?topics, "subscribed");
+            }
+            Subscription::Pattern(pattern) => {
+                self.consumer().subscribe(&[pattern.as_str()]).map_err(|e| {
+                    Error::with_source(ErrorKind::Config, format!("could not subscribe to pattern `{pattern}`"), e)
+                })?;
+                tracing::info!(%pattern, "subscribed to pattern");
+            }
+            Subscription::Assignment(assignment) => {
+                let consumer = self.consumer().clone();
+                let mut tpl = TopicPartitionList::with_capacity(assignment.len());
+                let mut split = Vec::with_capacity(assignment.len());
+                for (tp, start) in &assignment {
+                    let offset = match start {
+                        StartOffset::Committed => Offset::Stored,
+                        StartOffset::Beginning => Offset::Beginning,
+                        StartOffset::End => Offset::End,
+                        StartOffset::Offset(o) => Offset::Offset(*o),
+                    };
+                    tpl.add_partition_offset(&tp.topic, tp.partition, offset)
+                        .map_err(|e| Error::with_source(ErrorKind::Config, "invalid start offset", e).at(&tp.topic, Some(tp.partition), None))?;
+                    split.push((tp.clone(), consumer.context().split(&consumer, tp)));
+                }
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| Error::with_source(ErrorKind::Config, "could not assign partitions", e))?;
+                drop(tpl);
+                self.on_assigned(split);
+            }
+        }
+        Ok(())
+    }
+
+    fn main_loop(&mut self) {
+        loop {
+            self.handle_commands();
+            if self.failure.is_some() || self.close_due() {
+                return;
+            }
+            let mut progressed = self.poll_main();
+            progressed |= self.handle_context_events();
+            if self.failure.is_some() {
+                return;
+            }
+            progressed |= self.deliver();
+            self.check_drain();
+            if !progressed {
+                std::thread::park_timeout(self.wake_interval);
+            }
+        }
+    }
+
+    fn close_due(&self) -> bool {
+        if self.released {
+            return true;
+        }
+        match self.phase {
+            Phase::Closing { deadline } => self.inflight.is_empty() || Instant::now() >= deadline,
+            _ => false,
+        }
+    }
+
+    fn set_state(&self, state: EngineState) {
+        self.link.shared.state.send_replace(state);
+    }
+
+    fn stop(&mut self) {
+        if self.phase == Phase::Running {
+            tracing::info!("stopping: no new records");
+            self.phase = Phase::Stopped;
+            self.out = None;
+            self.outbox.clear();
+            self.set_state(EngineState::Stopped);
+        }
+    }
+
+    fn begin_close(&mut self) {
+        self.stop();
+        if !matches!(self.phase, Phase::Closing { .. }) {
+            self.phase = Phase::Closing {
+                deadline: Instant::now() + self.close_timeout,
+            };
+        }
+    }
+
+    fn handle_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Commit { offsets, reply } => self.commit(offsets, reply),
+                Command::Stop => self.stop(),
+                Command::Drain { deadline, reply } => {
+                    self.stop();
+                    self.drain = Some((deadline, reply));
+                }
+                Command::Shutdown => self.begin_close(),
+                Command::SourceDropped { unpulled } => {
+                    self.out = None;
+                    self.outbox.clear();
+                    for (tp, offset) in unpulled {
+                        if let Some(p) = self.partitions.iter_mut().find(|p| p.handle.tp == tp) {
+                            p.emitted_next = Some(p.emitted_next.map_or(offset, |e| e.min(offset)));
+                        }
+                    }
+                }
+                Command::Released => {
+                    tracing::debug!("all handles dropped: closing");
+                    self.released = true;
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, offsets: CommitRequest, reply: Option<oneshot::Sender<Result<CommitOutcome>>>) {
+        if matches!(self.phase, Phase::Closing { .. }) || self.released {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(Error::closed("the consumer is closing; commit not sent")));
+            }
+            return;
+        }
+        let mut committed: Vec<PartitionOffset> = Vec::with_capacity(offsets.len());
+        let mut stale = Vec::new();
+        for (handle, offset) in offsets {
+            let current = handle.link.id == self.link.id
+                && self
+                    .partitions
+                    .iter()
+                    .any(|p| p.handle.tp == handle.tp && p.handle.generation == handle.generation);
+            let entry = PartitionOffset {
+                tp: handle.tp.clone(),
+                offset,
+            };
+            if !current {
+                stale.push(entry);
+            } else if let Some(existing) = committed.iter_mut().find(|e| e.tp == entry.tp) {
+                existing.offset = existing.offset.max(offset);
+            } else {
+                committed.push(entry);
+            }
+        }
+        let counters = &self.link.shared.counters;
+        counters.offsets_stale.fetch_add(stale.len() as u64, Ordering::Relaxed);
+        if !stale.is_empty() {
+            tracing::info!(stale = ?stale, "offsets of revoked partitions not committed");
+        }
+        if committed.is_empty() {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(CommitOutcome {
+                    committed,
+                    stale,
+                    elapsed: Duration::ZERO,
+                }));
+            }
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(committed.len());
+        for e in &committed {
+            if let Err(err) = tpl.add_partition_offset(&e.tp.topic, e.tp.partition, Offset::Offset(e.offset)) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Error::with_source(ErrorKind::Commit, "invalid offset", err)
+                        .at(&e.tp.topic, Some(e.tp.partition), Some(e.offset))));
+                }
+                return;
+            }
+        }
+        let result = self.consumer().commit(&tpl, CommitMode::Async);
+        drop(tpl);
+        match result {
+            Ok(()) => self.inflight.push_back(InflightCommit {
+                reply,
+                committed,
+                stale,
+                started: Instant::now(),
+            }),
+            Err(e) => {
+                counters.commit_failures.fetch_add(1, Ordering::Relaxed);
+                let err = commit_error(&committed, e);
+                tracing::warn!(error = %err, "commit failed");
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+
+    /// Serves the main queue: rebalances, commit results, errors, and any
+    /// record that reached it before its partition was split.
+    fn poll_main(&mut self) -> bool {
+        let mut progressed = false;
+        for _ in 0..64 {
+            let consumer = self.consumer().clone();
+            let Some(result) = consumer.poll(Duration::ZERO) else {
+                break;
+            };
+            progressed = true;
+            match result {
+                Ok(msg) => {
+                    let tp_topic = msg.topic();
+                    let partition = msg.partition();
+                    let Some(p) = self
+                        .partitions
+                        .iter()
+                        .find(|p| &*p.handle.tp.topic == tp_topic && p.handle.tp.partition == partition)
+                    else {
+                        continue;
+                    };
+                    if self.phase != Phase::Running {
+                        continue;
+                    }
+                    self.builder.push(&msg);
+                    let records = self.builder.finish(&p.handle.tp.topic, partition);
+                    self.outbox.push_back(Batch {
+                        partition: p.handle.clone(),
+                        records,
+                    });
+                }
+                Err(e) => self.on_consumer_error(e, None),
+            }
+            if self.failure.is_some() {
+                break;
+            }
+        }
+        progressed
+    }
+
+    fn on_consumer_error(&mut self, e: KafkaError, tp: Option<&TopicPartition>) {
+        let fatal = match &e {
+            KafkaError::MessageConsumptionFatal(_) => true,
+            KafkaError::MessageConsumption(code) => matches!(
+                code,
+                RDKafkaErrorCode::AutoOffsetReset
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::Fatal
+            ),
+            _ => false,
+        };
+        if fatal {
+            let mut err = Error::with_source(ErrorKind::Consume, format!("consumer failed: {e}"), e);
+            if let Some(tp) = tp {
+                err = err.at(&tp.topic, Some(tp.partition), None);
+            }
+            tracing::error!(error = %err, "fatal consumer error");
+            self.failure = Some(err);
+        } else {
+            tracing::warn!(error = %e, partition = ?tp, "consumer error (librdkafka retries)");
+        }
+    }
+
+    fn handle_context_events(&mut self) -> bool {
+        let events = self.consumer().context().take_events();
+        let any = !events.is_empty();
+        for event in events {
+            match event {
+                ContextEvent::Assigned(split) => self.on_assigned(split),
+                ContextEvent::Revoked { partitions, lost } => self.on_revoked(partitions, lost),
+                ContextEvent::Committed { result, partitions } => self.on_committed(result, partitions),
+                ContextEvent::RebalanceFailed(e) => tracing::warn!(error = %e, "rebalance error"),
+            }
+        }
+        any
+    }
+
+    fn on_assigned(&mut self, split: Vec<(TopicPartition, Option<PartitionQueue<EngineContext>>)>) {
+        self.generation += 1;
+        let counters = &self.link.shared.counters;
+        counters.assignments.fetch_add(1, Ordering::Relaxed);
+        let tps: Vec<String> = split.iter().map(|(tp, _)| tp.to_string()).collect();
+        tracing::info!(partitions = ?tps, generation = self.generation, "partitions assigned");
+        for (tp, queue) in split {
+            if queue.is_none() {
+                tracing::warn!(partition = %tp, "could not split the partition queue; its records arrive on the main queue");
+            }
+            self.partitions.retain(|p| p.handle.tp != tp);
+            self.partitions.push(Partition {
+                handle: Arc::new(PartitionHandle {
+                    tp,
+                    generation: self.generation,
+                    link: self.link.clone(),
+                }),
+                queue,
+                emitted_next: None,
+                committed_next: None,
+            });
+        }
+        counters
+            .assigned_partitions
+            .store(self.partitions.len() as u64, Ordering::Relaxed);
+    }
+
+    fn on_revoked(&mut self, revoked: Vec<TopicPartition>, lost: bool) {
+        let counters = &self.link.shared.counters;
+        counters.revocations.fetch_add(1, Ordering::Relaxed);
+        let tps: Vec<String> = revoked.iter().map(|tp| tp.to_string()).collect();
+        tracing::info!(partitions = ?tps, lost, "partitions revoked");
+        self.partitions.retain(|p| !revoked.contains(&p.handle.tp));
+        // Records fetched but not yet handed to the source go to the next owner.
+        self.outbox.retain(|b| !revoked.contains(&b.partition.tp));
+        counters
+            .assigned_partitions
+            .store(self.partitions.len() as u64, Ordering::Relaxed);
+    }
+
+    fn on_committed(&mut self, result: rdkafka::error::KafkaResult<()>, partitions: Vec<CommittedPartition>) {
+        let Some(commit) = self.inflight.pop_front() else {
+            // A commit this engine did not request (auto commit on a plain source).
+            tracing::debug!(ok = result.is_ok(), "offsets committed by librdkafka");
+            return;
+        };
+        let counters = &self.link.shared.counters;
+        let failed = partitions.iter().find_map(|p| p.error.clone().map(|e| (p, e)));
+        let outcome = match (result, failed) {
+            (Err(e), _) => Err(commit_error(&commit.committed, e)),
+            (Ok(()), Some((p, e))) => Err(Error::with_source(ErrorKind::Commit, format!("commit failed: {e}"), e)
+                .at(&p.tp.topic, Some(p.tp.partition), p.offset)),
+            (Ok(()), None) => Ok(()),
+        };
+        let elapsed = commit.started.elapsed();
+        match outcome {
+            Ok(()) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .offsets_committed
+                    .fetch_add(commit.committed.len() as u64, Ordering::Relaxed);
+                for c in &commit.committed {
+                    if let Some(p) = self.partitions.iter_mut().find(|p| p.handle.tp == c.tp) {
+                        p.committed_next = Some(p.committed_next.map_or(c.offset, |o| o.max(c.offset)));
+                    }
+                }
+                tracing::debug!(offsets = ?commit.committed, ?elapsed, "committed");
+                if let Some(reply) = commit.reply {
+                    let _ = reply.send(Ok(CommitOutcome {
+                        committed: commit.committed,
+                        stale: commit.stale,
+                        elapsed,
+                    }));
+                }
+            }
+            Err(err) => {
+                counters.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, ?elapsed, "commit failed");
+                if let Some(reply) = commit.reply {
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+
+    /// Moves records from partition queues to the source while it has room.
+    fn deliver(&mut self) -> bool {
+        let Some(out) = self.out.clone() else {
+            return false;
+        };
+        if self.phase != Phase::Running {
+            return false;
+        }
+        let mut progressed = false;
+        while let Some(batch) = self.outbox.pop_front() {
+            match out.try_send(batch) {
+                Ok(()) => progressed = true,
+                Err(TrySendError::Full(batch)) => {
+                    self.outbox.push_front(batch);
+                    return progressed;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    self.source_gone();
+                    return progressed;
+                }
+            }
+        }
+        let n = self.partitions.len();
+        for _ in 0..n {
+            if out.capacity() == 0 {
+                return progressed;
+            }
+            let i = self.rr % n;
+            self.rr = self.rr.wrapping_add(1);
+            let Some(batch) = self.fill(i) else { continue };
+            progressed = true;
+            let last = batch.records.last().map(|r| r.offset);
+            let len = batch.records.len() as u64;
+            match out.try_send(batch) {
+                Ok(()) => {
+                    let counters = &self.link.shared.counters;
+                    counters.records.fetch_add(len, Ordering::Relaxed);
+                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    if let Some(last) = last {
+                        self.partitions[i].emitted_next = Some(last + 1);
+                    }
+                }
+                Err(TrySendError::Full(batch)) => {
+                    self.outbox.push_back(batch);
+                    return progressed;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    self.source_gone();
+                    return progressed;
+                }
+            }
+        }
+        progressed
+    }
+
+    fn source_gone(&mut self) {
+        tracing::debug!("the source was dropped; no more records are fetched");
+        self.out = None;
+        self.outbox.clear();
+    }
+
+    /// Drains up to `max_batch` records of partition `i` into a batch.
+    fn fill(&mut self, i: usize) -> Option<Batch> {
+        let max_batch = self.max_batch;
+        let Engine {
+            partitions, builder, ..
+        } = self;
+        let p = &partitions[i];
+        let queue = p.queue.as_ref()?;
+        let mut error = None;
+        while builder.len() < max_batch {
+            match queue.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(msg)) => builder.push(&msg),
+                Some(Err(e)) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let batch = (!builder.is_empty()).then(|| Batch {
+            partition: p.handle.clone(),
+            records: builder.finish(&p.handle.tp.topic, p.handle.tp.partition),
+        });
+        if let Some(e) = error {
+            let tp = p.handle.tp.clone();
+            self.on_consumer_error(e, Some(&tp));
+        }
+        batch
+    }
+
+    fn check_drain(&mut self) {
+        let Some((deadline, _)) = &self.drain else {
+            return;
+        };
+        let settled = !self.committable
+            || (self.inflight.is_empty()
+                && self
+                    .partitions
+                    .iter()
+                    .all(|p| match (p.emitted_next, p.committed_next) {
+                        (None, _) => true,
+                        (Some(e), Some(c)) => c >= e,
+                        (Some(_), None) => false,
+                    }));
+        if settled || Instant::now() >= *deadline {
+            self.begin_close();
+        }
+    }
+
+    fn drain_report(&self) -> DrainReport {
+        let mut committed = Vec::new();
+        let mut uncommitted = Vec::new();
+        for p in &self.partitions {
+            if let Some(c) = p.committed_next {
+                committed.push(PartitionOffset {
+                    tp: p.handle.tp.clone(),
+                    offset: c,
+                });
+            }
+            if let Some(e) = p.emitted_next {
+                if p.committed_next.is_none_or(|c| c < e) {
+                    uncommitted.push(Uncommitted {
+                        tp: p.handle.tp.clone(),
+                        committed_next: p.committed_next,
+                        emitted_next: e,
+                    });
+                }
+            }
+        }
+        DrainReport {
+            complete: uncommitted.is_empty(),
+            committed,
+            uncommitted,
+        }
+    }
+
+    /// Ends the source, answers what is pending, leaves the group and
+    /// destroys the consumer, all on this thread.
+    fn close(&mut self) {
+        self.out = None;
+        self.outbox.clear();
+        let report = self.drain_report();
+        for commit in self.inflight.drain(..) {
+            if let Some(reply) = commit.reply {
+                let _ = reply.send(Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the consumer closed before the commit was acknowledged",
+                )));
+            }
+        }
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        let deadline = Instant::now() + self.close_timeout;
+        let mut closed = true;
+        if self.has_group {
+            tracing::info!("closing the consumer");
+            if let Err(e) = consumer.close_queue() {
+                tracing::warn!(error = %e, "could not close the consumer queue");
+            }
+            while !consumer.closed() {
+                if Instant::now() >= deadline {
+                    closed = false;
+                    break;
+                }
+                let _ = consumer.poll(Duration::from_millis(50));
+                drop(consumer.context().take_events());
+            }
+        }
+        // Partition queues hold the consumer: drop them before it.
+        self.partitions.clear();
+        drop(consumer.context().take_events());
+        let result = match (self.failure.take(), closed) {
+            (Some(e), _) => Err(e),
+            (None, true) => Ok(()),
+            (None, false) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("the consumer did not close within {:?} (close_timeout)", self.close_timeout),
+            )),
+        };
+        if closed {
+            drop(consumer);
+        } else {
+            // Destroying a consumer that has not closed can block; report first.
+            self.set_state(EngineState::Closed(result.clone()));
+            drop(consumer);
+        }
+        tracing::info!(ok = result.is_ok(), "consumer closed");
+        self.set_state(EngineState::Closed(result));
+        if let Some((_, reply)) = self.drain.take() {
+            let _ = reply.send(report);
+        }
+    }
+}
+
+fn commit_error(offsets: &[PartitionOffset], e: KafkaError) -> Error {
+    let list: Vec<String> = offsets.iter().map(|o| format!("{}@{}", o.tp, o.offset)).collect();
+    let err = Error::with_source(ErrorKind::Commit, format!("commit of [{}] failed: {e}", list.join(", ")), e);
+    match offsets {
+        [one] => err.at(&one.tp.topic, Some(one.tp.partition), Some(one.offset)),
+        _ => err,
+    }
+}

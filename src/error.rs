@@ -1,0 +1,254 @@
+//! The crate's error type.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// A specialized `Result` whose error is the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, as a value a caller can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A setting is invalid: an unknown librdkafka key, a bad value, or a
+    /// combination the chosen source does not support. Raised at construction.
+    Config,
+    /// No broker answered within the configured connection timeout.
+    BrokerUnreachable,
+    /// The consumer failed while fetching records or serving group events.
+    Consume,
+    /// An offset commit failed.
+    Commit,
+    /// A record could not be handed to the producer (for example an unknown
+    /// topic or a record larger than `message.max.bytes`).
+    Produce,
+    /// The broker did not acknowledge a produced record.
+    Delivery,
+    /// The consumer or producer is closed, or its engine stopped.
+    Closed,
+    /// An operation did not finish within its deadline.
+    Timeout,
+}
+
+/// The error type of every fallible operation in this crate.
+///
+/// It carries a [`kind`](Error::kind) to match on, a message that names the
+/// topic, partition and offset where one applies, and the underlying rdkafka
+/// error as its [`source`](std::error::Error::source). It is cheap to clone:
+/// the same error can resolve a stream, a `Control` and a sink at once.
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    coordinates: Option<Coordinates>,
+    source: Option<KafkaError>,
+}
+
+/// Where in Kafka an error happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    /// The topic.
+    pub topic: String,
+    /// The partition, when one is known.
+    pub partition: Option<i32>,
+    /// The offset, when one is known.
+    pub offset: Option<i64>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                message: message.into(),
+                coordinates: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_source(kind: ErrorKind, message: impl Into<String>, source: KafkaError) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                message: message.into(),
+                coordinates: None,
+                source: Some(source),
+            }),
+        }
+    }
+
+    /// Attaches topic, partition and offset. Only used while the error is
+    /// being built, when this is the only reference.
+    pub(crate) fn at(mut self, topic: &str, partition: Option<i32>, offset: Option<i64>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.coordinates = Some(Coordinates {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            });
+        }
+        self
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    pub(crate) fn closed(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Closed, message)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// Topic, partition and offset the error concerns, when known.
+    pub fn coordinates(&self) -> Option<&Coordinates> {
+        self.inner.coordinates.as_ref()
+    }
+
+    /// The librdkafka error code behind this error, when there is one.
+    pub fn rdkafka_code(&self) -> Option<RDKafkaErrorCode> {
+        self.inner.source.as_ref().and_then(|e| e.rdkafka_error_code())
+    }
+
+    /// True when the client that raised it cannot go on: a bad configuration,
+    /// a closed client, or an error librdkafka marks as fatal.
+    pub fn is_fatal(&self) -> bool {
+        match self.inner.kind {
+            ErrorKind::Config | ErrorKind::Closed | ErrorKind::BrokerUnreachable => true,
+            _ => matches!(
+                self.inner.source,
+                Some(KafkaError::MessageConsumptionFatal(_))
+            ) || self.rdkafka_code() == Some(RDKafkaErrorCode::Fatal),
+        }
+    }
+
+    /// True when trying the same operation again may succeed: timeouts,
+    /// coordinator moves, rebalances in progress, full queues, transport errors.
+    pub fn is_retriable(&self) -> bool {
+        if self.is_fatal() {
+            return false;
+        }
+        if self.inner.kind == ErrorKind::Timeout {
+            return true;
+        }
+        self.rdkafka_code().is_some_and(is_retriable_code)
+    }
+
+    /// True when the error is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == ErrorKind::Timeout
+            || matches!(
+                self.rdkafka_code(),
+                Some(RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::OperationTimedOut)
+            )
+    }
+}
+
+pub(crate) fn is_retriable_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        QueueFull
+            | RequestTimedOut
+            | MessageTimedOut
+            | OperationTimedOut
+            | TimedOutQueue
+            | BrokerTransportFailure
+            | AllBrokersDown
+            | NetworkException
+            | NotCoordinator
+            | CoordinatorNotAvailable
+            | CoordinatorLoadInProgress
+            | RebalanceInProgress
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | UnknownTopicOrPartition
+            | InProgress
+            | Retry
+    )
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind).field("message", &self.inner.message);
+        if let Some(c) = &self.inner.coordinates {
+            d.field("coordinates", c);
+        }
+        if let Some(s) = &self.inner.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.message)?;
+        if let Some(c) = &self.inner.coordinates {
+            write!(f, " (topic {}", c.topic)?;
+            if let Some(p) = c.partition {
+                write!(f, ", partition {p}")?;
+            }
+            if let Some(o) = c.offset {
+                write!(f, ", offset {o}")?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_coordinates_and_keeps_source() {
+        let err = Error::with_source(
+            ErrorKind::Commit,
+            "commit failed",
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress),
+        )
+        .at("orders", Some(3), Some(42));
+        assert_eq!(err.to_string(), "commit failed (topic orders, partition 3, offset 42)");
+        assert!(err.is_retriable());
+        assert!(!err.is_fatal());
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn config_errors_are_fatal_not_retriable() {
+        let err = Error::config("bad key");
+        assert!(err.is_fatal());
+        assert!(!err.is_retriable());
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Error>();
+    }
+}

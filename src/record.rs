@@ -1,0 +1,241 @@
+//! Owned record types shared by consumers and producers.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// A topic and a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic name.
+    pub topic: Arc<str>,
+    /// The partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// Creates a topic-partition pair.
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// A record's timestamp, as Kafka reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timestamp {
+    /// No timestamp is available.
+    NotAvailable,
+    /// Set by the producer (milliseconds since the Unix epoch).
+    CreateTime(i64),
+    /// Set by the broker when it appended the record (milliseconds since the Unix epoch).
+    LogAppendTime(i64),
+}
+
+impl Timestamp {
+    /// The timestamp in milliseconds since the Unix epoch, if there is one.
+    pub fn millis(&self) -> Option<i64> {
+        match *self {
+            Timestamp::NotAvailable => None,
+            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+        }
+    }
+}
+
+impl From<rdkafka::Timestamp> for Timestamp {
+    fn from(t: rdkafka::Timestamp) -> Self {
+        match t {
+            rdkafka::Timestamp::NotAvailable => Timestamp::NotAvailable,
+            rdkafka::Timestamp::CreateTime(t) => Timestamp::CreateTime(t),
+            rdkafka::Timestamp::LogAppendTime(t) => Timestamp::LogAppendTime(t),
+        }
+    }
+}
+
+/// A record header: a key and an optional value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The header key.
+    pub key: String,
+    /// The header value, `None` for a null value.
+    pub value: Option<Bytes>,
+}
+
+/// A record read from Kafka. Owned, cheap to clone, `'static + Send`: it does
+/// not borrow the consumer and may outlive it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) payload: Option<Bytes>,
+    pub(crate) headers: Vec<Header>,
+}
+
+impl ConsumerRecord {
+    /// The topic the record was read from.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition the record was read from.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The record's offset in its partition.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// The record's timestamp.
+    pub fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+
+    /// The key, `None` for a null key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The payload, `None` for a null payload (a tombstone).
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
+    /// The key as shared bytes, cloned without copying.
+    pub fn key_bytes(&self) -> Option<Bytes> {
+        self.key.clone()
+    }
+
+    /// The payload as shared bytes, cloned without copying.
+    pub fn payload_bytes(&self) -> Option<Bytes> {
+        self.payload.clone()
+    }
+
+    /// The record's headers, in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The topic and partition of the record.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+}
+
+impl fmt::Debug for ConsumerRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerRecord")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key_len", &self.key.as_ref().map(Bytes::len))
+            .field("payload_len", &self.payload.as_ref().map(Bytes::len))
+            .field("headers", &self.headers.len())
+            .finish()
+    }
+}
+
+/// A record to produce.
+///
+/// ```
+/// use reactive_kafka::ProducerRecord;
+/// let record = ProducerRecord::new("orders")
+///     .key("customer-7")
+///     .payload(r#"{"total": 12}"#)
+///     .header("source", "web");
+/// assert_eq!(record.topic(), "orders");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub(crate) topic: String,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) payload: Option<Bytes>,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) headers: Vec<Header>,
+}
+
+impl ProducerRecord {
+    /// A record for `topic` with no key, no payload and no headers; the
+    /// partition is chosen by the partitioner.
+    pub fn new(topic: impl Into<String>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            payload: None,
+            timestamp: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the payload.
+    pub fn payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+
+    /// Sends the record to this partition instead of the partitioner's choice.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the create-time timestamp, in milliseconds since the Unix epoch.
+    pub fn timestamp(mut self, millis: i64) -> Self {
+        self.timestamp = Some(millis);
+        self
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// The destination topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The explicit partition, if one was set.
+    pub fn partition_number(&self) -> Option<i32> {
+        self.partition
+    }
+
+    /// The key, if one was set.
+    pub fn key_ref(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The payload, if one was set.
+    pub fn payload_ref(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+}

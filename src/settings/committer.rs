@@ -1,0 +1,83 @@
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Whether the committer waits for the broker to acknowledge a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitDelivery {
+    /// Wait for each commit's acknowledgement; a failed commit fails the sink.
+    WaitForAck,
+    /// Hand the commit to the consumer and go on; failures are only logged.
+    SendAndForget,
+}
+
+/// Settings of the batched committer, with Alpakka's knobs and defaults.
+#[derive(Debug, Clone)]
+pub struct CommitterSettings {
+    pub(crate) max_batch: usize,
+    pub(crate) max_interval: Duration,
+    pub(crate) parallelism: usize,
+    pub(crate) delivery: CommitDelivery,
+    pub(crate) commit_timeout: Duration,
+}
+
+impl Default for CommitterSettings {
+    fn default() -> Self {
+        CommitterSettings {
+            max_batch: 1000,
+            max_interval: Duration::from_secs(10),
+            parallelism: 100,
+            delivery: CommitDelivery::WaitForAck,
+            commit_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl CommitterSettings {
+    /// The defaults: batches of 1000, at least every 10 s, 100 commits in
+    /// flight, waiting for acknowledgements, 15 s commit timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Commit once this many offsets were received since the last commit. Default 1000.
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n;
+        self
+    }
+
+    /// Commit at least this often while offsets are pending. Default 10 s.
+    pub fn max_interval(mut self, interval: Duration) -> Self {
+        self.max_interval = interval;
+        self
+    }
+
+    /// Most commits in flight at once. Default 100.
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n;
+        self
+    }
+
+    /// Wait for acknowledgements or not. Default [`CommitDelivery::WaitForAck`].
+    pub fn delivery(mut self, delivery: CommitDelivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// How long one commit may take before it fails with a timeout. Default 15 s.
+    pub fn commit_timeout(mut self, timeout: Duration) -> Self {
+        self.commit_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.max_batch == 0 {
+            return Err(Error::config("invalid committer setting `max_batch`: must be at least 1"));
+        }
+        if self.parallelism == 0 {
+            return Err(Error::config("invalid committer setting `parallelism`: must be at least 1"));
+        }
+        super::positive_duration("max_interval", self.max_interval)?;
+        super::positive_duration("commit_timeout", self.commit_timeout)
+    }
+}

@@ -1,0 +1,50 @@
+//! Settings for consumers, producers and committers: plain data with
+//! documented defaults, consuming setters, a raw `property(key, value)` escape
+//! hatch for any librdkafka key, and one validating step.
+
+mod committer;
+mod consumer;
+mod producer;
+
+pub use committer::{CommitDelivery, CommitterSettings};
+pub use consumer::{AutoOffsetReset, ConsumerSettings};
+pub use producer::ProducerSettings;
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use crate::error::Error;
+
+/// Builds a `ClientConfig` from layered properties (defaults first, then the
+/// user's) and asks librdkafka to accept every key and value, so that a bad
+/// key fails here with its name rather than later.
+pub(crate) fn client_config(
+    defaults: &[(&str, String)],
+    user: &BTreeMap<String, String>,
+) -> Result<ClientConfig, Error> {
+    let mut config = ClientConfig::new();
+    for (k, v) in defaults {
+        config.set(*k, v.as_str());
+    }
+    for (k, v) in user {
+        config.set(k.as_str(), v.as_str());
+    }
+    config.create_native_config().map_err(|e| match &e {
+        KafkaError::ClientConfig(_, desc, key, value) => Error::with_source(
+            crate::ErrorKind::Config,
+            format!("invalid setting `{key}` = `{value}`: {desc}"),
+            e.clone(),
+        ),
+        _ => Error::with_source(crate::ErrorKind::Config, "invalid client configuration", e.clone()),
+    })?;
+    Ok(config)
+}
+
+pub(crate) fn positive_duration(name: &str, value: std::time::Duration) -> Result<(), Error> {
+    if value.is_zero() {
+        return Err(Error::config(format!("invalid setting `{name}`: must be greater than zero")));
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+
+use crate::error::Error;
+
+/// Settings of a producer sink.
+///
+/// # librdkafka defaults this crate changes
+///
+/// | key | librdkafka | here | why |
+/// |---|---|---|---|
+/// | `enable.idempotence` | false | true | retries after a lost acknowledgement never write a record twice or out of order within a partition |
+///
+/// Every other key keeps librdkafka's default and can be set with
+/// [`property`](ProducerSettings::property).
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    pub(crate) bootstrap_servers: String,
+    pub(crate) properties: BTreeMap<String, String>,
+    pub(crate) flush_timeout: Duration,
+}
+
+impl ProducerSettings {
+    /// Settings for the brokers at `bootstrap_servers` (`host:port[,host:port]`).
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        ProducerSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: BTreeMap::new(),
+            flush_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets any librdkafka producer property. Overrides this crate's defaults.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// How long closing a sink waits for queued records to be acknowledged,
+    /// and how long a sink dropped without closing keeps delivering in the
+    /// background. Default 30 s.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    pub(crate) fn to_client_config(&self) -> Result<ClientConfig, Error> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::config("invalid setting `bootstrap.servers`: empty"));
+        }
+        super::positive_duration("flush_timeout", self.flush_timeout)?;
+        let defaults = [
+            ("bootstrap.servers", self.bootstrap_servers.clone()),
+            ("enable.idempotence", "true".to_owned()),
+        ];
+        super::client_config(&defaults, &self.properties)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotence_is_on_by_default() {
+        let cfg = ProducerSettings::new("h:1").to_client_config().unwrap();
+        assert_eq!(cfg.get("enable.idempotence"), Some("true"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = ProducerSettings::new("h:1").property("lingerr.ms", "5").to_client_config().unwrap_err();
+        assert!(err.to_string().contains("lingerr.ms"), "{err}");
+    }
+}

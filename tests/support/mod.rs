@@ -1,0 +1,141 @@
+//! Helpers shared by the integration tests: broker choice, unique names,
+//! producing and consuming known records, reading committed offsets.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+use futures::{SinkExt, Stream, StreamExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use reactive_kafka::testkit::TestBroker;
+use reactive_kafka::{producer, ProducerRecord};
+
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    )
+}
+
+/// The broker for this test and a fresh topic on it.
+pub async fn broker_with_topic(prefix: &str, partitions: i32) -> (TestBroker, String) {
+    init_tracing();
+    let broker = TestBroker::from_env().expect("test broker");
+    let topic = unique(prefix);
+    broker
+        .create_topic(&topic, partitions)
+        .await
+        .expect("create topic");
+    (broker, topic)
+}
+
+/// Produces `n` records `key-i` / `value-i`, record `i` to partition
+/// `i % partitions`, and waits for every acknowledgement.
+pub async fn produce_n(broker: &TestBroker, topic: &str, n: usize, partitions: i32) {
+    let mut sink = producer::plain_sink(broker.producer_settings()).expect("producer");
+    for i in 0..n {
+        let record = ProducerRecord::new(topic)
+            .partition((i % partitions as usize) as i32)
+            .key(format!("key-{i}"))
+            .payload(format!("value-{i}"));
+        sink.feed(record).await.expect("produce");
+    }
+    sink.close().await.expect("flush");
+}
+
+/// Takes `n` items from a stream, failing the test if that takes longer than `limit`.
+pub async fn take_n<S, T>(stream: &mut S, n: usize, limit: Duration) -> Vec<T>
+where
+    S: Stream<Item = reactive_kafka::Result<T>> + Unpin,
+{
+    let mut out = Vec::with_capacity(n);
+    let result = tokio::time::timeout(limit, async {
+        while out.len() < n {
+            match stream.next().await {
+                Some(Ok(item)) => out.push(item),
+                Some(Err(e)) => panic!("stream failed after {} items: {e}", out.len()),
+                None => panic!("stream ended after {} of {n} items", out.len()),
+            }
+        }
+    })
+    .await;
+    if result.is_err() {
+        panic!("only {} of {n} items within {limit:?}", out.len());
+    }
+    out
+}
+
+/// Committed offsets of `group` for each partition of `topic` (`None` where
+/// nothing is committed), read by a separate client off the async threads.
+pub async fn committed_offsets(
+    broker: &TestBroker,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Option<i64>> {
+    let servers = broker.bootstrap_servers().to_owned();
+    let group = group.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("group.id", &group)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        // Turn the list into plain values and drop it before the consumer.
+        let out = committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let o = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (e.partition(), o)
+            })
+            .collect();
+        drop(committed);
+        drop(consumer);
+        out
+    })
+    .await
+    .expect("committed offsets task")
+}
+
+/// The index `i` encoded in a test record's key `key-i`.
+pub fn key_index(key: Option<&[u8]>) -> usize {
+    let key = std::str::from_utf8(key.expect("key")).expect("utf-8 key");
+    key.strip_prefix("key-").expect("key-").parse().expect("index")
+}
