@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -24,6 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{oneshot, watch};
 
 use super::batch::BatchBuilder;
+use super::commit_queue::ConsumerQueueRef;
 use super::context::{CommittedPartition, ContextEvent, EngineConsumer, EngineContext};
 use super::{
     next_engine_id, Batch, Command, CommitRequest, EngineConfig, EngineHandle, EngineLink, EngineState,
@@ -77,6 +78,7 @@ pub(crate) fn spawn(
     });
     let settings = &config.settings;
     let engine = Engine {
+        commit_queue: ConsumerQueueRef::new(&consumer),
         consumer: Some(consumer),
         link: link.clone(),
         commands: cmd_rx,
@@ -134,6 +136,8 @@ struct InflightCommit {
 }
 
 struct Engine {
+    /// Where commit results arrive; released before the consumer.
+    commit_queue: Option<ConsumerQueueRef>,
     consumer: Option<Arc<EngineConsumer>>,
     link: Arc<EngineLink>,
     commands: mpsc::Receiver<Command>,
@@ -361,7 +365,10 @@ impl Engine {
                 return;
             }
         }
-        let result = self.consumer().commit(&tpl, CommitMode::Async);
+        let result = match &self.commit_queue {
+            Some(q) => q.commit(self.consumer(), &tpl),
+            None => Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::InvalidArgument)),
+        };
         drop(tpl);
         match result {
             Ok(()) => self.inflight.push_back(InflightCommit {
@@ -500,7 +507,19 @@ impl Engine {
     }
 
     fn on_committed(&mut self, result: rdkafka::error::KafkaResult<()>, partitions: Vec<CommittedPartition>) {
-        let Some(commit) = self.inflight.pop_front() else {
+        // Answers come in request order; match on the partitions anyway.
+        let index = self
+            .inflight
+            .iter()
+            .position(|c| {
+                c.committed.len() == partitions.len()
+                    && c
+                        .committed
+                        .iter()
+                        .all(|o| partitions.iter().any(|p| p.tp == o.tp && p.offset == Some(o.offset)))
+            })
+            .unwrap_or(0);
+        let Some(commit) = self.inflight.remove(index) else {
             // A commit this engine did not request (auto commit on a plain source).
             tracing::debug!(ok = result.is_ok(), "offsets committed by librdkafka");
             return;
@@ -714,8 +733,10 @@ impl Engine {
                 drop(consumer.context().take_events());
             }
         }
-        // Partition queues hold the consumer: drop them before it.
+        // Partition queues and the commit queue reference the consumer:
+        // release them before it.
         self.partitions.clear();
+        self.commit_queue = None;
         drop(consumer.context().take_events());
         let result = match (self.failure.take(), closed) {
             (Some(e), _) => Err(e),

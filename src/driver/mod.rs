@@ -3,6 +3,7 @@
 //! commands and receives records through a bounded channel.
 
 mod batch;
+mod commit_queue;
 mod context;
 mod engine;
 
