@@ -16,7 +16,8 @@ async fn plain_source_reads_every_record_in_partition_order() {
     produce_n(&broker, &topic, n, 4).await;
 
     let settings = broker.consumer_settings(&unique("g-plain"));
-    let (mut source, control) = consumer::plain_source(settings, Subscription::topics([topic.clone()])).unwrap();
+    let (mut source, control) =
+        consumer::plain_source(settings, Subscription::topics([topic.clone()])).unwrap();
     let records = take_n(&mut source, n, Duration::from_secs(60)).await;
 
     let mut seen = vec![false; n];
@@ -26,10 +27,18 @@ async fn plain_source_reads_every_record_in_partition_order() {
         let i = key_index(r.key());
         assert!(!seen[i], "record {i} delivered twice");
         seen[i] = true;
-        assert_eq!(r.partition(), (i % 4) as i32, "record {i} on the wrong partition");
+        assert_eq!(
+            r.partition(),
+            (i % 4) as i32,
+            "record {i} on the wrong partition"
+        );
         assert_eq!(r.payload(), Some(format!("value-{i}").as_bytes()));
         if let Some(prev) = last_offset.insert(r.partition(), r.offset()) {
-            assert!(r.offset() > prev, "offsets out of order on partition {}", r.partition());
+            assert!(
+                r.offset() > prev,
+                "offsets out of order on partition {}",
+                r.partition()
+            );
         }
         assert!(r.timestamp().millis().is_some());
     }
@@ -40,7 +49,10 @@ async fn plain_source_reads_every_record_in_partition_order() {
     control.shutdown().await.unwrap();
     assert!(control.is_closed());
     // After shutdown the stream ends.
-    assert!(tokio::time::timeout(Duration::from_secs(5), source.next()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(Duration::from_secs(5), source.next())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,8 +62,14 @@ async fn manual_assignment_starts_at_the_given_offsets() {
 
     // Partition 0 from offset 90 (10 records left), partition 1 from the beginning (100).
     let subscription = Subscription::assignment_with_offsets([
-        (TopicPartition::new(topic.as_str(), 0), StartOffset::Offset(90)),
-        (TopicPartition::new(topic.as_str(), 1), StartOffset::Beginning),
+        (
+            TopicPartition::new(topic.as_str(), 0),
+            StartOffset::Offset(90),
+        ),
+        (
+            TopicPartition::new(topic.as_str(), 1),
+            StartOffset::Beginning,
+        ),
     ]);
     let settings = broker.consumer_settings(&unique("g-assign"));
     let (mut source, control) = consumer::committable_source(settings, subscription).unwrap();
@@ -62,9 +80,19 @@ async fn manual_assignment_starts_at_the_given_offsets() {
         .map(|m| m.record.offset())
         .collect();
     assert_eq!(p0, (90..100).collect::<Vec<_>>());
-    assert_eq!(messages.iter().filter(|m| m.record.partition() == 1).count(), 100);
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.record.partition() == 1)
+            .count(),
+        100
+    );
     // Nothing more arrives.
-    assert!(tokio::time::timeout(Duration::from_millis(500), source.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), source.next())
+            .await
+            .is_err()
+    );
     control.shutdown().await.unwrap();
 }
 

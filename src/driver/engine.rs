@@ -98,7 +98,6 @@ pub(crate) fn spawn(
         close_timeout: settings.close_timeout,
         connect_timeout: settings.connect_timeout,
         bootstrap: settings.bootstrap_servers.clone(),
-        has_group: settings.group_id.is_some(),
         committable: config.committable,
         subscription: config.subscription,
     };
@@ -157,7 +156,6 @@ struct Engine {
     close_timeout: Duration,
     connect_timeout: Duration,
     bootstrap: String,
-    has_group: bool,
     committable: bool,
     subscription: Subscription,
 }
@@ -700,10 +698,9 @@ impl Engine {
         }
     }
 
-    /// Ends the source, answers what is pending, leaves the group and
-    /// destroys the consumer, all on this thread.
+    /// Answers what is pending, leaves the group and destroys the consumer,
+    /// all on this thread, then ends the source with the outcome.
     fn close(&mut self) {
-        self.out = None;
         self.outbox.clear();
         let report = self.drain_report();
         for commit in self.inflight.drain(..) {
@@ -714,47 +711,27 @@ impl Engine {
                 )));
             }
         }
-        let Some(consumer) = self.consumer.take() else {
-            return;
-        };
-        let deadline = Instant::now() + self.close_timeout;
-        let mut closed = true;
-        if self.has_group {
-            tracing::info!("closing the consumer");
-            if let Err(e) = consumer.close_queue() {
-                tracing::warn!(error = %e, "could not close the consumer queue");
-            }
-            while !consumer.closed() {
-                if Instant::now() >= deadline {
-                    closed = false;
-                    break;
-                }
-                let _ = consumer.poll(Duration::from_millis(50));
-                drop(consumer.context().take_events());
-            }
-        }
         // Partition queues and the commit queue reference the consumer:
         // release them before it.
         self.partitions.clear();
         self.commit_queue = None;
-        drop(consumer.context().take_events());
-        let result = match (self.failure.take(), closed) {
-            (Some(e), _) => Err(e),
-            (None, true) => Ok(()),
-            (None, false) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("the consumer did not close within {:?} (close_timeout)", self.close_timeout),
-            )),
-        };
-        if closed {
-            drop(consumer);
-        } else {
-            // Destroying a consumer that has not closed can block; report first.
-            self.set_state(EngineState::Closed(result.clone()));
+        if let Some(consumer) = self.consumer.take() {
+            drop(consumer.context().take_events());
+            tracing::info!("closing the consumer");
+            // rdkafka's drop leaves the group (serving the final revocation on
+            // this thread) and destroys the handle. `Control::shutdown` bounds
+            // how long a caller waits for it.
             drop(consumer);
         }
+        let result = match self.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
         tracing::info!(ok = result.is_ok(), "consumer closed");
+        // The state is set before the source's channel closes, so the source
+        // sees the failure that ended it.
         self.set_state(EngineState::Closed(result));
+        self.out = None;
         if let Some((_, reply)) = self.drain.take() {
             let _ = reply.send(report);
         }

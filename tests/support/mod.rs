@@ -137,5 +137,8 @@ pub async fn committed_offsets(
 /// The index `i` encoded in a test record's key `key-i`.
 pub fn key_index(key: Option<&[u8]>) -> usize {
     let key = std::str::from_utf8(key.expect("key")).expect("utf-8 key");
-    key.strip_prefix("key-").expect("key-").parse().expect("index")
+    key.strip_prefix("key-")
+        .expect("key-")
+        .parse()
+        .expect("index")
 }

@@ -1,0 +1,146 @@
+//! Bad input fails early and clearly; an unreachable broker fails in bounded time.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reactive_kafka::{
+    committer, consumer, producer, CommitterSettings, ConsumerSettings, ErrorKind,
+    ProducerSettings, Subscription,
+};
+use support::*;
+
+#[tokio::test]
+async fn a_bad_consumer_key_fails_at_construction_naming_it() {
+    let settings = ConsumerSettings::new("127.0.0.1:1")
+        .group_id("g")
+        .property("max.poll.interval.msec", "1000");
+    let err = consumer::plain_source(settings, Subscription::topics(["t"])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("max.poll.interval.msec"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_consumer_value_fails_at_construction_naming_key_and_value() {
+    let settings = ConsumerSettings::new("127.0.0.1:1")
+        .group_id("g")
+        .property("auto.offset.reset", "yesterday");
+    let err = consumer::committable_source(settings, Subscription::topics(["t"])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("auto.offset.reset") && msg.contains("yesterday"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_combinations_fail_at_construction() {
+    // Rejected by librdkafka only when the client is created.
+    let settings = ConsumerSettings::new("127.0.0.1:1")
+        .group_id("g")
+        .property("group.protocol", "consumer")
+        .property("session.timeout.ms", "6000");
+    let err = consumer::plain_source(settings, Subscription::topics(["t"])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("session.timeout.ms"), "{err}");
+
+    let err = consumer::plain_source(
+        ConsumerSettings::new("127.0.0.1:1"),
+        Subscription::pattern("orders.*"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("orders.*"), "{err}");
+
+    let err = consumer::plain_source(
+        ConsumerSettings::new("127.0.0.1:1"),
+        Subscription::topics(Vec::<String>::new()),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+#[tokio::test]
+async fn a_bad_producer_key_fails_at_construction_naming_it() {
+    let err = producer::plain_sink(ProducerSettings::new("127.0.0.1:1").property("acks", "most"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.to_string().contains("acks") && err.to_string().contains("most"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bad_committer_settings_fail_at_construction() {
+    let err = committer::sink(CommitterSettings::default().max_batch(0)).unwrap_err();
+    assert!(err.to_string().contains("max_batch"), "{err}");
+    let err =
+        committer::sink(CommitterSettings::default().max_interval(Duration::ZERO)).unwrap_err();
+    assert!(err.to_string().contains("max_interval"), "{err}");
+}
+
+/// Nothing listens on the port: the source ends with a BrokerUnreachable
+/// error within `connect_timeout` (plus a small margin), and `Control`
+/// reports the same error.
+#[tokio::test]
+async fn an_unreachable_broker_fails_within_the_connect_timeout() {
+    init_tracing();
+    // A port that was just free: bind, read the port, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = ConsumerSettings::new(format!("127.0.0.1:{port}"))
+        .group_id("g")
+        .connect_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let (mut source, control) =
+        consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(10), source.next())
+        .await
+        .expect("the source must not hang");
+    let err = item.expect("an error item").unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::BrokerUnreachable, "{err}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "failed too early: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert!(
+        source.next().await.is_none(),
+        "the stream ends after its error"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), control.is_shutdown())
+        .await
+        .expect("is_shutdown resolves");
+    assert_eq!(closed.unwrap_err().kind(), ErrorKind::BrokerUnreachable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_fails_a_producer_sink_within_message_timeout() {
+    use futures::SinkExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings =
+        ProducerSettings::new(format!("127.0.0.1:{port}")).property("message.timeout.ms", "1500");
+    let mut sink = producer::plain_sink(settings).unwrap();
+    sink.feed(reactive_kafka::ProducerRecord::new("nowhere").payload("x"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), sink.close())
+        .await
+        .expect("close must not hang")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Delivery, "{err}");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

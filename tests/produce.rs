@@ -1,0 +1,159 @@
+//! The producer sink: delivery, backpressure, errors, flush on close and on drop.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reactive_kafka::{consumer, producer, ErrorKind, ProducerRecord, Subscription, Timestamp};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arrive_with_key_payload_headers_and_timestamp() {
+    let (broker, topic) = broker_with_topic("fields", 1).await;
+    let mut sink = producer::plain_sink(broker.producer_settings()).unwrap();
+    sink.send(
+        ProducerRecord::new(&topic)
+            .key("k")
+            .payload("p")
+            .header("h1", "v1")
+            .header("h2", "v2")
+            .timestamp(1_700_000_000_123),
+    )
+    .await
+    .unwrap();
+    // A tombstone: no payload.
+    sink.send(ProducerRecord::new(&topic).key("gone"))
+        .await
+        .unwrap();
+    assert_eq!(sink.delivered(), 2);
+    sink.close().await.unwrap();
+
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-fields")),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let records = take_n(&mut source, 2, Duration::from_secs(30)).await;
+    let r = &records[0];
+    assert_eq!(r.key(), Some(&b"k"[..]));
+    assert_eq!(r.payload(), Some(&b"p"[..]));
+    assert_eq!(r.timestamp(), Timestamp::CreateTime(1_700_000_000_123));
+    let headers: Vec<(&str, Option<&[u8]>)> = r
+        .headers()
+        .iter()
+        .map(|h| (h.key.as_str(), h.value.as_deref()))
+        .collect();
+    assert_eq!(
+        headers,
+        vec![("h1", Some(&b"v1"[..])), ("h2", Some(&b"v2"[..]))]
+    );
+    assert_eq!(records[1].payload(), None);
+    control.shutdown().await.unwrap();
+}
+
+/// A queue of 50 records forces the sink to wait for deliveries hundreds of
+/// times; every record still arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_applies_backpressure_and_loses_nothing() {
+    let (broker, topic) = broker_with_topic("backpressure", 2).await;
+    let settings = broker
+        .producer_settings()
+        .property("queue.buffering.max.messages", "50");
+    let mut sink = producer::plain_sink(settings).unwrap();
+    let n = 10_000;
+    let mut max_in_flight = 0;
+    for i in 0..n {
+        sink.feed(
+            ProducerRecord::new(&topic)
+                .partition((i % 2) as i32)
+                .key(format!("key-{i}"))
+                .payload(format!("value-{i}")),
+        )
+        .await
+        .unwrap();
+        max_in_flight = max_in_flight.max(sink.in_flight());
+    }
+    sink.close().await.unwrap();
+    assert!(
+        max_in_flight <= 50,
+        "in flight {max_in_flight} beyond the queue limit"
+    );
+
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-bp")),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let records = take_n(&mut source, n, Duration::from_secs(60)).await;
+    let mut seen = vec![false; n];
+    for r in &records {
+        let i = key_index(r.key());
+        assert!(!seen[i], "record {i} twice");
+        seen[i] = true;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), source.next())
+            .await
+            .is_err()
+    );
+    control.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_for_a_missing_partition_fails_the_sink_naming_it() {
+    let (broker, topic) = broker_with_topic("badpart", 1).await;
+    let mut sink = producer::plain_sink(
+        broker
+            .producer_settings()
+            .property("message.timeout.ms", "3000"),
+    )
+    .unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        sink.send(ProducerRecord::new(&topic).partition(7).payload("x")),
+    )
+    .await
+    .expect("the sink must not hang");
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Delivery | ErrorKind::Produce),
+        "{err:?}"
+    );
+    let c = err.coordinates().expect("coordinates");
+    assert_eq!(c.topic, topic);
+    assert_eq!(c.partition, Some(7));
+}
+
+/// A sink dropped without close still delivers what it queued, from a
+/// background thread, and the drop itself returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_sink_still_delivers_its_queued_records() {
+    let (broker, topic) = broker_with_topic("dropsink", 1).await;
+    let mut sink =
+        producer::plain_sink(broker.producer_settings().property("linger.ms", "200")).unwrap();
+    for i in 0..500 {
+        sink.feed(
+            ProducerRecord::new(&topic)
+                .key(format!("key-{i}"))
+                .payload("v"),
+        )
+        .await
+        .unwrap();
+    }
+    let started = std::time::Instant::now();
+    drop(sink);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "drop blocked"
+    );
+
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-dropsink")),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let records = take_n(&mut source, 500, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 500);
+    control.shutdown().await.unwrap();
+}
