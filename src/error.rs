@@ -73,7 +73,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn with_source(kind: ErrorKind, message: impl Into<String>, source: KafkaError) -> Self {
+    pub(crate) fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: KafkaError,
+    ) -> Self {
         Error {
             inner: Arc::new(Inner {
                 kind,
@@ -117,7 +121,10 @@ impl Error {
 
     /// The librdkafka error code behind this error, when there is one.
     pub fn rdkafka_code(&self) -> Option<RDKafkaErrorCode> {
-        self.inner.source.as_ref().and_then(|e| e.rdkafka_error_code())
+        self.inner
+            .source
+            .as_ref()
+            .and_then(|e| e.rdkafka_error_code())
     }
 
     /// True when the client that raised it cannot go on: a bad configuration,
@@ -125,10 +132,12 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         match self.inner.kind {
             ErrorKind::Config | ErrorKind::Closed | ErrorKind::BrokerUnreachable => true,
-            _ => matches!(
-                self.inner.source,
-                Some(KafkaError::MessageConsumptionFatal(_))
-            ) || self.rdkafka_code() == Some(RDKafkaErrorCode::Fatal),
+            _ => {
+                matches!(
+                    self.inner.source,
+                    Some(KafkaError::MessageConsumptionFatal(_))
+                ) || self.rdkafka_code() == Some(RDKafkaErrorCode::Fatal)
+            }
         }
     }
 
@@ -149,7 +158,11 @@ impl Error {
         self.inner.kind == ErrorKind::Timeout
             || matches!(
                 self.rdkafka_code(),
-                Some(RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::OperationTimedOut)
+                Some(
+                    RDKafkaErrorCode::RequestTimedOut
+                        | RDKafkaErrorCode::MessageTimedOut
+                        | RDKafkaErrorCode::OperationTimedOut
+                )
             )
     }
 }
@@ -183,7 +196,8 @@ pub(crate) fn is_retriable_code(code: RDKafkaErrorCode) -> bool {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.inner.kind).field("message", &self.inner.message);
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
         if let Some(c) = &self.inner.coordinates {
             d.field("coordinates", c);
         }
@@ -232,7 +246,10 @@ mod tests {
             KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress),
         )
         .at("orders", Some(3), Some(42));
-        assert_eq!(err.to_string(), "commit failed (topic orders, partition 3, offset 42)");
+        assert_eq!(
+            err.to_string(),
+            "commit failed (topic orders, partition 3, offset 42)"
+        );
         assert!(err.is_retriable());
         assert!(!err.is_fatal());
         assert!(std::error::Error::source(&err).is_some());

@@ -109,4 +109,6 @@ pub use consumer::{
 };
 pub use error::{Coordinates, Error, ErrorKind, Result};
 pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};
-pub use settings::{AutoOffsetReset, CommitDelivery, CommitterSettings, ConsumerSettings, ProducerSettings};
+pub use settings::{
+    AutoOffsetReset, CommitDelivery, CommitterSettings, ConsumerSettings, ProducerSettings,
+};

@@ -63,7 +63,9 @@ impl CommittableOffsetBatch {
 
     /// Sends the batch's commits (one per consumer) and returns a future of
     /// their outcome; the batch is left empty.
-    pub(crate) fn dispatch(&mut self) -> Result<impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static> {
+    pub(crate) fn dispatch(
+        &mut self,
+    ) -> Result<impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static> {
         self.count = 0;
         let mut by_engine: Vec<(Arc<EngineLink>, CommitRequest)> = Vec::new();
         for (handle, offset) in self.entries.drain(..) {

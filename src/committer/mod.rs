@@ -95,7 +95,9 @@ impl CommitterSink {
             self.task = None;
             self.result = Some(match joined {
                 Ok(r) => r,
-                Err(e) => Err(Error::closed(format!("the committer task ended abnormally: {e}"))),
+                Err(e) => Err(Error::closed(format!(
+                    "the committer task ended abnormally: {e}"
+                ))),
             });
         }
         Poll::Ready(self.result.clone().unwrap_or(Ok(())))
@@ -108,11 +110,15 @@ impl CommitterSink {
         }
         if ready!(self.tx.poll_ready(cx)).is_err() {
             // The task ended, so it failed: report why.
-            return self.poll_task(cx).map(|r| r.and(Err(Error::closed("the committer has stopped"))));
+            return self
+                .poll_task(cx)
+                .map(|r| r.and(Err(Error::closed("the committer has stopped"))));
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk));
         if self.tx.start_send(chunk).is_err() {
-            return self.poll_task(cx).map(|r| r.and(Err(Error::closed("the committer has stopped"))));
+            return self
+                .poll_task(cx)
+                .map(|r| r.and(Err(Error::closed("the committer has stopped"))));
         }
         Poll::Ready(Ok(()))
     }
@@ -140,7 +146,9 @@ impl Sink<CommittableOffset> for CommitterSink {
         let this = self.get_mut();
         ready!(this.poll_send_buf(cx))?;
         if ready!(Pin::new(&mut this.tx).poll_flush(cx)).is_err() {
-            return this.poll_task(cx).map(|r| r.and(Err(Error::closed("the committer has stopped"))));
+            return this
+                .poll_task(cx)
+                .map(|r| r.and(Err(Error::closed("the committer has stopped"))));
         }
         Poll::Ready(Ok(()))
     }
@@ -163,7 +171,10 @@ impl Drop for CommitterSink {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Vec<CommittableOffset>>, settings: CommitterSettings) -> Result<()> {
+async fn run(
+    mut rx: mpsc::Receiver<Vec<CommittableOffset>>,
+    settings: CommitterSettings,
+) -> Result<()> {
     let mut batch = CommittableOffsetBatch::new();
     let mut inflight = FuturesUnordered::new();
     let mut deadline = Instant::now();

@@ -167,7 +167,10 @@ impl Control {
 
     /// True once the consumer is closed.
     pub fn is_closed(&self) -> bool {
-        matches!(*self.handle.link.shared.state.borrow(), EngineState::Closed(_))
+        matches!(
+            *self.handle.link.shared.state.borrow(),
+            EngineState::Closed(_)
+        )
     }
 
     /// A snapshot of the consumer's counters.

@@ -13,7 +13,9 @@ mod offset;
 mod source;
 mod subscription;
 
-pub use control::{CommitOutcome, ConsumerMetrics, Control, DrainReport, PartitionOffset, Uncommitted};
+pub use control::{
+    CommitOutcome, ConsumerMetrics, Control, DrainReport, PartitionOffset, Uncommitted,
+};
 pub use offset::{CommittableMessage, CommittableOffset};
 pub use source::{CommittableSource, PlainSource};
 pub use subscription::{StartOffset, Subscription};
@@ -34,7 +36,10 @@ use crate::settings::ConsumerSettings;
 /// Offsets are not committed: `enable.auto.commit` is off unless you set it
 /// with [`ConsumerSettings::property`] (then librdkafka commits what the
 /// engine has fetched, which is at-most-once for records still in flight).
-pub fn plain_source(settings: ConsumerSettings, subscription: Subscription) -> Result<(PlainSource, Control)> {
+pub fn plain_source(
+    settings: ConsumerSettings,
+    subscription: Subscription,
+) -> Result<(PlainSource, Control)> {
     let (handle, rx) = driver::spawn(EngineConfig {
         settings,
         subscription,
@@ -59,5 +64,8 @@ pub fn committable_source(
         subscription,
         committable: true,
     })?;
-    Ok((CommittableSource::new(handle.clone(), rx), Control::new(handle)))
+    Ok((
+        CommittableSource::new(handle.clone(), rx),
+        Control::new(handle),
+    ))
 }

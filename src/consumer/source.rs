@@ -118,7 +118,9 @@ impl Stream for PlainSource {
 
 impl fmt::Debug for PlainSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlainSource").field("engine", &self.core.handle.link.id).finish()
+        f.debug_struct("PlainSource")
+            .field("engine", &self.core.handle.link.id)
+            .finish()
     }
 }
 

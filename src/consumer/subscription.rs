@@ -45,17 +45,26 @@ impl Subscription {
 
     /// Reads these partitions from the group's committed offsets.
     pub fn assignment<I: IntoIterator<Item = TopicPartition>>(partitions: I) -> Self {
-        Subscription::Assignment(partitions.into_iter().map(|tp| (tp, StartOffset::Committed)).collect())
+        Subscription::Assignment(
+            partitions
+                .into_iter()
+                .map(|tp| (tp, StartOffset::Committed))
+                .collect(),
+        )
     }
 
     /// Reads these partitions from the given offsets.
-    pub fn assignment_with_offsets<I: IntoIterator<Item = (TopicPartition, StartOffset)>>(partitions: I) -> Self {
+    pub fn assignment_with_offsets<I: IntoIterator<Item = (TopicPartition, StartOffset)>>(
+        partitions: I,
+    ) -> Self {
         Subscription::Assignment(partitions.into_iter().collect())
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
-            Subscription::Topics(t) if t.is_empty() => Err(Error::config("invalid subscription: no topics")),
+            Subscription::Topics(t) if t.is_empty() => {
+                Err(Error::config("invalid subscription: no topics"))
+            }
             Subscription::Topics(t) => match t.iter().find(|t| t.is_empty()) {
                 Some(_) => Err(Error::config("invalid subscription: empty topic name")),
                 None => Ok(()),
@@ -64,9 +73,16 @@ impl Subscription {
                 "invalid subscription pattern `{p}`: a pattern must start with `^`"
             ))),
             Subscription::Pattern(_) => Ok(()),
-            Subscription::Assignment(a) if a.is_empty() => Err(Error::config("invalid subscription: no partitions")),
-            Subscription::Assignment(a) => match a.iter().find(|(tp, _)| tp.partition < 0 || tp.topic.is_empty()) {
-                Some((tp, _)) => Err(Error::config(format!("invalid subscription: bad partition `{tp}`"))),
+            Subscription::Assignment(a) if a.is_empty() => {
+                Err(Error::config("invalid subscription: no partitions"))
+            }
+            Subscription::Assignment(a) => match a
+                .iter()
+                .find(|(tp, _)| tp.partition < 0 || tp.topic.is_empty())
+            {
+                Some((tp, _)) => Err(Error::config(format!(
+                    "invalid subscription: bad partition `{tp}`"
+                ))),
                 None => Ok(()),
             },
         }

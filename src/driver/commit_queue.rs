@@ -31,7 +31,11 @@ impl ConsumerQueueRef {
 
     /// Sends an asynchronous commit; its result arrives as an offset-commit
     /// event on the consumer queue.
-    pub(crate) fn commit(&self, consumer: &EngineConsumer, tpl: &TopicPartitionList) -> Result<(), KafkaError> {
+    pub(crate) fn commit(
+        &self,
+        consumer: &EngineConsumer,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), KafkaError> {
         // SAFETY: all pointers are valid for the call; librdkafka copies the list.
         let err = unsafe {
             rdsys::rd_kafka_commit_queue(

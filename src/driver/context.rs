@@ -18,7 +18,10 @@ pub(crate) type EngineConsumer = BaseConsumer<EngineContext>;
 
 pub(crate) enum ContextEvent {
     Assigned(Vec<(TopicPartition, Option<PartitionQueue<EngineContext>>)>),
-    Revoked { partitions: Vec<TopicPartition>, lost: bool },
+    Revoked {
+        partitions: Vec<TopicPartition>,
+        lost: bool,
+    },
     Committed {
         result: KafkaResult<()>,
         partitions: Vec<CommittedPartition>,

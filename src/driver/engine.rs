@@ -27,10 +27,12 @@ use super::batch::BatchBuilder;
 use super::commit_queue::ConsumerQueueRef;
 use super::context::{CommittedPartition, ContextEvent, EngineConsumer, EngineContext};
 use super::{
-    next_engine_id, Batch, Command, CommitRequest, EngineConfig, EngineHandle, EngineLink, EngineState,
-    PartitionHandle, Shared,
+    next_engine_id, Batch, Command, CommitRequest, EngineConfig, EngineHandle, EngineLink,
+    EngineState, PartitionHandle, Shared,
 };
-use crate::consumer::{CommitOutcome, DrainReport, PartitionOffset, StartOffset, Subscription, Uncommitted};
+use crate::consumer::{
+    CommitOutcome, DrainReport, PartitionOffset, StartOffset, Subscription, Uncommitted,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::TopicPartition;
 
@@ -57,8 +59,14 @@ pub(crate) fn spawn(
     drop(join); // detached: the engine ends by itself when released or shut down
 
     let context = EngineContext::new(thread.clone());
-    let mut consumer = EngineConsumer::from_config_and_context(&client_config, context)
-        .map_err(|e| Error::with_source(ErrorKind::Config, format!("could not create the consumer: {e}"), e))?;
+    let mut consumer =
+        EngineConsumer::from_config_and_context(&client_config, context).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!("could not create the consumer: {e}"),
+                e,
+            )
+        })?;
     let wake = thread.clone();
     consumer.set_nonempty_callback(move || wake.unpark());
     let consumer = Arc::new(consumer);
@@ -162,7 +170,9 @@ struct Engine {
 
 impl Engine {
     fn consumer(&self) -> &Arc<EngineConsumer> {
-        self.consumer.as_ref().expect("consumer is present until close")
+        self.consumer
+            .as_ref()
+            .expect("consumer is present until close")
     }
 
     fn run(mut self) {
@@ -197,14 +207,24 @@ impl Engine {
             Subscription::Topics(topics) => {
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
                 self.consumer().subscribe(&topics).map_err(|e| {
-                    Error::with_source(ErrorKind::Config, format!("could not subscribe to {topics:?}"), e)
+                    Error::with_source(
+                        ErrorKind::Config,
+                        format!("could not subscribe to {topics:?}"),
+                        e,
+                    )
                 })?;
                 tracing::info!(?topics, "subscribed");
             }
             Subscription::Pattern(pattern) => {
-                self.consumer().subscribe(&[pattern.as_str()]).map_err(|e| {
-                    Error::with_source(ErrorKind::Config, format!("could not subscribe to pattern `{pattern}`"), e)
-                })?;
+                self.consumer()
+                    .subscribe(&[pattern.as_str()])
+                    .map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::Config,
+                            format!("could not subscribe to pattern `{pattern}`"),
+                            e,
+                        )
+                    })?;
                 tracing::info!(%pattern, "subscribed to pattern");
             }
             Subscription::Assignment(assignment) => {
@@ -219,12 +239,18 @@ impl Engine {
                         StartOffset::Offset(o) => Offset::Offset(*o),
                     };
                     tpl.add_partition_offset(&tp.topic, tp.partition, offset)
-                        .map_err(|e| Error::with_source(ErrorKind::Config, "invalid start offset", e).at(&tp.topic, Some(tp.partition), None))?;
+                        .map_err(|e| {
+                            Error::with_source(ErrorKind::Config, "invalid start offset", e).at(
+                                &tp.topic,
+                                Some(tp.partition),
+                                None,
+                            )
+                        })?;
                     split.push((tp.clone(), consumer.context().split(&consumer, tp)));
                 }
-                consumer
-                    .assign(&tpl)
-                    .map_err(|e| Error::with_source(ErrorKind::Config, "could not assign partitions", e))?;
+                consumer.assign(&tpl).map_err(|e| {
+                    Error::with_source(ErrorKind::Config, "could not assign partitions", e)
+                })?;
                 drop(tpl);
                 self.on_assigned(split);
             }
@@ -311,10 +337,16 @@ impl Engine {
         }
     }
 
-    fn commit(&mut self, offsets: CommitRequest, reply: Option<oneshot::Sender<Result<CommitOutcome>>>) {
+    fn commit(
+        &mut self,
+        offsets: CommitRequest,
+        reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
+    ) {
         if matches!(self.phase, Phase::Closing { .. }) || self.released {
             if let Some(reply) = reply {
-                let _ = reply.send(Err(Error::closed("the consumer is closing; commit not sent")));
+                let _ = reply.send(Err(Error::closed(
+                    "the consumer is closing; commit not sent",
+                )));
             }
             return;
         }
@@ -339,7 +371,9 @@ impl Engine {
             }
         }
         let counters = &self.link.shared.counters;
-        counters.offsets_stale.fetch_add(stale.len() as u64, Ordering::Relaxed);
+        counters
+            .offsets_stale
+            .fetch_add(stale.len() as u64, Ordering::Relaxed);
         if !stale.is_empty() {
             tracing::info!(stale = ?stale, "offsets of revoked partitions not committed");
         }
@@ -355,17 +389,25 @@ impl Engine {
         }
         let mut tpl = TopicPartitionList::with_capacity(committed.len());
         for e in &committed {
-            if let Err(err) = tpl.add_partition_offset(&e.tp.topic, e.tp.partition, Offset::Offset(e.offset)) {
+            if let Err(err) =
+                tpl.add_partition_offset(&e.tp.topic, e.tp.partition, Offset::Offset(e.offset))
+            {
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(Error::with_source(ErrorKind::Commit, "invalid offset", err)
-                        .at(&e.tp.topic, Some(e.tp.partition), Some(e.offset))));
+                    let _ = reply.send(Err(Error::with_source(
+                        ErrorKind::Commit,
+                        "invalid offset",
+                        err,
+                    )
+                    .at(&e.tp.topic, Some(e.tp.partition), Some(e.offset))));
                 }
                 return;
             }
         }
         let result = match &self.commit_queue {
             Some(q) => q.commit(self.consumer(), &tpl),
-            None => Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::InvalidArgument)),
+            None => Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::InvalidArgument,
+            )),
         };
         drop(tpl);
         match result {
@@ -400,11 +442,9 @@ impl Engine {
                 Ok(msg) => {
                     let tp_topic = msg.topic();
                     let partition = msg.partition();
-                    let Some(p) = self
-                        .partitions
-                        .iter()
-                        .find(|p| &*p.handle.tp.topic == tp_topic && p.handle.tp.partition == partition)
-                    else {
+                    let Some(p) = self.partitions.iter().find(|p| {
+                        &*p.handle.tp.topic == tp_topic && p.handle.tp.partition == partition
+                    }) else {
                         continue;
                     };
                     if self.phase != Phase::Running {
@@ -439,7 +479,8 @@ impl Engine {
             _ => false,
         };
         if fatal {
-            let mut err = Error::with_source(ErrorKind::Consume, format!("consumer failed: {e}"), e);
+            let mut err =
+                Error::with_source(ErrorKind::Consume, format!("consumer failed: {e}"), e);
             if let Some(tp) = tp {
                 err = err.at(&tp.topic, Some(tp.partition), None);
             }
@@ -457,7 +498,9 @@ impl Engine {
             match event {
                 ContextEvent::Assigned(split) => self.on_assigned(split),
                 ContextEvent::Revoked { partitions, lost } => self.on_revoked(partitions, lost),
-                ContextEvent::Committed { result, partitions } => self.on_committed(result, partitions),
+                ContextEvent::Committed { result, partitions } => {
+                    self.on_committed(result, partitions)
+                }
                 ContextEvent::RebalanceFailed(e) => tracing::warn!(error = %e, "rebalance error"),
             }
         }
@@ -504,17 +547,22 @@ impl Engine {
             .store(self.partitions.len() as u64, Ordering::Relaxed);
     }
 
-    fn on_committed(&mut self, result: rdkafka::error::KafkaResult<()>, partitions: Vec<CommittedPartition>) {
+    fn on_committed(
+        &mut self,
+        result: rdkafka::error::KafkaResult<()>,
+        partitions: Vec<CommittedPartition>,
+    ) {
         // Answers come in request order; match on the partitions anyway.
         let index = self
             .inflight
             .iter()
             .position(|c| {
                 c.committed.len() == partitions.len()
-                    && c
-                        .committed
-                        .iter()
-                        .all(|o| partitions.iter().any(|p| p.tp == o.tp && p.offset == Some(o.offset)))
+                    && c.committed.iter().all(|o| {
+                        partitions
+                            .iter()
+                            .any(|p| p.tp == o.tp && p.offset == Some(o.offset))
+                    })
             })
             .unwrap_or(0);
         let Some(commit) = self.inflight.remove(index) else {
@@ -523,11 +571,17 @@ impl Engine {
             return;
         };
         let counters = &self.link.shared.counters;
-        let failed = partitions.iter().find_map(|p| p.error.clone().map(|e| (p, e)));
+        let failed = partitions
+            .iter()
+            .find_map(|p| p.error.clone().map(|e| (p, e)));
         let outcome = match (result, failed) {
             (Err(e), _) => Err(commit_error(&commit.committed, e)),
-            (Ok(()), Some((p, e))) => Err(Error::with_source(ErrorKind::Commit, format!("commit failed: {e}"), e)
-                .at(&p.tp.topic, Some(p.tp.partition), p.offset)),
+            (Ok(()), Some((p, e))) => Err(Error::with_source(
+                ErrorKind::Commit,
+                format!("commit failed: {e}"),
+                e,
+            )
+            .at(&p.tp.topic, Some(p.tp.partition), p.offset)),
             (Ok(()), None) => Ok(()),
         };
         let elapsed = commit.started.elapsed();
@@ -539,7 +593,8 @@ impl Engine {
                     .fetch_add(commit.committed.len() as u64, Ordering::Relaxed);
                 for c in &commit.committed {
                     if let Some(p) = self.partitions.iter_mut().find(|p| p.handle.tp == c.tp) {
-                        p.committed_next = Some(p.committed_next.map_or(c.offset, |o| o.max(c.offset)));
+                        p.committed_next =
+                            Some(p.committed_next.map_or(c.offset, |o| o.max(c.offset)));
                     }
                 }
                 tracing::debug!(offsets = ?commit.committed, ?elapsed, "committed");
@@ -626,7 +681,9 @@ impl Engine {
     fn fill(&mut self, i: usize) -> Option<Batch> {
         let max_batch = self.max_batch;
         let Engine {
-            partitions, builder, ..
+            partitions,
+            builder,
+            ..
         } = self;
         let p = &partitions[i];
         let queue = p.queue.as_ref()?;
@@ -739,8 +796,15 @@ impl Engine {
 }
 
 fn commit_error(offsets: &[PartitionOffset], e: KafkaError) -> Error {
-    let list: Vec<String> = offsets.iter().map(|o| format!("{}@{}", o.tp, o.offset)).collect();
-    let err = Error::with_source(ErrorKind::Commit, format!("commit of [{}] failed: {e}", list.join(", ")), e);
+    let list: Vec<String> = offsets
+        .iter()
+        .map(|o| format!("{}@{}", o.tp, o.offset))
+        .collect();
+    let err = Error::with_source(
+        ErrorKind::Commit,
+        format!("commit of [{}] failed: {e}", list.join(", ")),
+        e,
+    );
     match offsets {
         [one] => err.at(&one.tp.topic, Some(one.tp.partition), Some(one.offset)),
         _ => err,

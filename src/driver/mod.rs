@@ -95,7 +95,9 @@ pub(crate) enum Command {
     Shutdown,
     /// The source was dropped; these offsets had been handed to it but never
     /// pulled, so a drain must not wait for their commit.
-    SourceDropped { unpulled: Vec<(TopicPartition, i64)> },
+    SourceDropped {
+        unpulled: Vec<(TopicPartition, i64)>,
+    },
     Released,
 }
 

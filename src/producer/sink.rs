@@ -60,11 +60,12 @@ impl ProducerContext for SinkContext {
                 self.state.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, msg)) => {
-                let err = Error::with_source(ErrorKind::Delivery, format!("record not delivered: {e}"), e.clone()).at(
-                    msg.topic(),
-                    Some(msg.partition()).filter(|p| *p >= 0),
-                    None,
-                );
+                let err = Error::with_source(
+                    ErrorKind::Delivery,
+                    format!("record not delivered: {e}"),
+                    e.clone(),
+                )
+                .at(msg.topic(), Some(msg.partition()).filter(|p| *p >= 0), None);
                 tracing::error!(error = %err, "delivery failed");
                 let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
                 failure.get_or_insert(err);
@@ -110,8 +111,19 @@ impl ProducerSink {
         let config = settings.to_client_config()?;
         reaper::ensure_started();
         let state = Arc::new(DeliveryState::default());
-        let producer = ThreadedProducer::from_config_and_context(&config, SinkContext { state: state.clone() })
-            .map_err(|e| Error::with_source(ErrorKind::Config, format!("could not create the producer: {e}"), e))?;
+        let producer = ThreadedProducer::from_config_and_context(
+            &config,
+            SinkContext {
+                state: state.clone(),
+            },
+        )
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!("could not create the producer: {e}"),
+                e,
+            )
+        })?;
         Ok(ProducerSink {
             producer: Some(producer),
             state,
@@ -173,10 +185,12 @@ impl ProducerSink {
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
                     return Ok(Sent::Full(record));
                 }
-                Err(
-                    Error::with_source(ErrorKind::Produce, format!("could not produce the record: {e}"), e)
-                        .at(&record.topic, record.partition, None),
+                Err(Error::with_source(
+                    ErrorKind::Produce,
+                    format!("could not produce the record: {e}"),
+                    e,
                 )
+                .at(&record.topic, record.partition, None))
             }
         }
     }

@@ -72,10 +72,14 @@ impl CommitterSettings {
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.max_batch == 0 {
-            return Err(Error::config("invalid committer setting `max_batch`: must be at least 1"));
+            return Err(Error::config(
+                "invalid committer setting `max_batch`: must be at least 1",
+            ));
         }
         if self.parallelism == 0 {
-            return Err(Error::config("invalid committer setting `parallelism`: must be at least 1"));
+            return Err(Error::config(
+                "invalid committer setting `parallelism`: must be at least 1",
+            ));
         }
         super::positive_duration("max_interval", self.max_interval)?;
         super::positive_duration("commit_timeout", self.commit_timeout)

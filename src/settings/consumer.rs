@@ -135,10 +135,12 @@ impl ConsumerSettings {
     /// A property as it will be passed to librdkafka (the user's value, or
     /// this crate's default), `None` when librdkafka's own default applies.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.properties
-            .get(key)
-            .cloned()
-            .or_else(|| self.defaults().into_iter().find(|(k, _)| *k == key).map(|(_, v)| v))
+        self.properties.get(key).cloned().or_else(|| {
+            self.defaults()
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        })
     }
 
     fn defaults(&self) -> Vec<(&'static str, String)> {
@@ -158,14 +160,20 @@ impl ConsumerSettings {
     /// Validates the settings and turns them into a librdkafka configuration.
     /// `committable` sources need a group and no auto commit.
     pub(crate) fn to_client_config(&self, committable: bool) -> Result<ClientConfig, Error> {
-        if self.bootstrap_servers.trim().is_empty() && !self.properties.contains_key("test.mock.num.brokers") {
+        if self.bootstrap_servers.trim().is_empty()
+            && !self.properties.contains_key("test.mock.num.brokers")
+        {
             return Err(Error::config("invalid setting `bootstrap.servers`: empty"));
         }
         if self.max_batch_records == 0 {
-            return Err(Error::config("invalid setting `max_batch_records`: must be at least 1"));
+            return Err(Error::config(
+                "invalid setting `max_batch_records`: must be at least 1",
+            ));
         }
         if self.buffer_batches == 0 {
-            return Err(Error::config("invalid setting `buffer_batches`: must be at least 1"));
+            return Err(Error::config(
+                "invalid setting `buffer_batches`: must be at least 1",
+            ));
         }
         super::positive_duration("connect_timeout", self.connect_timeout)?;
         super::positive_duration("close_timeout", self.close_timeout)?;
@@ -187,7 +195,9 @@ impl ConsumerSettings {
                 ));
             }
         }
-        if self.get("enable.auto.offset.store").as_deref() == Some("true") && self.get("enable.auto.commit").as_deref() != Some("true") {
+        if self.get("enable.auto.offset.store").as_deref() == Some("true")
+            && self.get("enable.auto.commit").as_deref() != Some("true")
+        {
             return Err(Error::config(
                 "invalid setting `enable.auto.offset.store` = `true`: offsets are committed explicitly",
             ));
@@ -232,7 +242,9 @@ mod tests {
 
     #[test]
     fn committable_needs_group_and_manual_commits() {
-        let err = ConsumerSettings::new("h:1").to_client_config(true).unwrap_err();
+        let err = ConsumerSettings::new("h:1")
+            .to_client_config(true)
+            .unwrap_err();
         assert!(err.to_string().contains("group.id"), "{err}");
         let err = ConsumerSettings::new("h:1")
             .group_id("g")
@@ -244,7 +256,10 @@ mod tests {
 
     #[test]
     fn zero_knobs_are_rejected() {
-        let err = ConsumerSettings::new("h:1").max_batch_records(0).to_client_config(false).unwrap_err();
+        let err = ConsumerSettings::new("h:1")
+            .max_batch_records(0)
+            .to_client_config(false)
+            .unwrap_err();
         assert!(err.to_string().contains("max_batch_records"));
         let err = ConsumerSettings::new("h:1")
             .connect_timeout(Duration::ZERO)

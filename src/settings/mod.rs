@@ -37,14 +37,20 @@ pub(crate) fn client_config(
             format!("invalid setting `{key}` = `{value}`: {desc}"),
             e.clone(),
         ),
-        _ => Error::with_source(crate::ErrorKind::Config, "invalid client configuration", e.clone()),
+        _ => Error::with_source(
+            crate::ErrorKind::Config,
+            "invalid client configuration",
+            e.clone(),
+        ),
     })?;
     Ok(config)
 }
 
 pub(crate) fn positive_duration(name: &str, value: std::time::Duration) -> Result<(), Error> {
     if value.is_zero() {
-        return Err(Error::config(format!("invalid setting `{name}`: must be greater than zero")));
+        return Err(Error::config(format!(
+            "invalid setting `{name}`: must be greater than zero"
+        )));
     }
     Ok(())
 }

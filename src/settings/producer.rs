@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = ProducerSettings::new("h:1").property("lingerr.ms", "5").to_client_config().unwrap_err();
+        let err = ProducerSettings::new("h:1")
+            .property("lingerr.ms", "5")
+            .to_client_config()
+            .unwrap_err();
         assert!(err.to_string().contains("lingerr.ms"), "{err}");
     }
 }

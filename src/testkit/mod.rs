@@ -70,13 +70,17 @@ impl EmbeddedKafka {
     /// Starts a cluster of `brokers` brokers (1 or more).
     pub fn with_brokers(brokers: i32) -> Result<Self> {
         if brokers < 1 {
-            return Err(Error::config("an embedded cluster needs at least one broker"));
+            return Err(Error::config(
+                "an embedded cluster needs at least one broker",
+            ));
         }
         let client: BaseProducer = ClientConfig::new()
             .set("test.mock.num.brokers", brokers.to_string())
             .set("log_level", "3")
             .create()
-            .map_err(|e| Error::with_source(ErrorKind::Config, "could not start the embedded broker", e))?;
+            .map_err(|e| {
+                Error::with_source(ErrorKind::Config, "could not start the embedded broker", e)
+            })?;
         // SAFETY: the client is alive; the handle it returns lives as long as it.
         let cluster = unsafe { rdsys::rd_kafka_handle_mock_cluster(client_ptr(&client)) };
         if cluster.is_null() {
@@ -103,13 +107,19 @@ impl EmbeddedKafka {
 
     /// Creates a topic with `partitions` partitions, replicated on up to three brokers.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
-        let name = CString::new(topic).map_err(|_| Error::config(format!("invalid topic name `{topic}`")))?;
+        let name = CString::new(topic)
+            .map_err(|_| Error::config(format!("invalid topic name `{topic}`")))?;
         let replication = self.brokers.min(3);
         // SAFETY: `cluster` is valid while `self` lives; `name` outlives the call.
-        let err = unsafe { rdsys::rd_kafka_mock_topic_create(self.cluster, name.as_ptr(), partitions, replication) };
+        let err = unsafe {
+            rdsys::rd_kafka_mock_topic_create(self.cluster, name.as_ptr(), partitions, replication)
+        };
         let code: RDKafkaErrorCode = err.into();
         if code != RDKafkaErrorCode::NoError {
-            return Err(Error::new(ErrorKind::Config, format!("could not create topic: {code}")).at(topic, None, None));
+            return Err(
+                Error::new(ErrorKind::Config, format!("could not create topic: {code}"))
+                    .at(topic, None, None),
+            );
         }
         Ok(())
     }
@@ -119,13 +129,22 @@ impl EmbeddedKafka {
     pub fn fail_requests(&self, api_key: i16, error: rdkafka::types::RDKafkaRespErr, count: usize) {
         let errors: Vec<rdsys::rd_kafka_resp_err_t> = vec![error; count];
         // SAFETY: `cluster` is valid; `errors` outlives the call.
-        unsafe { rdsys::rd_kafka_mock_push_request_errors_array(self.cluster, api_key, errors.len(), errors.as_ptr()) };
+        unsafe {
+            rdsys::rd_kafka_mock_push_request_errors_array(
+                self.cluster,
+                api_key,
+                errors.len(),
+                errors.as_ptr(),
+            )
+        };
     }
 
     /// Delays every response of broker `broker_id` by `delay`.
     pub fn set_round_trip_time(&self, broker_id: i32, delay: Duration) {
         // SAFETY: `cluster` is valid.
-        unsafe { rdsys::rd_kafka_mock_broker_set_rtt(self.cluster, broker_id, delay.as_millis() as i32) };
+        unsafe {
+            rdsys::rd_kafka_mock_broker_set_rtt(self.cluster, broker_id, delay.as_millis() as i32)
+        };
     }
 }
 
@@ -135,16 +154,38 @@ fn client_ptr(client: &BaseProducer) -> *const rdsys::rd_kafka_t {
 }
 
 /// The broker a test runs against: `KAFKA_BOOTSTRAP_SERVERS` when set, an
-/// embedded cluster otherwise.
+/// embedded cluster otherwise (or, with the `testcontainers` feature and
+/// Docker present, an `apache/kafka` container: see [`TestBroker::start`]).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum TestBroker {
     /// An in-process mock cluster.
     Embedded(EmbeddedKafka),
     /// A running broker, by its bootstrap servers.
     External(String),
+    /// A broker in a Docker container.
+    #[cfg(feature = "testcontainers")]
+    Container(Box<docker::KafkaContainer>),
 }
 
 impl TestBroker {
+    /// The broker for a test: `KAFKA_BOOTSTRAP_SERVERS` if set; else, with the
+    /// `testcontainers` feature and a Docker engine present, a new
+    /// `apache/kafka` container; else a new embedded cluster.
+    pub async fn start() -> Result<Self> {
+        if let Ok(s) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            if !s.trim().is_empty() {
+                return Ok(TestBroker::External(s));
+            }
+        }
+        #[cfg(feature = "testcontainers")]
+        if docker::docker_available() {
+            let container = docker::KafkaContainer::start().await?;
+            return Ok(TestBroker::Container(Box::new(container)));
+        }
+        Ok(TestBroker::Embedded(EmbeddedKafka::start()?))
+    }
+
     /// `KAFKA_BOOTSTRAP_SERVERS` if set (and not empty), else a new embedded cluster.
     pub fn from_env() -> Result<Self> {
         match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
@@ -158,6 +199,8 @@ impl TestBroker {
         match self {
             TestBroker::Embedded(e) => e.bootstrap_servers(),
             TestBroker::External(s) => s,
+            #[cfg(feature = "testcontainers")]
+            TestBroker::Container(c) => c.bootstrap_servers(),
         }
     }
 
@@ -170,7 +213,7 @@ impl TestBroker {
     pub fn embedded(&self) -> Option<&EmbeddedKafka> {
         match self {
             TestBroker::Embedded(e) => Some(e),
-            TestBroker::External(_) => None,
+            _ => None,
         }
     }
 
@@ -178,22 +221,31 @@ impl TestBroker {
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         match self {
             TestBroker::Embedded(e) => e.create_topic(topic, partitions),
-            TestBroker::External(servers) => {
+            _ => {
+                let servers = self.bootstrap_servers();
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", servers)
                     .create()
-                    .map_err(|e| Error::with_source(ErrorKind::Config, "could not create an admin client", e))?;
+                    .map_err(|e| {
+                        Error::with_source(ErrorKind::Config, "could not create an admin client", e)
+                    })?;
                 let topic_spec = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
                 let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 let results = admin
                     .create_topics([&topic_spec], &opts)
                     .await
-                    .map_err(|e| Error::with_source(ErrorKind::Config, "create topic failed", e).at(topic, None, None))?;
+                    .map_err(|e| {
+                        Error::with_source(ErrorKind::Config, "create topic failed", e)
+                            .at(topic, None, None)
+                    })?;
                 for r in results {
                     if let Err((name, code)) = r {
                         if code != RDKafkaErrorCode::TopicAlreadyExists {
-                            return Err(Error::new(ErrorKind::Config, format!("could not create topic: {code}"))
-                                .at(&name, None, None));
+                            return Err(Error::new(
+                                ErrorKind::Config,
+                                format!("could not create topic: {code}"),
+                            )
+                            .at(&name, None, None));
                         }
                     }
                 }

@@ -45,7 +45,7 @@ pub fn unique(prefix: &str) -> String {
 /// The broker for this test and a fresh topic on it.
 pub async fn broker_with_topic(prefix: &str, partitions: i32) -> (TestBroker, String) {
     init_tracing();
-    let broker = TestBroker::from_env().expect("test broker");
+    let broker = TestBroker::start().await.expect("test broker");
     let topic = unique(prefix);
     broker
         .create_topic(&topic, partitions)
