@@ -136,16 +136,17 @@ async fn plain_source(servers: &str, topic: &str, n: usize) -> (Duration, usize)
     let mut count = 0;
     let mut bytes = 0;
     let mut started = None;
-    while count < n {
-        let record = tokio::time::timeout(Duration::from_secs(300), source.next())
-            .await
-            .expect("plain source stalled")
-            .expect("stream ended")
-            .expect("record");
-        started.get_or_insert_with(Instant::now);
-        bytes += record.payload().map_or(0, <[u8]>::len);
-        count += 1;
-    }
+    let read = async {
+        while count < n {
+            let record = source.next().await.expect("stream ended").expect("record");
+            started.get_or_insert_with(Instant::now);
+            bytes += record.payload().map_or(0, <[u8]>::len);
+            count += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), read)
+        .await
+        .expect("plain source stalled");
     let elapsed = started.expect("records").elapsed();
     control.shutdown().await.expect("shutdown");
     (elapsed, bytes)

@@ -2,22 +2,22 @@
 //! records what happened as plain Rust values, and splits each newly assigned
 //! partition into its own queue before librdkafka starts fetching it.
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Mutex;
 use std::thread::Thread;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::partition_queue::PartitionQueue;
 use crate::record::TopicPartition;
 
 pub(crate) type EngineConsumer = BaseConsumer<EngineContext>;
 
 pub(crate) enum ContextEvent {
-    Assigned(Vec<(TopicPartition, Option<PartitionQueue<EngineContext>>)>),
+    Assigned(Vec<(TopicPartition, Option<PartitionQueue>)>),
     Revoked {
         partitions: Vec<TopicPartition>,
         lost: bool,
@@ -38,7 +38,6 @@ pub(crate) struct CommittedPartition {
 
 pub(crate) struct EngineContext {
     wake: Thread,
-    consumer: OnceLock<Weak<EngineConsumer>>,
     events: Mutex<Vec<ContextEvent>>,
 }
 
@@ -52,13 +51,8 @@ impl EngineContext {
     pub(crate) fn new(wake: Thread) -> Self {
         EngineContext {
             wake,
-            consumer: OnceLock::new(),
             events: Mutex::new(Vec::new()),
         }
-    }
-
-    pub(crate) fn attach(&self, consumer: &Arc<EngineConsumer>) {
-        let _ = self.consumer.set(Arc::downgrade(consumer));
     }
 
     pub(crate) fn take_events(&self) -> Vec<ContextEvent> {
@@ -76,13 +70,10 @@ impl EngineContext {
     /// the engine thread when it becomes non-empty.
     pub(crate) fn split(
         &self,
-        consumer: &Arc<EngineConsumer>,
+        consumer: &EngineConsumer,
         tp: &TopicPartition,
-    ) -> Option<PartitionQueue<EngineContext>> {
-        let mut queue = consumer.split_partition_queue(&tp.topic, tp.partition)?;
-        let thread = self.wake.clone();
-        queue.set_nonempty_callback(move || thread.unpark());
-        Some(queue)
+    ) -> Option<PartitionQueue> {
+        PartitionQueue::split(consumer, tp, self.wake.clone())
     }
 }
 
@@ -120,11 +111,10 @@ impl ConsumerContext for EngineContext {
                 let partitions = tpl_partitions(tpl);
                 // Split before librdkafka assigns (and starts fetching), so no
                 // record of these partitions reaches the main queue.
-                let consumer = self.consumer.get().and_then(Weak::upgrade);
                 let split = partitions
                     .into_iter()
                     .map(|tp| {
-                        let queue = consumer.as_ref().and_then(|c| self.split(c, &tp));
+                        let queue = self.split(base_consumer, &tp);
                         (tp, queue)
                     })
                     .collect();

@@ -15,7 +15,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -26,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 use super::batch::BatchBuilder;
 use super::commit_queue::ConsumerQueueRef;
 use super::context::{CommittedPartition, ContextEvent, EngineConsumer, EngineContext};
+use super::partition_queue::{MessageBuf, PartitionQueue};
 use super::{
     next_engine_id, Batch, Command, CommitRequest, EngineConfig, EngineHandle, EngineLink,
     EngineState, PartitionHandle, Shared,
@@ -70,7 +70,6 @@ pub(crate) fn spawn(
     let wake = thread.clone();
     consumer.set_nonempty_callback(move || wake.unpark());
     let consumer = Arc::new(consumer);
-    consumer.context().attach(&consumer);
 
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(config.settings.buffer_batches);
@@ -96,6 +95,7 @@ pub(crate) fn spawn(
         rr: 0,
         generation: 0,
         builder: BatchBuilder::default(),
+        scratch: MessageBuf::default(),
         inflight: VecDeque::new(),
         phase: Phase::Running,
         drain: None,
@@ -128,7 +128,7 @@ enum Phase {
 
 struct Partition {
     handle: Arc<PartitionHandle>,
-    queue: Option<PartitionQueue<EngineContext>>,
+    queue: Option<PartitionQueue>,
     /// Next offset after the last record handed to the source.
     emitted_next: Option<i64>,
     /// Next offset after the last committed record (as acknowledged).
@@ -154,6 +154,8 @@ struct Engine {
     rr: usize,
     generation: u64,
     builder: BatchBuilder,
+    /// Message pointers of one batch read; kept to reuse its allocation.
+    scratch: MessageBuf,
     inflight: VecDeque<InflightCommit>,
     phase: Phase,
     drain: Option<(Instant, oneshot::Sender<DrainReport>)>,
@@ -450,7 +452,8 @@ impl Engine {
                     if self.phase != Phase::Running {
                         continue;
                     }
-                    self.builder.push(&msg);
+                    // SAFETY: `msg` is a valid message without error, alive here.
+                    unsafe { self.builder.push_raw(&*msg.ptr()) };
                     let records = self.builder.finish(&p.handle.tp.topic, partition);
                     self.outbox.push_back(Batch {
                         partition: p.handle.clone(),
@@ -507,7 +510,7 @@ impl Engine {
         any
     }
 
-    fn on_assigned(&mut self, split: Vec<(TopicPartition, Option<PartitionQueue<EngineContext>>)>) {
+    fn on_assigned(&mut self, split: Vec<(TopicPartition, Option<PartitionQueue>)>) {
         self.generation += 1;
         let counters = &self.link.shared.counters;
         counters.assignments.fetch_add(1, Ordering::Relaxed);
@@ -679,28 +682,14 @@ impl Engine {
 
     /// Drains up to `max_batch` records of partition `i` into a batch.
     fn fill(&mut self, i: usize) -> Option<Batch> {
-        let max_batch = self.max_batch;
-        let Engine {
-            partitions,
-            builder,
-            ..
-        } = self;
-        let p = &partitions[i];
+        let p = &self.partitions[i];
         let queue = p.queue.as_ref()?;
-        let mut error = None;
-        while builder.len() < max_batch {
-            match queue.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(msg)) => builder.push(&msg),
-                Some(Err(e)) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        let batch = (!builder.is_empty()).then(|| Batch {
+        let (_, error) = queue.drain_into(&mut self.builder, self.max_batch, &mut self.scratch);
+        let batch = (!self.builder.is_empty()).then(|| Batch {
             partition: p.handle.clone(),
-            records: builder.finish(&p.handle.tp.topic, p.handle.tp.partition),
+            records: self
+                .builder
+                .finish(&p.handle.tp.topic, p.handle.tp.partition),
         });
         if let Some(e) = error {
             let tp = p.handle.tp.clone();

@@ -6,6 +6,7 @@ mod batch;
 mod commit_queue;
 mod context;
 mod engine;
+mod partition_queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
