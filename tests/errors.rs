@@ -144,3 +144,31 @@ async fn an_unreachable_broker_fails_a_producer_sink_within_message_timeout() {
     assert!(err.to_string().contains("nowhere"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// `auto.offset.reset=error` with no committed offset: librdkafka reports an
+/// error for the partition, which ends the stream with an error naming the
+/// topic and partition, and `is_shutdown` resolves with the same error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_consumer_error_ends_the_stream_and_resolves_is_shutdown() {
+    let (broker, topic) = broker_with_topic("fatal", 1).await;
+    produce_n(&broker, &topic, 10, 1).await;
+    let settings = broker
+        .consumer_settings(&unique("g-fatal"))
+        .auto_offset_reset(reactive_kafka::AutoOffsetReset::Error);
+    let (mut source, control) =
+        consumer::committable_source(settings, Subscription::topics([topic.clone()])).unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(30), source.next())
+        .await
+        .expect("the error arrives")
+        .expect("an item");
+    let err = item.expect_err("an error, not a record");
+    assert_eq!(err.kind(), ErrorKind::Consume, "{err}");
+    let c = err.coordinates().expect("coordinates");
+    assert_eq!(c.topic, topic);
+    assert_eq!(c.partition, Some(0));
+    assert!(source.next().await.is_none());
+    let closed = tokio::time::timeout(Duration::from_secs(30), control.is_shutdown())
+        .await
+        .expect("is_shutdown resolves");
+    assert_eq!(closed.unwrap_err().kind(), ErrorKind::Consume);
+}

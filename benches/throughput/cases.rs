@@ -1,0 +1,548 @@
+//! The benchmark cases: each reactive-kafka path and the raw rdkafka loop it
+//! is compared with, on the same librdkafka settings.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use reactive_kafka::testkit::TestBroker;
+use reactive_kafka::{
+    committer, consumer, producer, CommitterSettings, ConsumerSettings, ProducerRecord,
+    Subscription,
+};
+
+use crate::report::Row;
+
+/// Consumer settings every consumer case shares.
+const CONSUMER: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("fetch.queue.backoff.ms", "10"),
+    ("fetch.wait.max.ms", "50"),
+    ("enable.partition.eof", "false"),
+];
+
+/// Producer settings every producer case shares.
+const PRODUCER: &[(&str, &str)] = &[("enable.idempotence", "true"), ("linger.ms", "5")];
+
+/// A topic filled with `records` records of `size` bytes.
+pub(crate) struct Plan<'a> {
+    broker: &'a TestBroker,
+    servers: String,
+    topic: String,
+    partitions: i32,
+    records: usize,
+    size: usize,
+}
+
+pub(crate) struct Measurement {
+    pub(crate) rate: f64,
+    pub(crate) rss_growth_mb: f64,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Case {
+    RawBaseConsumer,
+    RawStreamConsumer,
+    RawPartitionQueues,
+    PlainSource,
+    RawCommitLoop,
+    CommittableCommitter,
+    RawBaseProducer,
+    PlainSink,
+}
+
+impl Case {
+    /// Each case with the raw loop it is compared with.
+    pub(crate) const PAIRS: [(Case, Case); 5] = [
+        (Case::PlainSource, Case::RawBaseConsumer),
+        (Case::RawStreamConsumer, Case::RawBaseConsumer),
+        (Case::RawPartitionQueues, Case::RawBaseConsumer),
+        (Case::CommittableCommitter, Case::RawCommitLoop),
+        (Case::PlainSink, Case::RawBaseProducer),
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Case::RawBaseConsumer => "raw_base_consumer",
+            Case::RawStreamConsumer => "raw_stream_consumer",
+            Case::RawPartitionQueues => "raw_partition_queues",
+            Case::PlainSource => "plain_source",
+            Case::RawCommitLoop => "raw_store_offset_async_commit",
+            Case::CommittableCommitter => "committable_source+committer_sink",
+            Case::RawBaseProducer => "raw_base_producer",
+            Case::PlainSink => "producer_plain_sink",
+        }
+    }
+
+    pub(crate) async fn run(self, plan: &Plan<'_>) -> Measurement {
+        let start_rss = reset_peak_rss();
+        let n = plan.records;
+        let elapsed = match self {
+            Case::RawBaseConsumer => blocking(plan, raw_base_consumer).await,
+            Case::RawStreamConsumer => raw_stream_consumer(plan).await,
+            Case::RawPartitionQueues => blocking(plan, raw_partition_queues).await,
+            Case::PlainSource => plain_source(plan).await,
+            Case::RawCommitLoop => blocking(plan, raw_commit_loop).await,
+            Case::CommittableCommitter => committable_committer(plan).await,
+            Case::RawBaseProducer => {
+                let topic = plan.fresh_topic().await;
+                let (servers, partitions, size) =
+                    (plan.servers.clone(), plan.partitions, plan.size);
+                tokio::task::spawn_blocking(move || {
+                    raw_base_producer(&servers, &topic, partitions, n, size)
+                })
+                .await
+                .expect("raw producer")
+            }
+            Case::PlainSink => {
+                let topic = plan.fresh_topic().await;
+                plain_sink(plan, &topic).await
+            }
+        };
+        Measurement {
+            rate: n as f64 / elapsed.as_secs_f64(),
+            rss_growth_mb: (rss_mb("VmHWM:") - start_rss).max(0.0),
+        }
+    }
+}
+
+impl<'a> Plan<'a> {
+    /// Creates and fills the topic the consumer cases read, and checks the
+    /// broker kept every record.
+    pub(crate) async fn prepare(
+        broker: &'a TestBroker,
+        partitions: i32,
+        records: usize,
+        size: usize,
+    ) -> Plan<'a> {
+        let plan = Plan {
+            broker,
+            servers: broker.bootstrap_servers().to_owned(),
+            topic: unique(&format!("bench-{size}")),
+            partitions,
+            records,
+            size,
+        };
+        broker
+            .create_topic(&plan.topic, partitions)
+            .await
+            .expect("topic");
+        let mut sink = producer::plain_sink(producer_settings(&plan.servers)).expect("producer");
+        let payload = bytes::Bytes::from(vec![b'x'; size]);
+        for i in 0..records {
+            sink.feed(
+                ProducerRecord::new(plan.topic.as_str())
+                    .partition((i % partitions as usize) as i32)
+                    .payload(payload.clone()),
+            )
+            .await
+            .expect("produce");
+        }
+        sink.close().await.expect("flush");
+        let (servers, topic) = (plan.servers.clone(), plan.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            check_watermarks(&servers, &topic, partitions, records)
+        })
+        .await
+        .expect("watermarks");
+        plan
+    }
+
+    async fn fresh_topic(&self) -> String {
+        let topic = unique(&format!("bench-out-{}", self.size));
+        self.broker
+            .create_topic(&topic, self.partitions)
+            .await
+            .expect("topic");
+        topic
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn consumer_config(servers: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", servers)
+        .set("group.id", group);
+    for (k, v) in CONSUMER {
+        config.set(*k, *v);
+    }
+    config
+}
+
+fn consumer_settings(servers: &str, group: &str) -> ConsumerSettings {
+    CONSUMER.iter().fold(
+        ConsumerSettings::new(servers).group_id(group),
+        |s, (k, v)| s.property(*k, *v),
+    )
+}
+
+fn producer_settings(servers: &str) -> reactive_kafka::ProducerSettings {
+    PRODUCER.iter().fold(
+        reactive_kafka::ProducerSettings::new(servers),
+        |s, (k, v)| s.property(*k, *v),
+    )
+}
+
+async fn blocking(plan: &Plan<'_>, f: fn(&str, &str, usize) -> Duration) -> Duration {
+    let (servers, topic, n) = (plan.servers.clone(), plan.topic.clone(), plan.records);
+    tokio::task::spawn_blocking(move || f(&servers, &topic, n))
+        .await
+        .expect("raw loop")
+}
+
+/// Checks that the broker kept every record (the embedded broker drops data
+/// beyond 5 MiB per partition).
+fn check_watermarks(servers: &str, topic: &str, partitions: i32, records: usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .expect("consumer");
+    let mut total = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(
+            low, 0,
+            "partition {p} lost data (low watermark {low}): shrink the data set"
+        );
+        total += high;
+    }
+    assert_eq!(total as usize, records, "records on the broker");
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(300)
+}
+
+/// The raw loop users write first: poll, touch the payload, count.
+fn raw_base_consumer(servers: &str, topic: &str, n: usize) -> Duration {
+    let consumer: BaseConsumer = consumer_config(servers, &unique("raw"))
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let (mut count, mut bytes, mut started) = (0, 0, None);
+    let limit = deadline();
+    while count < n {
+        assert!(Instant::now() < limit, "raw loop stalled at {count} of {n}");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                started.get_or_insert_with(Instant::now);
+                bytes += m.payload().map_or(0, <[u8]>::len);
+                count += 1;
+            }
+            Some(Err(e)) => panic!("raw consumer error: {e}"),
+            None => {}
+        }
+    }
+    let elapsed = started.expect("records").elapsed();
+    assert!(bytes > 0);
+    elapsed
+}
+
+/// rdkafka's own async stream.
+async fn raw_stream_consumer(plan: &Plan<'_>) -> Duration {
+    let consumer: StreamConsumer = consumer_config(&plan.servers, &unique("raw-stream"))
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[plan.topic.as_str()])
+        .expect("subscribe");
+    let (mut count, mut bytes, mut started) = (0, 0, None);
+    {
+        let mut stream = consumer.stream();
+        let read = async {
+            while count < plan.records {
+                let m = stream.next().await.expect("stream").expect("record");
+                started.get_or_insert_with(Instant::now);
+                bytes += m.payload().map_or(0, <[u8]>::len);
+                count += 1;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(300), read)
+            .await
+            .expect("stream consumer stalled");
+    }
+    let elapsed = started.expect("records").elapsed();
+    assert!(bytes > 0);
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .expect("drop");
+    elapsed
+}
+
+/// The fastest raw path: every partition split into its own queue, one
+/// thread per partition, the main queue polled by this thread.
+fn raw_partition_queues(servers: &str, topic: &str, n: usize) -> Duration {
+    let consumer: Arc<BaseConsumer> = Arc::new(
+        consumer_config(servers, &unique("raw-pq"))
+            .create()
+            .expect("consumer"),
+    );
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    drop(metadata);
+    let queues: Vec<_> = (0..partitions)
+        .map(|p| consumer.split_partition_queue(topic, p).expect("split"))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    drop(tpl);
+    let count = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(std::sync::OnceLock::new());
+    let threads: Vec<_> = queues
+        .into_iter()
+        .map(|q| {
+            let (count, started) = (count.clone(), started.clone());
+            std::thread::spawn(move || {
+                let limit = deadline();
+                while count.load(Ordering::Relaxed) < n {
+                    assert!(Instant::now() < limit, "partition queue stalled");
+                    if let Some(m) = q.poll(Duration::from_millis(50)) {
+                        let m = m.expect("record");
+                        started.get_or_init(Instant::now);
+                        assert!(m.payload().is_some());
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    while count.load(Ordering::Relaxed) < n {
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(10)) {
+            panic!("consumer error: {e}");
+        }
+    }
+    let elapsed = started.get().expect("records").elapsed();
+    for t in threads {
+        t.join().expect("queue thread");
+    }
+    elapsed
+}
+
+async fn plain_source(plan: &Plan<'_>) -> Duration {
+    let settings = consumer_settings(&plan.servers, &unique("plain"));
+    let (mut source, control) =
+        consumer::plain_source(settings, Subscription::topics([plan.topic.as_str()]))
+            .expect("source");
+    let (mut count, mut bytes, mut started) = (0, 0, None);
+    let read = async {
+        while count < plan.records {
+            let record = source.next().await.expect("stream ended").expect("record");
+            started.get_or_insert_with(Instant::now);
+            bytes += record.payload().map_or(0, <[u8]>::len);
+            count += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), read)
+        .await
+        .expect("plain source stalled");
+    let elapsed = started.expect("records").elapsed();
+    assert!(bytes > 0);
+    control.shutdown().await.expect("shutdown");
+    elapsed
+}
+
+/// At-least-once by hand: store each offset, commit asynchronously every
+/// 1000 records, commit synchronously at the end.
+fn raw_commit_loop(servers: &str, topic: &str, n: usize) -> Duration {
+    let consumer: BaseConsumer = consumer_config(servers, &unique("raw-commit"))
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let (mut count, mut started) = (0, None);
+    let limit = deadline();
+    while count < n {
+        assert!(
+            Instant::now() < limit,
+            "raw commit loop stalled at {count} of {n}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                started.get_or_insert_with(Instant::now);
+                consumer
+                    .store_offset_from_message(&m)
+                    .expect("store offset");
+                count += 1;
+                if count % 1000 == 0 {
+                    consumer
+                        .commit_consumer_state(CommitMode::Async)
+                        .expect("commit");
+                }
+            }
+            Some(Err(e)) => panic!("raw consumer error: {e}"),
+            None => {}
+        }
+    }
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("final commit");
+    started.expect("records").elapsed()
+}
+
+async fn committable_committer(plan: &Plan<'_>) -> Duration {
+    let settings = consumer_settings(&plan.servers, &unique("committable"));
+    let (source, control) =
+        consumer::committable_source(settings, Subscription::topics([plan.topic.as_str()]))
+            .expect("source");
+    let started = std::sync::OnceLock::new();
+    let sink = committer::sink(CommitterSettings::default()).expect("committer");
+    let pipeline = source
+        .take(plan.records)
+        .map(|m| {
+            started.get_or_init(Instant::now);
+            m.map(|m| m.offset)
+        })
+        .forward(sink);
+    tokio::time::timeout(Duration::from_secs(300), pipeline)
+        .await
+        .expect("committable pipeline stalled")
+        .expect("pipeline");
+    let elapsed = started.get().expect("records").elapsed();
+    control.shutdown().await.expect("shutdown");
+    elapsed
+}
+
+/// The raw producer loop: send, serve delivery reports, wait on a full queue.
+fn raw_base_producer(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    size: usize,
+) -> Duration {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", servers);
+    for (k, v) in PRODUCER {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer = config.create().expect("producer");
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    for i in 0..n {
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .partition((i % partitions as usize) as i32)
+            .payload(&payload[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    producer.poll(Duration::from_millis(1));
+                    record = r;
+                }
+                Err((e, _)) => panic!("send failed: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    let elapsed = started.elapsed();
+    drop(producer);
+    elapsed
+}
+
+async fn plain_sink(plan: &Plan<'_>, topic: &str) -> Duration {
+    let mut sink = producer::plain_sink(producer_settings(&plan.servers)).expect("sink");
+    let payload = bytes::Bytes::from(vec![b'x'; plan.size]);
+    let started = Instant::now();
+    for i in 0..plan.records {
+        sink.feed(
+            ProducerRecord::new(topic)
+                .partition((i % plan.partitions as usize) as i32)
+                .payload(payload.clone()),
+        )
+        .await
+        .expect("send");
+    }
+    sink.close().await.expect("close");
+    started.elapsed()
+}
+
+/// A consumer that processes 100 records per millisecond at most: memory
+/// must stay bounded by librdkafka's prefetch limit plus the source's buffers.
+pub(crate) async fn slow_downstream(plan: &Plan<'_>, duration: Duration) -> Row {
+    let start_rss = reset_peak_rss();
+    let settings = consumer_settings(&plan.servers, &unique("slow"))
+        .property("queued.max.messages.kbytes", "8192");
+    let (mut source, control) =
+        consumer::plain_source(settings, Subscription::topics([plan.topic.as_str()]))
+            .expect("source");
+    let started = Instant::now();
+    let mut count = 0;
+    let mut half_rss = None;
+    while started.elapsed() < duration && count < plan.records {
+        if half_rss.is_none() && started.elapsed() >= duration / 2 {
+            half_rss = Some(rss_mb("VmRSS:"));
+        }
+        match tokio::time::timeout(Duration::from_secs(30), source.next()).await {
+            Ok(Some(Ok(_))) => count += 1,
+            other => panic!("slow source: {other:?}"),
+        }
+        if count % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let end_rss = rss_mb("VmRSS:");
+    println!(
+        "# slow downstream: RSS {:.0} MB at the start, {:.0} MB half-way, {:.0} MB at the end ({count} records)",
+        start_rss,
+        half_rss.unwrap_or(end_rss),
+        end_rss
+    );
+    control.shutdown().await.expect("shutdown");
+    Row {
+        case: "plain_source_slow_downstream",
+        baseline: "-",
+        size: plan.size,
+        records: count,
+        rate,
+        base_rate: None,
+        rss_growth_mb: Some((rss_mb("VmHWM:") - start_rss).max(0.0)),
+    }
+}
+
+/// Resets the process's peak RSS to its current RSS (Linux:
+/// `/proc/self/clear_refs`) and returns the current RSS in MB.
+fn reset_peak_rss() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    rss_mb("VmRSS:")
+}
+
+/// A memory figure of `/proc/self/status` (`VmHWM:` peak, `VmRSS:` current), in MB.
+fn rss_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
