@@ -434,8 +434,8 @@ impl Engine {
     /// record that reached it before its partition was split.
     fn poll_main(&mut self) -> bool {
         let mut progressed = false;
+        let consumer = self.consumer().clone();
         for _ in 0..64 {
-            let consumer = self.consumer().clone();
             let Some(result) = consumer.poll(Duration::ZERO) else {
                 break;
             };
@@ -619,18 +619,39 @@ impl Engine {
         }
     }
 
-    /// Moves records from partition queues to the source while it has room.
+    /// Moves records to the source while it has room: first what waits in
+    /// the outbox, then one batch per partition at most per pass, so the main
+    /// queue and commands are served between passes.
     fn deliver(&mut self) -> bool {
-        let Some(out) = self.out.clone() else {
-            return false;
-        };
         if self.phase != Phase::Running {
             return false;
         }
+        let Some(out) = self.out.clone() else {
+            return false;
+        };
         let mut progressed = false;
-        while let Some(batch) = self.outbox.pop_front() {
+        let mut fills = self.partitions.len();
+        loop {
+            if self.outbox.is_empty() {
+                if fills == 0 || out.capacity() == 0 {
+                    return progressed;
+                }
+                fills -= 1;
+                if !self.fill_next() {
+                    return progressed;
+                }
+            }
+            let Some(batch) = self.outbox.pop_front() else {
+                return progressed;
+            };
+            let partition = batch.partition.clone();
+            let last = batch.records.last().map(|r| r.offset);
+            let len = batch.records.len() as u64;
             match out.try_send(batch) {
-                Ok(()) => progressed = true,
+                Ok(()) => {
+                    progressed = true;
+                    self.emitted(&partition, last, len);
+                }
                 Err(TrySendError::Full(batch)) => {
                     self.outbox.push_front(batch);
                     return progressed;
@@ -641,37 +662,21 @@ impl Engine {
                 }
             }
         }
-        let n = self.partitions.len();
-        for _ in 0..n {
-            if out.capacity() == 0 {
-                return progressed;
-            }
-            let i = self.rr % n;
-            self.rr = self.rr.wrapping_add(1);
-            let Some(batch) = self.fill(i) else { continue };
-            progressed = true;
-            let last = batch.records.last().map(|r| r.offset);
-            let len = batch.records.len() as u64;
-            match out.try_send(batch) {
-                Ok(()) => {
-                    let counters = &self.link.shared.counters;
-                    counters.records.fetch_add(len, Ordering::Relaxed);
-                    counters.batches.fetch_add(1, Ordering::Relaxed);
-                    if let Some(last) = last {
-                        self.partitions[i].emitted_next = Some(last + 1);
-                    }
-                }
-                Err(TrySendError::Full(batch)) => {
-                    self.outbox.push_back(batch);
-                    return progressed;
-                }
-                Err(TrySendError::Closed(_)) => {
-                    self.source_gone();
-                    return progressed;
-                }
-            }
+    }
+
+    /// Records that a batch reached the source.
+    fn emitted(&mut self, partition: &Arc<PartitionHandle>, last: Option<i64>, len: u64) {
+        let counters = &self.link.shared.counters;
+        counters.records.fetch_add(len, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        if let (Some(last), Some(p)) = (
+            last,
+            self.partitions
+                .iter_mut()
+                .find(|p| Arc::ptr_eq(&p.handle, partition)),
+        ) {
+            p.emitted_next = Some(last + 1);
         }
-        progressed
     }
 
     fn source_gone(&mut self) {
@@ -680,22 +685,36 @@ impl Engine {
         self.outbox.clear();
     }
 
-    /// Drains up to `max_batch` records of partition `i` into a batch.
-    fn fill(&mut self, i: usize) -> Option<Batch> {
-        let p = &self.partitions[i];
-        let queue = p.queue.as_ref()?;
-        let (_, error) = queue.drain_into(&mut self.builder, self.max_batch, &mut self.scratch);
-        let batch = (!self.builder.is_empty()).then(|| Batch {
-            partition: p.handle.clone(),
-            records: self
-                .builder
-                .finish(&p.handle.tp.topic, p.handle.tp.partition),
-        });
-        if let Some(e) = error {
-            let tp = p.handle.tp.clone();
-            self.on_consumer_error(e, Some(&tp));
+    /// Moves up to `max_batch` records of the next partition that has any
+    /// into the outbox, visiting each partition at most once. False when none had records.
+    fn fill_next(&mut self) -> bool {
+        for _ in 0..self.partitions.len() {
+            let i = self.rr % self.partitions.len();
+            self.rr = self.rr.wrapping_add(1);
+            let p = &self.partitions[i];
+            let Some(queue) = p.queue.as_ref() else {
+                continue;
+            };
+            let (_, error) = queue.drain_into(&mut self.builder, self.max_batch, &mut self.scratch);
+            let found = !self.builder.is_empty();
+            if found {
+                let records = self
+                    .builder
+                    .finish(&p.handle.tp.topic, p.handle.tp.partition);
+                self.outbox.push_back(Batch {
+                    partition: p.handle.clone(),
+                    records,
+                });
+            }
+            if let Some(e) = error {
+                let tp = p.handle.tp.clone();
+                self.on_consumer_error(e, Some(&tp));
+            }
+            if found {
+                return true;
+            }
         }
-        batch
+        false
     }
 
     fn check_drain(&mut self) {
