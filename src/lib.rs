@@ -96,6 +96,7 @@ pub mod committer;
 pub mod consumer;
 mod driver;
 mod error;
+mod logging;
 pub mod producer;
 mod record;
 mod settings;

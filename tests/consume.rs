@@ -88,11 +88,7 @@ async fn manual_assignment_starts_at_the_given_offsets() {
         100
     );
     // Nothing more arrives.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), source.next())
-            .await
-            .is_err()
-    );
+    assert_nothing_more(&mut source).await;
     control.shutdown().await.unwrap();
 }
 

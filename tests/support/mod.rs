@@ -142,3 +142,13 @@ pub fn key_index(key: Option<&[u8]>) -> usize {
         .parse()
         .expect("index")
 }
+
+/// Asserts that the stream yields nothing more within half a second.
+pub async fn assert_nothing_more<S: Stream + Unpin>(stream: &mut S) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stream.next())
+            .await
+            .is_err(),
+        "more items than expected"
+    );
+}
