@@ -18,6 +18,8 @@ pub struct CommittableOffsetBatch {
     /// faster than hashing.
     entries: Vec<(Arc<PartitionHandle>, i64)>,
     count: usize,
+    /// The entry the previous offset went to: offsets come in runs per partition.
+    last: usize,
 }
 
 impl CommittableOffsetBatch {
@@ -32,16 +34,25 @@ impl CommittableOffsetBatch {
         self.count += 1;
         let next = offset.offset + 1;
         let handle = offset.partition;
-        if let Some((h, o)) = self
+        if let Some((h, o)) = self.entries.get_mut(self.last) {
+            if Arc::ptr_eq(h, &handle) {
+                *o = (*o).max(next);
+                return;
+            }
+        }
+        if let Some((i, (h, o))) = self
             .entries
             .iter_mut()
-            .find(|(h, _)| h.link.id == handle.link.id && h.tp == handle.tp)
+            .enumerate()
+            .find(|(_, (h, _))| h.link.id == handle.link.id && h.tp == handle.tp)
         {
+            self.last = i;
             if (handle.generation, next) > (h.generation, *o) {
                 *h = handle;
                 *o = next;
             }
         } else {
+            self.last = self.entries.len();
             self.entries.push((handle, next));
         }
     }
@@ -67,6 +78,7 @@ impl CommittableOffsetBatch {
         &mut self,
     ) -> Result<impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static> {
         self.count = 0;
+        self.last = 0;
         let mut by_engine: Vec<(Arc<EngineLink>, CommitRequest)> = Vec::new();
         for (handle, offset) in self.entries.drain(..) {
             match by_engine.iter_mut().find(|(l, _)| l.id == handle.link.id) {

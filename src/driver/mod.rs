@@ -32,11 +32,22 @@ pub(crate) struct Batch {
 /// One assignment of one partition: commits made through it are checked
 /// against the generation, so an offset from before a revocation is reported
 /// stale instead of being committed.
-#[derive(Debug)]
+///
+/// Each batch carries its own copy (one allocation per batch): every
+/// committable offset clones it, and a counter shared by all batches would
+/// have the consuming task and the committer fight over it.
+#[derive(Debug, Clone)]
 pub(crate) struct PartitionHandle {
     pub(crate) tp: TopicPartition,
     pub(crate) generation: u64,
     pub(crate) link: Arc<EngineLink>,
+}
+
+impl PartitionHandle {
+    /// True when both name the same assignment of the same partition.
+    pub(crate) fn same_assignment(&self, other: &PartitionHandle) -> bool {
+        self.generation == other.generation && self.link.id == other.link.id && self.tp == other.tp
+    }
 }
 
 /// The command path to an engine. Held by partition handles (and so by every

@@ -365,7 +365,7 @@ impl Engine {
                     unsafe { self.builder.push_raw(&*msg.ptr()) };
                     let records = self.builder.finish(&p.handle.tp.topic, partition);
                     self.outbox.push_back(Batch {
-                        partition: p.handle.clone(),
+                        partition: Arc::new(PartitionHandle::clone(&p.handle)),
                         records,
                     });
                 }
@@ -513,7 +513,7 @@ impl Engine {
             last,
             self.partitions
                 .iter_mut()
-                .find(|p| Arc::ptr_eq(&p.handle, partition)),
+                .find(|p| p.handle.same_assignment(partition)),
         ) {
             p.emitted_next = Some(last + 1);
         }
@@ -542,7 +542,7 @@ impl Engine {
                     .builder
                     .finish(&p.handle.tp.topic, p.handle.tp.partition);
                 self.outbox.push_back(Batch {
-                    partition: p.handle.clone(),
+                    partition: Arc::new(PartitionHandle::clone(&p.handle)),
                     records,
                 });
             }
