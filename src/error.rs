@@ -30,6 +30,11 @@ pub enum ErrorKind {
     Closed,
     /// An operation did not finish within its deadline.
     Timeout,
+    /// A key or payload could not be serialized.
+    Serialize,
+    /// A record's key or payload could not be deserialized; the record is
+    /// attached ([`Error::record`]).
+    Deserialize,
 }
 
 /// The error type of every fallible operation in this crate.
@@ -48,6 +53,7 @@ struct Inner {
     message: String,
     coordinates: Option<Coordinates>,
     source: Option<KafkaError>,
+    record: Option<Box<crate::record::ConsumerRecord>>,
 }
 
 /// Where in Kafka an error happened.
@@ -69,6 +75,7 @@ impl Error {
                 message: message.into(),
                 coordinates: None,
                 source: None,
+                record: None,
             }),
         }
     }
@@ -84,6 +91,7 @@ impl Error {
                 message: message.into(),
                 coordinates: None,
                 source: Some(source),
+                record: None,
             }),
         }
     }
@@ -99,6 +107,21 @@ impl Error {
             });
         }
         self
+    }
+
+    /// Attaches the record the error is about. Only used while the error is
+    /// being built.
+    pub(crate) fn with_record(mut self, record: crate::record::ConsumerRecord) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.record = Some(Box::new(record));
+        }
+        self
+    }
+
+    /// The record this error is about, raw key and payload included, when
+    /// there is one (deserialization errors): route it to a dead-letter topic.
+    pub fn record(&self) -> Option<&crate::record::ConsumerRecord> {
+        self.inner.record.as_deref()
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {

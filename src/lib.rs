@@ -99,7 +99,9 @@ mod error;
 mod logging;
 pub mod producer;
 mod record;
+pub mod serde;
 mod settings;
+mod task_sink;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

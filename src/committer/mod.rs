@@ -12,17 +12,17 @@ pub use batch::CommittableOffsetBatch;
 
 use std::fmt;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use futures::channel::mpsc;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, Sink, StreamExt};
-use tokio::task::JoinHandle;
+use futures::{Sink, StreamExt};
 use tokio::time::Instant;
 
 use crate::consumer::CommittableOffset;
 use crate::error::{Error, ErrorKind, Result};
 use crate::settings::{CommitDelivery, CommitterSettings};
+use crate::task_sink::TaskSink;
 
 /// A sink that commits the offsets it receives, in batches.
 ///
@@ -55,72 +55,22 @@ use crate::settings::{CommitDelivery, CommitterSettings};
 /// ```
 pub fn sink(settings: CommitterSettings) -> Result<CommitterSink> {
     settings.validate()?;
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| Error::config("committer::sink must be created inside a tokio runtime"))?;
-    let (tx, rx) = mpsc::channel(4);
     let chunk = settings.max_batch.clamp(1, 256);
-    let task = runtime.spawn(run(rx, settings));
-    Ok(CommitterSink {
-        buf: Vec::with_capacity(chunk),
-        chunk,
-        tx,
-        task: Some(task),
-        result: None,
-    })
+    let inner = TaskSink::spawn("committer::sink", chunk, move |rx| run(rx, settings))?;
+    Ok(CommitterSink { inner })
 }
 
 /// The sink returned by [`sink`].
 #[must_use = "sinks do nothing unless offsets are sent to them"]
 pub struct CommitterSink {
-    buf: Vec<CommittableOffset>,
-    chunk: usize,
-    tx: mpsc::Sender<Vec<CommittableOffset>>,
-    task: Option<JoinHandle<Result<()>>>,
-    result: Option<Result<()>>,
+    inner: TaskSink<CommittableOffset>,
 }
 
 impl fmt::Debug for CommitterSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommitterSink")
-            .field("buffered", &self.buf.len())
+            .field("buffered", &self.inner.buffered())
             .finish_non_exhaustive()
-    }
-}
-
-impl CommitterSink {
-    /// Waits for the batching task to end and returns how it ended.
-    fn poll_task(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if let Some(task) = &mut self.task {
-            let joined = ready!(task.poll_unpin(cx));
-            self.task = None;
-            self.result = Some(match joined {
-                Ok(r) => r,
-                Err(e) => Err(Error::closed(format!(
-                    "the committer task ended abnormally: {e}"
-                ))),
-            });
-        }
-        Poll::Ready(self.result.clone().unwrap_or(Ok(())))
-    }
-
-    /// Hands the local buffer to the batching task.
-    fn poll_send_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.buf.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        if ready!(self.tx.poll_ready(cx)).is_err() {
-            // The task ended, so it failed: report why.
-            return self
-                .poll_task(cx)
-                .map(|r| r.and(Err(Error::closed("the committer has stopped"))));
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk));
-        if self.tx.start_send(chunk).is_err() {
-            return self
-                .poll_task(cx)
-                .map(|r| r.and(Err(Error::closed("the committer has stopped"))));
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -128,46 +78,22 @@ impl Sink<CommittableOffset> for CommitterSink {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        if this.buf.len() >= this.chunk {
-            ready!(this.poll_send_buf(cx))?;
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.get_mut().inner).poll_ready(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, item: CommittableOffset) -> Result<()> {
-        self.get_mut().buf.push(item);
-        Ok(())
+        Pin::new(&mut self.get_mut().inner).start_send(item)
     }
 
     /// Hands every buffered offset to the batching task. It does not force a
     /// commit: that happens by batch size, by interval, or on close.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_send_buf(cx))?;
-        if ready!(Pin::new(&mut this.tx).poll_flush(cx)).is_err() {
-            return this
-                .poll_task(cx)
-                .map(|r| r.and(Err(Error::closed("the committer has stopped"))));
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     /// Commits everything received and waits for the answers.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_send_buf(cx))?;
-        this.tx.close_channel();
-        this.poll_task(cx)
-    }
-}
-
-impl Drop for CommitterSink {
-    fn drop(&mut self) {
-        // Best effort, never blocks: what reaches the task is still committed.
-        if !self.buf.is_empty() {
-            let _ = self.tx.try_send(std::mem::take(&mut self.buf));
-        }
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
 

@@ -6,10 +6,24 @@
 //! topic and partition. Closing the sink waits until every record is
 //! acknowledged.
 
+mod committable;
+mod core;
+mod envelope;
+mod flow;
 mod reaper;
+mod send;
 mod sink;
 
+pub use self::core::RecordMetadata;
+pub use committable::CommittableSink;
+pub use envelope::{Envelope, ProduceFailure, ProducerResult};
+pub use flow::ProducerFlow;
+pub use send::SendProducer;
 pub use sink::ProducerSink;
+
+use futures::Stream;
+
+use crate::settings::CommitterSettings;
 
 use crate::error::Result;
 use crate::settings::ProducerSettings;
@@ -24,4 +38,35 @@ use crate::settings::ProducerSettings;
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error naming it.
 pub fn plain_sink(settings: ProducerSettings) -> Result<ProducerSink> {
     ProducerSink::new(settings)
+}
+
+/// Produces every envelope of `envelopes` and yields one result per envelope,
+/// in input order, with where each record was written (or the error with the
+/// records) and the envelope's pass-through value.
+///
+/// At most [`max_in_flight`](ProducerSettings::max_in_flight) records are
+/// unacknowledged at once; when librdkafka's queue is full the flow waits for
+/// delivery reports. When `envelopes` ends, the flow ends after the last result.
+pub fn flow<S, P>(settings: ProducerSettings, envelopes: S) -> Result<ProducerFlow<S, P>>
+where
+    S: Stream<Item = Envelope<P>>,
+{
+    let core = core::ProducerCore::new(&settings)?;
+    Ok(ProducerFlow::new(core, envelopes, settings.max_in_flight))
+}
+
+/// Consume, transform, produce with at-least-once delivery: a sink of
+/// envelopes whose pass-through values are the offsets of the records they
+/// came from. Each offset is committed (through a batched committer with
+/// `committer` settings) only after every record of its envelope was
+/// delivered, and in envelope order. The first failed envelope fails the sink
+/// before any later offset is committed, so no record is skipped.
+///
+/// Must be created inside a tokio runtime. Closing it waits until everything
+/// is produced and committed.
+pub fn committable_sink(
+    settings: ProducerSettings,
+    committer: CommitterSettings,
+) -> Result<CommittableSink> {
+    committable::committable_sink(settings, committer)
 }

@@ -20,6 +20,7 @@ pub struct ProducerSettings {
     pub(crate) bootstrap_servers: String,
     pub(crate) properties: BTreeMap<String, String>,
     pub(crate) flush_timeout: Duration,
+    pub(crate) max_in_flight: usize,
 }
 
 impl ProducerSettings {
@@ -29,6 +30,7 @@ impl ProducerSettings {
             bootstrap_servers: bootstrap_servers.into(),
             properties: BTreeMap::new(),
             flush_timeout: Duration::from_secs(30),
+            max_in_flight: 10_000,
         }
     }
 
@@ -46,6 +48,13 @@ impl ProducerSettings {
         self
     }
 
+    /// Most records a [`flow`](crate::producer::flow) or committable sink
+    /// keeps unacknowledged at once. Default 10,000.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
     /// The bootstrap servers.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap_servers
@@ -56,6 +65,11 @@ impl ProducerSettings {
             return Err(Error::config("invalid setting `bootstrap.servers`: empty"));
         }
         super::positive_duration("flush_timeout", self.flush_timeout)?;
+        if self.max_in_flight == 0 {
+            return Err(Error::config(
+                "invalid setting `max_in_flight`: must be at least 1",
+            ));
+        }
         let defaults = [
             ("bootstrap.servers", self.bootstrap_servers.clone()),
             ("enable.idempotence", "true".to_owned()),

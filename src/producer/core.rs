@@ -1,0 +1,293 @@
+//! The producer every sink, flow and handle is built on: a librdkafka
+//! producer with a polling thread, delivery reports turned into counters,
+//! wake-ups and (for records that want one) a per-record answer.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Context;
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as RdHeader, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::IntoOpaque;
+use tokio::sync::{oneshot, Notify};
+
+use super::reaper;
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::ProducerRecord;
+use crate::settings::ProducerSettings;
+
+/// Where a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// The topic.
+    pub topic: String,
+    /// The partition the record was written to.
+    pub partition: i32,
+    /// Its offset in that partition.
+    pub offset: i64,
+}
+
+pub(crate) type Delivery = std::result::Result<RecordMetadata, Error>;
+
+/// The delivery opaque: `None` for records nobody waits for individually (no
+/// allocation), or the sender of the record's answer.
+pub(crate) struct Tracker(Option<Box<oneshot::Sender<Delivery>>>);
+
+impl IntoOpaque for Tracker {
+    fn into_ptr(self) -> *mut c_void {
+        match self.0 {
+            None => std::ptr::null_mut(),
+            Some(b) => Box::into_raw(b) as *mut c_void,
+        }
+    }
+
+    unsafe fn from_ptr(ptr: *mut c_void) -> Self {
+        if ptr.is_null() {
+            Tracker(None)
+        } else {
+            // SAFETY: a non-null pointer was made by `into_ptr` from a Box, once.
+            Tracker(Some(unsafe {
+                Box::from_raw(ptr as *mut oneshot::Sender<Delivery>)
+            }))
+        }
+    }
+}
+
+/// Delivery bookkeeping shared with librdkafka's delivery callback.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryState {
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) delivered: AtomicU64,
+    /// The first failure of an untracked record.
+    failure: Mutex<Option<Error>>,
+    /// The one task (a sink or a flow) that waits for room or for deliveries.
+    waker: AtomicWaker,
+    /// Tasks of cloned handles waiting for room; notified only while some wait.
+    room: Notify,
+    room_waiters: AtomicUsize,
+}
+
+pub(crate) struct CoreContext {
+    state: Arc<DeliveryState>,
+}
+
+impl ClientContext for CoreContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::logging::librdkafka_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "reactive_kafka::producer", %error, reason, "librdkafka reported an error");
+    }
+}
+
+impl ProducerContext for CoreContext {
+    type DeliveryOpaque = Tracker;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Tracker) {
+        let outcome = match result {
+            Ok(msg) => {
+                self.state.delivered.fetch_add(1, Ordering::Relaxed);
+                Ok(RecordMetadata {
+                    topic: msg.topic().to_owned(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                })
+            }
+            Err((e, msg)) => {
+                let err = Error::with_source(
+                    ErrorKind::Delivery,
+                    format!("record not delivered: {e}"),
+                    e.clone(),
+                )
+                .at(msg.topic(), Some(msg.partition()).filter(|p| *p >= 0), None);
+                tracing::warn!(error = %err, "delivery failed");
+                Err(err)
+            }
+        };
+        match tracker.0 {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            None => {
+                if let Err(err) = outcome {
+                    let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.state.waker.wake();
+        if self.state.room_waiters.load(Ordering::Acquire) > 0 {
+            self.state.room.notify_waiters();
+        }
+    }
+}
+
+/// What happened to a record handed to [`ProducerCore::send`].
+pub(crate) enum Sent {
+    /// Queued; its answer (if tracked) comes through the receiver.
+    Queued(Option<oneshot::Receiver<Delivery>>),
+    /// librdkafka's queue is full: try again after a delivery report.
+    Full,
+}
+
+/// A producer owned by one sink, flow or set of cloned handles.
+pub(crate) struct ProducerCore {
+    producer: Option<ThreadedProducer<CoreContext>>,
+    pub(crate) state: Arc<DeliveryState>,
+    pub(crate) flush_timeout: Duration,
+}
+
+impl fmt::Debug for ProducerCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerCore")
+            .field("in_flight", &self.state.in_flight.load(Ordering::Relaxed))
+            .field("delivered", &self.state.delivered.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ProducerCore {
+    pub(crate) fn new(settings: &ProducerSettings) -> Result<Self> {
+        let config = settings.to_client_config()?;
+        reaper::ensure_started();
+        let state = Arc::new(DeliveryState::default());
+        let producer = ThreadedProducer::from_config_and_context(
+            &config,
+            CoreContext {
+                state: state.clone(),
+            },
+        )
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!("could not create the producer: {e}"),
+                e,
+            )
+        })?;
+        Ok(ProducerCore {
+            producer: Some(producer),
+            state,
+            flush_timeout: settings.flush_timeout,
+        })
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The first delivery failure of an untracked record, if any.
+    pub(crate) fn failure(&self) -> Result<()> {
+        match &*self.state.failure.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a record to librdkafka without waiting. `track` asks for a
+    /// per-record answer.
+    pub(crate) fn send(&self, record: &ProducerRecord, track: bool) -> Result<Sent> {
+        let Some(producer) = &self.producer else {
+            return Err(Error::closed("the producer is closed"));
+        };
+        let (tracker, rx) = if track {
+            let (tx, rx) = oneshot::channel();
+            (Tracker(Some(Box::new(tx))), Some(rx))
+        } else {
+            (Tracker(None), None)
+        };
+        let mut base = BaseRecord::<[u8], [u8], Tracker>::with_opaque_to(&record.topic, tracker);
+        if let Some(k) = &record.key {
+            base = base.key(k.as_ref());
+        }
+        if let Some(p) = &record.payload {
+            base = base.payload(p.as_ref());
+        }
+        if let Some(p) = record.partition {
+            base = base.partition(p);
+        }
+        if let Some(t) = record.timestamp {
+            base = base.timestamp(t);
+        }
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for h in &record.headers {
+                headers = headers.insert(RdHeader {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                });
+            }
+            base = base.headers(headers);
+        }
+        self.state.in_flight.fetch_add(1, Ordering::AcqRel);
+        match producer.send(base) {
+            Ok(()) => Ok(Sent::Queued(rx)),
+            Err((e, _)) => {
+                // The returned record still owns its tracker; dropping it
+                // drops the answer's sender.
+                self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                    return Ok(Sent::Full);
+                }
+                Err(Error::with_source(
+                    ErrorKind::Produce,
+                    format!("could not produce the record: {e}"),
+                    e,
+                )
+                .at(&record.topic, record.partition, None))
+            }
+        }
+    }
+
+    /// Registers the task to be woken by the next delivery report.
+    pub(crate) fn register(&self, cx: &mut Context<'_>) {
+        self.state.waker.register(cx.waker());
+    }
+
+    /// Waits (for cloned handles) until a delivery report frees room.
+    pub(crate) async fn room(&self) {
+        self.state.room_waiters.fetch_add(1, Ordering::AcqRel);
+        let notified = self.state.room.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // A report between the failed send and `enable` would be missed: wait
+        // at most a millisecond in that case.
+        let _ = tokio::time::timeout(Duration::from_millis(1), notified).await;
+        self.state.room_waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Releases the producer: queued records are flushed (up to
+    /// `flush_timeout`) and the client destroyed on the reaper thread.
+    pub(crate) fn release(&mut self) {
+        let Some(producer) = self.producer.take() else {
+            return;
+        };
+        let timeout = self.flush_timeout;
+        reaper::submit(move || {
+            if producer.in_flight_count() > 0 {
+                if let Err(e) = producer.flush(timeout) {
+                    tracing::error!(
+                        error = %e,
+                        in_flight = producer.in_flight_count(),
+                        "producer released with records not delivered within flush_timeout"
+                    );
+                }
+            }
+            drop(producer);
+        });
+    }
+}
+
+impl Drop for ProducerCore {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,68 @@
+use std::fmt;
+use std::sync::Arc;
+
+use super::core::{ProducerCore, RecordMetadata, Sent};
+use crate::error::{Error, Result};
+use crate::record::ProducerRecord;
+use crate::settings::ProducerSettings;
+
+/// A cloneable producer handle for request/response code: `send(record).await`
+/// resolves when the broker acknowledged the record.
+///
+/// Every clone shares one librdkafka producer. When the last clone is
+/// dropped, queued records keep being delivered on a background thread for up
+/// to [`flush_timeout`](ProducerSettings::flush_timeout).
+#[derive(Clone)]
+pub struct SendProducer {
+    core: Arc<ProducerCore>,
+}
+
+impl fmt::Debug for SendProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendProducer")
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+impl SendProducer {
+    /// A handle with a producer of its own.
+    pub fn new(settings: ProducerSettings) -> Result<Self> {
+        Ok(SendProducer {
+            core: Arc::new(ProducerCore::new(&settings)?),
+        })
+    }
+
+    /// Produces `record` and waits for the broker's acknowledgement. When
+    /// librdkafka's queue is full it waits for deliveries to free room.
+    ///
+    /// On failure the record is handed back with the error.
+    ///
+    /// Cancel safety: dropping the future after the record was queued does
+    /// not unsend it; it is still delivered, unobserved.
+    pub async fn send(
+        &self,
+        record: ProducerRecord,
+    ) -> std::result::Result<RecordMetadata, (Error, ProducerRecord)> {
+        let rx = loop {
+            match self.core.send(&record, true) {
+                Ok(Sent::Queued(rx)) => break rx.expect("tracked records have an answer"),
+                Ok(Sent::Full) => self.core.room().await,
+                Err(e) => return Err((e, record)),
+            }
+        };
+        match rx.await {
+            Ok(Ok(metadata)) => Ok(metadata),
+            Ok(Err(e)) => Err((e, record)),
+            Err(_) => Err((
+                Error::closed("the producer closed before answering"),
+                record,
+            )),
+        }
+    }
+
+    /// Records handed to librdkafka and not yet acknowledged, over all clones.
+    pub fn in_flight(&self) -> usize {
+        self.core.in_flight()
+    }
+}
