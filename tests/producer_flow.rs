@@ -45,7 +45,7 @@ async fn every_envelope_kind_yields_its_result_in_input_order() {
                     metadata, record, ..
                 },
             ) => {
-                assert_eq!(metadata.topic, topic);
+                assert_eq!(record.topic(), topic);
                 assert_eq!(metadata.partition, 0);
                 assert!(metadata.offset > last_offset[0]);
                 last_offset[0] = metadata.offset;

@@ -58,16 +58,18 @@ pub(crate) enum Case {
     CommittableCommitter,
     RawBaseProducer,
     PlainSink,
+    ProducerFlow,
 }
 
 impl Case {
     /// Each case with the raw loop it is compared with.
-    pub(crate) const PAIRS: [(Case, Case); 5] = [
+    pub(crate) const PAIRS: [(Case, Case); 6] = [
         (Case::PlainSource, Case::RawBaseConsumer),
         (Case::RawStreamConsumer, Case::RawBaseConsumer),
         (Case::RawPartitionQueues, Case::RawBaseConsumer),
         (Case::CommittableCommitter, Case::RawCommitLoop),
         (Case::PlainSink, Case::RawBaseProducer),
+        (Case::ProducerFlow, Case::RawBaseProducer),
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -80,6 +82,7 @@ impl Case {
             Case::CommittableCommitter => "committable_source+committer_sink",
             Case::RawBaseProducer => "raw_base_producer",
             Case::PlainSink => "producer_plain_sink",
+            Case::ProducerFlow => "producer_flow",
         }
     }
 
@@ -106,6 +109,10 @@ impl Case {
             Case::PlainSink => {
                 let topic = plan.fresh_topic().await;
                 plain_sink(plan, &topic).await
+            }
+            Case::ProducerFlow => {
+                let topic = plan.fresh_topic().await;
+                producer_flow(plan, &topic).await
             }
         };
         Measurement {
@@ -482,6 +489,28 @@ async fn plain_sink(plan: &Plan<'_>, topic: &str) -> Duration {
         .expect("send");
     }
     sink.close().await.expect("close");
+    started.elapsed()
+}
+
+/// Envelopes with a pass-through value each, results read in order.
+async fn producer_flow(plan: &Plan<'_>, topic: &str) -> Duration {
+    let payload = bytes::Bytes::from(vec![b'x'; plan.size]);
+    let partitions = plan.partitions as usize;
+    let envelopes = futures::stream::iter((0..plan.records).map(move |i| {
+        let record = ProducerRecord::new(topic)
+            .partition((i % partitions) as i32)
+            .payload(payload.clone());
+        producer::Envelope::message(record, i)
+    }));
+    let started = Instant::now();
+    let mut flow = producer::flow(producer_settings(&plan.servers), envelopes).expect("flow");
+    let mut expected = 0;
+    while let Some(result) = flow.next().await {
+        let result = result.expect("delivered");
+        assert_eq!(*result.pass_through(), expected, "results out of order");
+        expected += 1;
+    }
+    assert_eq!(expected, plan.records);
     started.elapsed()
 }
 

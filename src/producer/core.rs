@@ -23,11 +23,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::record::ProducerRecord;
 use crate::settings::ProducerSettings;
 
-/// Where a record was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a record was written (its topic is the record's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
-    /// The topic.
-    pub topic: String,
     /// The partition the record was written to.
     pub partition: i32,
     /// Its offset in that partition.
@@ -96,7 +94,6 @@ impl ProducerContext for CoreContext {
             Ok(msg) => {
                 self.state.delivered.fetch_add(1, Ordering::Relaxed);
                 Ok(RecordMetadata {
-                    topic: msg.topic().to_owned(),
                     partition: msg.partition(),
                     offset: msg.offset(),
                 })

@@ -13,50 +13,53 @@ use super::envelope::{Envelope, Kind, ProduceFailure, ProducerResult};
 use crate::error::{Error, Result};
 use crate::record::ProducerRecord;
 
+/// The answer for one sent record.
+enum Answer {
+    Waiting(oneshot::Receiver<Delivery>),
+    Done(Delivery),
+}
+
 /// One envelope on its way: records sent so far and their answers.
 struct Entry<P> {
     kind: Kind,
     records: Vec<ProducerRecord>,
-    sent: usize,
-    answers: Vec<Option<oneshot::Receiver<Delivery>>>,
-    outcomes: Vec<Option<Delivery>>,
+    answers: Vec<Answer>,
     pass_through: P,
 }
 
 impl<P> Entry<P> {
     fn new(envelope: Envelope<P>) -> Self {
         let (records, pass_through, kind) = envelope.into_parts();
-        let n = records.len();
         Entry {
             kind,
+            answers: Vec::with_capacity(records.len()),
             records,
-            sent: 0,
-            answers: Vec::with_capacity(n),
-            outcomes: Vec::with_capacity(n),
             pass_through,
         }
     }
 
+    /// How many records were handed to librdkafka (or failed to be).
+    fn sent(&self) -> usize {
+        self.answers.len()
+    }
+
     fn fully_sent(&self) -> bool {
-        self.sent == self.records.len()
+        self.answers.len() == self.records.len()
     }
 
     /// Polls the answers of a fully sent entry; true once all are in.
     fn poll_answers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut done = true;
-        for (answer, outcome) in self.answers.iter_mut().zip(self.outcomes.iter_mut()) {
-            if outcome.is_some() {
-                continue;
-            }
-            let Some(rx) = answer else { continue };
-            match Pin::new(rx).poll(cx) {
-                Poll::Ready(r) => {
-                    *outcome = Some(r.unwrap_or_else(|_| {
-                        Err(Error::closed("the producer closed before answering"))
-                    }));
-                    *answer = None;
+        for answer in &mut self.answers {
+            if let Answer::Waiting(rx) = answer {
+                match Pin::new(rx).poll(cx) {
+                    Poll::Ready(r) => {
+                        *answer = Answer::Done(r.unwrap_or_else(|_| {
+                            Err(Error::closed("the producer closed before answering"))
+                        }));
+                    }
+                    Poll::Pending => done = false,
                 }
-                Poll::Pending => done = false,
             }
         }
         done
@@ -65,12 +68,13 @@ impl<P> Entry<P> {
     fn finish(self) -> std::result::Result<ProducerResult<P>, ProduceFailure<P>> {
         let mut metadata = Vec::with_capacity(self.records.len());
         let mut error = None;
-        for outcome in self.outcomes {
-            match outcome.expect("every answer is in") {
-                Ok(m) => metadata.push(m),
-                Err(e) => {
+        for answer in self.answers {
+            match answer {
+                Answer::Done(Ok(m)) => metadata.push(m),
+                Answer::Done(Err(e)) => {
                     error.get_or_insert(e);
                 }
+                Answer::Waiting(_) => unreachable!("finish is called once every answer is in"),
             }
         }
         if let Some(error) = error {
@@ -170,19 +174,12 @@ where
                             break 'send;
                         }
                     }
-                    match send_one(this.core, &entry.records[entry.sent], cx) {
+                    match send_one(this.core, &entry.records[entry.sent()], cx) {
                         Some(outcome) => {
-                            match outcome {
-                                Ok(rx) => {
-                                    entry.answers.push(Some(rx));
-                                    entry.outcomes.push(None);
-                                }
-                                Err(e) => {
-                                    entry.answers.push(None);
-                                    entry.outcomes.push(Some(Err(e)));
-                                }
-                            }
-                            entry.sent += 1;
+                            entry.answers.push(match outcome {
+                                Ok(rx) => Answer::Waiting(rx),
+                                Err(e) => Answer::Done(Err(e)),
+                            });
                             progressed = true;
                         }
                         None => break 'send, // queue full: a delivery report wakes us
