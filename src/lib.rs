@@ -85,8 +85,19 @@
 //! poll, commits and close run on its own thread; producers are flushed and
 //! destroyed on a background thread.
 //!
+//! ## Producing
+//!
+//! [`producer::plain_sink`] writes records; [`producer::flow`] turns
+//! [`producer::Envelope`]s into results in input order, each with a
+//! pass-through value; [`producer::committable_sink`] commits each consumed
+//! offset only after the records made from it were delivered (consume,
+//! transform, produce with at-least-once); [`producer::SendProducer`] is a
+//! cloneable handle for request/response code. The idempotent producer is on
+//! by default, so librdkafka's retries neither duplicate nor reorder records.
+//!
 //! ## Features
 //!
+//! - `json`: [`serde::Json`], a serializer and deserializer for serde types.
 //! - `testkit`: [`testkit::EmbeddedKafka`] (librdkafka's in-process mock
 //!   cluster) and [`testkit::TestBroker`].
 //! - `testcontainers`: `testkit::docker`, an `apache/kafka` container for
