@@ -4,7 +4,7 @@
 //! your format; [`Utf8`] handles strings and, with the `json` feature,
 //! [`Json`] handles any serde type. A record that fails to deserialize is
 //! never skipped: [`ConsumerRecord::deserialize_payload`] returns an
-//! [`ErrorKind::Deserialize`](crate::ErrorKind::Deserialize) error that names
+//! [`ErrorKind::Deserialize`] error that names
 //! its topic, partition and offset and carries the record itself
 //! ([`Error::record`](crate::Error::record)), raw bytes included, for a
 //! dead-letter topic.

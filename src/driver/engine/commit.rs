@@ -20,7 +20,7 @@ impl Engine {
         offsets: CommitRequest,
         reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
     ) {
-        if matches!(self.phase, Phase::Closing { .. }) || self.released {
+        if matches!(self.phase, Phase::Closing { .. }) {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(Error::closed(
                     "the consumer is closing; commit not sent",

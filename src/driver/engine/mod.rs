@@ -100,7 +100,6 @@ pub(crate) fn spawn(
         phase: Phase::Running,
         drain: None,
         failure: None,
-        released: false,
         max_batch: settings.max_batch_records,
         wake_interval: settings.wake_interval,
         close_timeout: settings.close_timeout,
@@ -160,7 +159,6 @@ struct Engine {
     phase: Phase,
     drain: Option<(Instant, oneshot::Sender<DrainReport>)>,
     failure: Option<Error>,
-    released: bool,
     max_batch: usize,
     wake_interval: Duration,
     close_timeout: Duration,
@@ -280,9 +278,6 @@ impl Engine {
     }
 
     fn close_due(&self) -> bool {
-        if self.released {
-            return true;
-        }
         match self.phase {
             Phase::Closing { deadline } => self.inflight.is_empty() || Instant::now() >= deadline,
             _ => false,
@@ -332,8 +327,9 @@ impl Engine {
                     }
                 }
                 Command::Released => {
+                    // Commits already in flight still get their answer.
                     tracing::debug!("all handles dropped: closing");
-                    self.released = true;
+                    self.begin_close();
                 }
             }
         }
