@@ -76,6 +76,7 @@ impl CommittableOffsetBatch {
     /// their outcome; the batch is left empty.
     pub(crate) fn dispatch(
         &mut self,
+        timeout: std::time::Duration,
     ) -> Result<impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static> {
         self.count = 0;
         self.last = 0;
@@ -92,6 +93,7 @@ impl CommittableOffsetBatch {
             link.send(Command::Commit {
                 offsets,
                 reply: Some(tx),
+                retry_until: Some(std::time::Instant::now() + timeout),
             })?;
             replies.push(async move {
                 rx.await
@@ -110,14 +112,16 @@ impl CommittableOffsetBatch {
         })
     }
 
-    /// Commits the batch and waits for the broker's answer.
+    /// Commits the batch and waits for the broker's answer, retrying
+    /// retriable failures for up to 15 s.
     ///
     /// Cancel safety: dropping the future does not cancel the commit.
     pub async fn commit(mut self) -> Result<CommitOutcome> {
         if self.entries.is_empty() {
             return Ok(CommitOutcome::default());
         }
-        self.dispatch()?.await
+        self.dispatch(crate::settings::DEFAULT_COMMIT_TIMEOUT)?
+            .await
     }
 }
 

@@ -109,7 +109,7 @@ async fn run(
     let delivery = settings.delivery;
     let dispatch = |batch: &mut CommittableOffsetBatch| -> Result<_> {
         let offsets = batch.len();
-        let commit = batch.dispatch()?;
+        let commit = batch.dispatch(timeout)?;
         Ok(async move {
             let result = match tokio::time::timeout(timeout, commit).await {
                 Ok(r) => r,

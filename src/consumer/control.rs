@@ -67,8 +67,12 @@ pub struct ConsumerMetrics {
     pub revocations: u64,
     /// Commits acknowledged by the broker.
     pub commits: u64,
-    /// Commits that failed.
+    /// Commits that failed (after their retries).
     pub commit_failures: u64,
+    /// Commit attempts retried after a retriable failure.
+    pub commit_retries: u64,
+    /// Commits sent or waiting for a retry, not answered yet.
+    pub commits_in_flight: u64,
     /// Partition offsets committed, summed over commits.
     pub offsets_committed: u64,
     /// Offsets not committed because their partition had been revoked.

@@ -43,6 +43,10 @@ impl CommittableOffset {
     /// Commits this offset alone and waits for the broker's answer. For
     /// throughput, batch commits with [`committer::sink`](crate::committer::sink).
     ///
+    /// Retriable failures (coordinator moves, rebalances in progress,
+    /// timeouts) are retried with backoff for up to 15 s (the committer's
+    /// default `commit_timeout`).
+    ///
     /// Cancel safety: dropping the future does not cancel the commit.
     pub async fn commit(self) -> Result<CommitOutcome> {
         let (tx, rx) = oneshot::channel();
@@ -50,6 +54,7 @@ impl CommittableOffset {
         link.send(Command::Commit {
             offsets: vec![(self.partition, self.offset + 1)],
             reply: Some(tx),
+            retry_until: Some(std::time::Instant::now() + crate::settings::DEFAULT_COMMIT_TIMEOUT),
         })?;
         rx.await
             .map_err(|_| Error::closed("the consumer closed before answering the commit"))?

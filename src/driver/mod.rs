@@ -98,6 +98,8 @@ pub(crate) enum Command {
     Commit {
         offsets: CommitRequest,
         reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
+        /// Retriable failures are retried (with backoff) until then.
+        retry_until: Option<Instant>,
     },
     Stop,
     Drain {
@@ -130,6 +132,8 @@ pub(crate) struct Counters {
     pub(crate) revocations: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
+    pub(crate) commit_retries: AtomicU64,
+    pub(crate) commits_in_flight: AtomicU64,
     pub(crate) offsets_committed: AtomicU64,
     pub(crate) offsets_stale: AtomicU64,
 }
@@ -152,6 +156,8 @@ impl Shared {
             revocations: get(&c.revocations),
             commits: get(&c.commits),
             commit_failures: get(&c.commit_failures),
+            commit_retries: get(&c.commit_retries),
+            commits_in_flight: get(&c.commits_in_flight),
             offsets_committed: get(&c.offsets_committed),
             offsets_stale: get(&c.offsets_stale),
         }

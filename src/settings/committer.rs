@@ -2,6 +2,9 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+/// The default [`CommitterSettings::commit_timeout`].
+pub(crate) const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Whether the committer waits for the broker to acknowledge a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitDelivery {
@@ -28,7 +31,7 @@ impl Default for CommitterSettings {
             max_interval: Duration::from_secs(10),
             parallelism: 100,
             delivery: CommitDelivery::WaitForAck,
-            commit_timeout: Duration::from_secs(15),
+            commit_timeout: DEFAULT_COMMIT_TIMEOUT,
         }
     }
 }
@@ -64,7 +67,10 @@ impl CommitterSettings {
         self
     }
 
-    /// How long one commit may take before it fails with a timeout. Default 15 s.
+    /// How long one commit may take, retries included, before it fails with
+    /// a timeout. Retriable failures (coordinator moves, rebalances in
+    /// progress, request timeouts) are retried with capped exponential
+    /// backoff and jitter within it. Default 15 s.
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.commit_timeout = timeout;
         self

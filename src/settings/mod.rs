@@ -6,6 +6,7 @@ mod committer;
 mod consumer;
 mod producer;
 
+pub(crate) use committer::DEFAULT_COMMIT_TIMEOUT;
 pub use committer::{CommitDelivery, CommitterSettings};
 pub use consumer::{AutoOffsetReset, ConsumerSettings};
 pub use producer::ProducerSettings;

@@ -14,11 +14,35 @@ use crate::driver::context::CommittedPartition;
 use crate::driver::CommitRequest;
 use crate::error::{Error, ErrorKind, Result};
 
+/// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A commit waiting for its retry.
+pub(super) struct Retry {
+    due: Instant,
+    pub(super) commit: InflightCommit,
+}
+
+/// Capped exponential backoff with ±25% jitter (from the clock's nanoseconds:
+/// enough to keep several consumers from retrying in lockstep).
+fn backoff(attempt: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.min(10))
+        .min(MAX_BACKOFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    base.mul_f64(jitter)
+}
+
 impl Engine {
     pub(super) fn commit(
         &mut self,
         offsets: CommitRequest,
         reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
+        retry_until: Option<Instant>,
     ) {
         if matches!(self.phase, Phase::Closing { .. }) {
             if let Some(reply) = reply {
@@ -28,57 +52,78 @@ impl Engine {
             }
             return;
         }
-        let mut committed: Vec<PartitionOffset> = Vec::with_capacity(offsets.len());
-        let mut stale = Vec::new();
+        let mut commit = InflightCommit {
+            reply,
+            committed: Vec::with_capacity(offsets.len()),
+            stale: Vec::new(),
+            started: Instant::now(),
+            attempt: 0,
+            retry_until,
+        };
         for (handle, offset) in offsets {
-            let current = handle.link.id == self.link.id
-                && self
-                    .partitions
-                    .iter()
-                    .any(|p| p.handle.tp == handle.tp && p.handle.generation == handle.generation);
-            let entry = PartitionOffset {
-                tp: handle.tp.clone(),
-                offset,
-            };
-            if !current {
-                stale.push(entry);
-            } else if let Some(existing) = committed.iter_mut().find(|e| e.tp == entry.tp) {
-                existing.offset = existing.offset.max(offset);
+            let entry = (
+                PartitionOffset {
+                    tp: handle.tp.clone(),
+                    offset,
+                },
+                handle.generation,
+            );
+            if handle.link.id != self.link.id {
+                commit.stale.push(entry.0);
+            } else if let Some(existing) = commit
+                .committed
+                .iter_mut()
+                .find(|(e, g)| e.tp == entry.0.tp && *g == entry.1)
+            {
+                existing.0.offset = existing.0.offset.max(offset);
             } else {
-                committed.push(entry);
+                commit.committed.push(entry);
             }
         }
-        let counters = &self.link.shared.counters;
-        counters
-            .offsets_stale
-            .fetch_add(stale.len() as u64, Ordering::Relaxed);
+        self.send_commit(commit);
+    }
+
+    /// Moves offsets whose assignment has ended to `stale`, then sends the
+    /// rest (or answers at once when nothing is left).
+    fn send_commit(&mut self, mut commit: InflightCommit) {
+        let partitions = &self.partitions;
+        let (current, stale): (Vec<_>, Vec<_>) = commit.committed.drain(..).partition(|(o, g)| {
+            partitions
+                .iter()
+                .any(|p| p.handle.tp == o.tp && p.handle.generation == *g)
+        });
+        commit.committed = current;
         if !stale.is_empty() {
+            let stale: Vec<PartitionOffset> = stale.into_iter().map(|(o, _)| o).collect();
+            self.link
+                .shared
+                .counters
+                .offsets_stale
+                .fetch_add(stale.len() as u64, Ordering::Relaxed);
             tracing::info!(stale = ?stale, "offsets of revoked partitions not committed");
+            commit.stale.extend(stale);
         }
-        if committed.is_empty() {
-            if let Some(reply) = reply {
+        if commit.committed.is_empty() {
+            if let Some(reply) = commit.reply {
                 let _ = reply.send(Ok(CommitOutcome {
-                    committed,
-                    stale,
-                    elapsed: Duration::ZERO,
+                    committed: Vec::new(),
+                    stale: commit.stale,
+                    elapsed: commit.started.elapsed(),
                 }));
             }
             return;
         }
-        let mut tpl = TopicPartitionList::with_capacity(committed.len());
-        for e in &committed {
+        let mut tpl = TopicPartitionList::with_capacity(commit.committed.len());
+        for (e, _) in &commit.committed {
             if let Err(err) =
                 tpl.add_partition_offset(&e.tp.topic, e.tp.partition, Offset::Offset(e.offset))
             {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(Error::with_source(
-                        ErrorKind::Commit,
-                        "invalid offset",
-                        err,
-                    )
-                    .at(&e.tp.topic, Some(e.tp.partition), Some(e.offset))));
-                }
-                return;
+                let err = Error::with_source(ErrorKind::Commit, "invalid offset", err).at(
+                    &e.tp.topic,
+                    Some(e.tp.partition),
+                    Some(e.offset),
+                );
+                return self.fail(commit, err);
             }
         }
         let result = match &self.commit_queue {
@@ -89,21 +134,74 @@ impl Engine {
         };
         drop(tpl);
         match result {
-            Ok(()) => self.inflight.push_back(InflightCommit {
-                reply,
-                committed,
-                stale,
-                started: Instant::now(),
-            }),
+            Ok(()) => self.inflight.push_back(commit),
             Err(e) => {
-                counters.commit_failures.fetch_add(1, Ordering::Relaxed);
-                let err = commit_error(&committed, e);
-                tracing::warn!(error = %err, "commit failed");
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(err));
-                }
+                let err = commit_error(&commit.committed, e);
+                self.fail_or_retry(commit, err);
             }
         }
+        self.update_in_flight();
+    }
+
+    /// Retries a retriable failure while its deadline allows, else fails it.
+    fn fail_or_retry(&mut self, mut commit: InflightCommit, err: Error) {
+        let wait = backoff(commit.attempt);
+        let retry = err.is_retriable()
+            && commit
+                .retry_until
+                .is_some_and(|until| Instant::now() + wait < until);
+        if !retry {
+            return self.fail(commit, err);
+        }
+        commit.attempt += 1;
+        self.link
+            .shared
+            .counters
+            .commit_retries
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(error = %err, attempt = commit.attempt, ?wait, "commit failed; retrying");
+        self.retries.push(Retry {
+            due: Instant::now() + wait,
+            commit,
+        });
+        self.update_in_flight();
+    }
+
+    fn fail(&mut self, commit: InflightCommit, err: Error) {
+        self.link
+            .shared
+            .counters
+            .commit_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %err, elapsed = ?commit.started.elapsed(), "commit failed");
+        if let Some(reply) = commit.reply {
+            let _ = reply.send(Err(err));
+        }
+        self.update_in_flight();
+    }
+
+    /// Resends the commits whose retry is due; returns when the next one is.
+    pub(super) fn resend_due(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let (due, waiting): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.retries)
+            .into_iter()
+            .partition(|r| r.due <= now);
+        self.retries = waiting;
+        for retry in due {
+            self.send_commit(retry.commit);
+        }
+        self.retries.iter().map(|r| r.due).min()
+    }
+
+    pub(super) fn commits_pending(&self) -> bool {
+        !self.inflight.is_empty() || !self.retries.is_empty()
+    }
+
+    fn update_in_flight(&self) {
+        self.link.shared.counters.commits_in_flight.store(
+            (self.inflight.len() + self.retries.len()) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     pub(super) fn on_committed(
@@ -117,7 +215,7 @@ impl Engine {
             .iter()
             .position(|c| {
                 c.committed.len() == partitions.len()
-                    && c.committed.iter().all(|o| {
+                    && c.committed.iter().all(|(o, _)| {
                         partitions
                             .iter()
                             .any(|p| p.tp == o.tp && p.offset == Some(o.offset))
@@ -129,7 +227,6 @@ impl Engine {
             tracing::debug!(ok = result.is_ok(), "offsets committed by librdkafka");
             return;
         };
-        let counters = &self.link.shared.counters;
         let failed = partitions
             .iter()
             .find_map(|p| p.error.clone().map(|e| (p, e)));
@@ -146,12 +243,17 @@ impl Engine {
         let elapsed = commit.started.elapsed();
         match outcome {
             Ok(()) => {
+                let counters = &self.link.shared.counters;
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters
                     .offsets_committed
                     .fetch_add(commit.committed.len() as u64, Ordering::Relaxed);
-                for c in &commit.committed {
-                    if let Some(p) = self.partitions.iter_mut().find(|p| p.handle.tp == c.tp) {
+                for (c, g) in &commit.committed {
+                    if let Some(p) = self
+                        .partitions
+                        .iter_mut()
+                        .find(|p| p.handle.tp == c.tp && p.handle.generation == *g)
+                    {
                         p.committed_next =
                             Some(p.committed_next.map_or(c.offset, |o| o.max(c.offset)));
                     }
@@ -159,19 +261,14 @@ impl Engine {
                 tracing::debug!(offsets = ?commit.committed, ?elapsed, "committed");
                 if let Some(reply) = commit.reply {
                     let _ = reply.send(Ok(CommitOutcome {
-                        committed: commit.committed,
+                        committed: commit.committed.into_iter().map(|(o, _)| o).collect(),
                         stale: commit.stale,
                         elapsed,
                     }));
                 }
+                self.update_in_flight();
             }
-            Err(err) => {
-                counters.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %err, ?elapsed, "commit failed");
-                if let Some(reply) = commit.reply {
-                    let _ = reply.send(Err(err));
-                }
-            }
+            Err(err) => self.fail_or_retry(commit, err),
         }
     }
 
@@ -180,7 +277,7 @@ impl Engine {
             return;
         };
         let settled = !self.committable
-            || (self.inflight.is_empty()
+            || (!self.commits_pending()
                 && self
                     .partitions
                     .iter()
@@ -222,10 +319,10 @@ impl Engine {
     }
 }
 
-fn commit_error(offsets: &[PartitionOffset], e: KafkaError) -> Error {
+fn commit_error(offsets: &[(PartitionOffset, u64)], e: KafkaError) -> Error {
     let list: Vec<String> = offsets
         .iter()
-        .map(|o| format!("{}@{}", o.tp, o.offset))
+        .map(|(o, _)| format!("{}@{}", o.tp, o.offset))
         .collect();
     let err = Error::with_source(
         ErrorKind::Commit,
@@ -233,7 +330,7 @@ fn commit_error(offsets: &[PartitionOffset], e: KafkaError) -> Error {
         e,
     );
     match offsets {
-        [one] => err.at(&one.tp.topic, Some(one.tp.partition), Some(one.offset)),
+        [(one, _)] => err.at(&one.tp.topic, Some(one.tp.partition), Some(one.offset)),
         _ => err,
     }
 }

@@ -97,6 +97,7 @@ pub(crate) fn spawn(
         builder: BatchBuilder::default(),
         scratch: MessageBuf::default(),
         inflight: VecDeque::new(),
+        retries: Vec::new(),
         phase: Phase::Running,
         drain: None,
         failure: None,
@@ -136,9 +137,13 @@ struct Partition {
 
 struct InflightCommit {
     reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
-    committed: Vec<PartitionOffset>,
+    /// Offsets to commit, each with the assignment generation it came from.
+    committed: Vec<(PartitionOffset, u64)>,
     stale: Vec<PartitionOffset>,
     started: Instant,
+    attempt: u32,
+    /// Retriable failures are retried until then; `None`: never.
+    retry_until: Option<Instant>,
 }
 
 struct Engine {
@@ -156,6 +161,7 @@ struct Engine {
     /// Message pointers of one batch read; kept to reuse its allocation.
     scratch: MessageBuf,
     inflight: VecDeque<InflightCommit>,
+    retries: Vec<commit::Retry>,
     phase: Phase,
     drain: Option<(Instant, oneshot::Sender<DrainReport>)>,
     failure: Option<Error>,
@@ -270,16 +276,21 @@ impl Engine {
                 return;
             }
             progressed |= self.deliver();
+            let next_retry = self.resend_due();
             self.check_drain();
             if !progressed {
-                std::thread::park_timeout(self.wake_interval);
+                let wait = next_retry.map_or(self.wake_interval, |due| {
+                    due.saturating_duration_since(Instant::now())
+                        .min(self.wake_interval)
+                });
+                std::thread::park_timeout(wait);
             }
         }
     }
 
     fn close_due(&self) -> bool {
         match self.phase {
-            Phase::Closing { deadline } => self.inflight.is_empty() || Instant::now() >= deadline,
+            Phase::Closing { deadline } => !self.commits_pending() || Instant::now() >= deadline,
             _ => false,
         }
     }
@@ -310,7 +321,11 @@ impl Engine {
     fn handle_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Commit { offsets, reply } => self.commit(offsets, reply),
+                Command::Commit {
+                    offsets,
+                    reply,
+                    retry_until,
+                } => self.commit(offsets, reply, retry_until),
                 Command::Stop => self.stop(),
                 Command::Drain { deadline, reply } => {
                     self.stop();
@@ -558,7 +573,12 @@ impl Engine {
     fn close(&mut self) {
         self.outbox.clear();
         let report = self.drain_report();
-        for commit in self.inflight.drain(..) {
+        let retries = std::mem::take(&mut self.retries);
+        for commit in self
+            .inflight
+            .drain(..)
+            .chain(retries.into_iter().map(|r| r.commit))
+        {
             if let Some(reply) = commit.reply {
                 let _ = reply.send(Err(Error::new(
                     ErrorKind::Timeout,
