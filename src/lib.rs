@@ -124,5 +124,6 @@ pub use consumer::{
 pub use error::{Coordinates, Error, ErrorKind, Result};
 pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};
 pub use settings::{
-    AutoOffsetReset, CommitDelivery, CommitterSettings, ConsumerSettings, ProducerSettings,
+    AutoOffsetReset, CommitDelivery, CommitWhen, CommitterSettings, ConsumerSettings,
+    ProducerSettings,
 };

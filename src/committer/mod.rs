@@ -14,14 +14,13 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::channel::mpsc;
 use futures::stream::FuturesUnordered;
-use futures::{Sink, StreamExt};
+use futures::{Sink, Stream, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
-use crate::consumer::CommittableOffset;
+use crate::consumer::{CommitOutcome, CommittableOffset};
 use crate::error::{Error, ErrorKind, Result};
-use crate::settings::{CommitDelivery, CommitterSettings};
+use crate::settings::{CommitDelivery, CommitWhen, CommitterSettings};
 use crate::task_sink::TaskSink;
 
 /// A sink that commits the offsets it receives, in batches.
@@ -56,8 +55,47 @@ use crate::task_sink::TaskSink;
 pub fn sink(settings: CommitterSettings) -> Result<CommitterSink> {
     settings.validate()?;
     let chunk = settings.max_batch.clamp(1, 256);
-    let inner = TaskSink::spawn("committer::sink", chunk, move |rx| run(rx, settings))?;
+    let inner = TaskSink::spawn("committer::sink", chunk, move |rx| {
+        commit_batches(settings, rx).try_for_each(|_| futures::future::ready(Ok(())))
+    })?;
     Ok(CommitterSink { inner })
+}
+
+/// Commits the offsets of `offsets` like [`sink`] does, and yields what each
+/// commit did (partitions and offsets committed, stale offsets dropped, time
+/// taken), so work can follow a commit. Ends after the last commit once
+/// `offsets` ends; fails with the first commit error.
+///
+/// Must be polled inside a tokio runtime (it uses its timer).
+pub fn flow<S>(settings: CommitterSettings, offsets: S) -> Result<CommitterFlow>
+where
+    S: Stream<Item = CommittableOffset> + Send + 'static,
+{
+    settings.validate()?;
+    let chunks = offsets.ready_chunks(settings.max_batch.clamp(1, 256));
+    Ok(CommitterFlow {
+        inner: Box::pin(commit_batches(settings, Box::pin(chunks))),
+    })
+}
+
+/// The stream returned by [`flow`]: one [`CommitOutcome`] per commit.
+#[must_use = "streams do nothing unless polled"]
+pub struct CommitterFlow {
+    inner: Pin<Box<dyn Stream<Item = Result<CommitOutcome>> + Send>>,
+}
+
+impl fmt::Debug for CommitterFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitterFlow").finish_non_exhaustive()
+    }
+}
+
+impl Stream for CommitterFlow {
+    type Item = Result<CommitOutcome>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
 }
 
 /// The sink returned by [`sink`].
@@ -97,65 +135,119 @@ impl Sink<CommittableOffset> for CommitterSink {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Vec<CommittableOffset>>,
+/// The batching loop shared by [`sink`] and [`flow`]: takes chunks of
+/// offsets, commits by size, interval and stream end, yields one outcome per
+/// acknowledged commit (failures of `SendAndForget` commits are logged and
+/// yield nothing).
+fn commit_batches<S>(
     settings: CommitterSettings,
-) -> Result<()> {
-    let mut batch = CommittableOffsetBatch::new();
-    let mut inflight = FuturesUnordered::new();
-    let mut deadline = Instant::now();
-    let mut upstream_done = false;
-    let timeout = settings.commit_timeout;
-    let delivery = settings.delivery;
-    let dispatch = |batch: &mut CommittableOffsetBatch| -> Result<_> {
-        let offsets = batch.len();
-        let commit = batch.dispatch(timeout)?;
-        Ok(async move {
-            let result = match tokio::time::timeout(timeout, commit).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("commit of {offsets} offsets not acknowledged within {timeout:?} (commit_timeout)"),
-                )),
-            };
-            match (result, delivery) {
-                (Ok(_), _) => Ok(()),
-                (Err(e), CommitDelivery::SendAndForget) => {
-                    tracing::warn!(error = %e, "commit failed (send-and-forget: ignored)");
-                    Ok(())
+    mut chunks: S,
+) -> impl Stream<Item = Result<CommitOutcome>> + Send
+where
+    S: Stream<Item = Vec<CommittableOffset>> + Send + Unpin + 'static,
+{
+    async_stream::try_stream! {
+        let mut batch = CommittableOffsetBatch::new();
+        let mut held = Held::default();
+        let mut inflight = FuturesUnordered::new();
+        let mut deadline = Instant::now();
+        let mut upstream_done = false;
+        let timeout = settings.commit_timeout;
+        let delivery = settings.delivery;
+        let dispatch = |batch: &mut CommittableOffsetBatch| -> Result<_> {
+            let offsets = batch.len();
+            let commit = batch.dispatch(timeout)?;
+            Ok(async move {
+                let result = match tokio::time::timeout(timeout, commit).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("commit of {offsets} offsets not acknowledged within {timeout:?} (commit_timeout)"),
+                    )),
+                };
+                match (result, delivery) {
+                    (Ok(outcome), _) => Ok(Some(outcome)),
+                    (Err(e), CommitDelivery::SendAndForget) => {
+                        tracing::warn!(error = %e, "commit failed (send-and-forget: ignored)");
+                        Ok(None)
+                    }
+                    (Err(e), CommitDelivery::WaitForAck) => Err(e),
                 }
-                (Err(e), CommitDelivery::WaitForAck) => Err(e),
+            })
+        };
+        loop {
+            if upstream_done && batch.is_empty() && inflight.is_empty() {
+                break;
             }
-        })
-    };
-    loop {
-        if upstream_done && batch.is_empty() && inflight.is_empty() {
-            return Ok(());
-        }
-        let room = inflight.len() < settings.parallelism;
-        tokio::select! {
-            biased;
-            Some(result) = inflight.next(), if !inflight.is_empty() => result?,
-            chunk = rx.next(), if !upstream_done && room => match chunk {
-                Some(chunk) => {
+            let room = inflight.len() < settings.parallelism;
+            // The branches only pick the event: `?` works outside `select!`.
+            let event = tokio::select! {
+                biased;
+                Some(result) = inflight.next(), if !inflight.is_empty() => Event::Answered(result),
+                chunk = chunks.next(), if !upstream_done && room => Event::Offsets(chunk),
+                _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && room => Event::Interval,
+            };
+            match event {
+                Event::Answered(result) => {
+                    if let Some(outcome) = result? {
+                        yield outcome;
+                    }
+                }
+                Event::Offsets(Some(chunk)) => {
                     if batch.is_empty() {
                         deadline = Instant::now() + settings.max_interval;
                     }
-                    batch.extend(chunk);
+                    match settings.when {
+                        CommitWhen::OffsetFirstObserved => batch.extend(chunk),
+                        CommitWhen::NextOffsetObserved => held.observe(chunk, &mut batch),
+                    }
                     if batch.len() >= settings.max_batch {
                         inflight.push(dispatch(&mut batch)?);
                     }
                 }
-                None => {
+                Event::Offsets(None) => {
                     upstream_done = true;
+                    // At the end nothing follows: held offsets are committed too.
+                    held.release(&mut batch);
                     if !batch.is_empty() {
                         inflight.push(dispatch(&mut batch)?);
                     }
                 }
-            },
-            _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && room => {
-                inflight.push(dispatch(&mut batch)?);
+                Event::Interval => inflight.push(dispatch(&mut batch)?),
             }
         }
+    }
+}
+
+enum Event {
+    Answered(Result<Option<CommitOutcome>>),
+    Offsets(Option<Vec<CommittableOffset>>),
+    Interval,
+}
+
+/// For [`CommitWhen::NextOffsetObserved`]: the newest offset of each
+/// partition, held back until a newer one of the same partition arrives.
+#[derive(Default)]
+struct Held {
+    offsets: Vec<CommittableOffset>,
+}
+
+impl Held {
+    fn observe(&mut self, chunk: Vec<CommittableOffset>, batch: &mut CommittableOffsetBatch) {
+        for offset in chunk {
+            match self.offsets.iter_mut().find(|h| h.same_partition(&offset)) {
+                Some(h)
+                    if h.offset() < offset.offset() || h.generation() != offset.generation() =>
+                {
+                    batch.add(std::mem::replace(h, offset));
+                }
+                Some(_) => batch.add(offset),
+                None => self.offsets.push(offset),
+            }
+        }
+    }
+
+    fn release(&mut self, batch: &mut CommittableOffsetBatch) {
+        batch.extend(self.offsets.drain(..));
     }
 }

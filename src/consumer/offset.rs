@@ -35,6 +35,10 @@ impl CommittableOffset {
         self.offset
     }
 
+    pub(crate) fn same_partition(&self, other: &CommittableOffset) -> bool {
+        self.partition.link.id == other.partition.link.id && self.partition.tp == other.partition.tp
+    }
+
     /// The assignment generation the record was fetched in.
     pub fn generation(&self) -> u64 {
         self.partition.generation

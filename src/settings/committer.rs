@@ -14,6 +14,17 @@ pub enum CommitDelivery {
     SendAndForget,
 }
 
+/// When an offset becomes committable (Alpakka's `CommitWhen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitWhen {
+    /// As soon as the committer receives it.
+    OffsetFirstObserved,
+    /// Only once a newer offset of the same partition arrives (or the stream
+    /// ends). For pipelines that may emit an offset before the record it
+    /// belongs to is complete, such as several outputs per input record.
+    NextOffsetObserved,
+}
+
 /// Settings of the batched committer, with Alpakka's knobs and defaults.
 #[derive(Debug, Clone)]
 pub struct CommitterSettings {
@@ -22,6 +33,7 @@ pub struct CommitterSettings {
     pub(crate) parallelism: usize,
     pub(crate) delivery: CommitDelivery,
     pub(crate) commit_timeout: Duration,
+    pub(crate) when: CommitWhen,
 }
 
 impl Default for CommitterSettings {
@@ -32,6 +44,7 @@ impl Default for CommitterSettings {
             parallelism: 100,
             delivery: CommitDelivery::WaitForAck,
             commit_timeout: DEFAULT_COMMIT_TIMEOUT,
+            when: CommitWhen::OffsetFirstObserved,
         }
     }
 }
@@ -73,6 +86,12 @@ impl CommitterSettings {
     /// backoff and jitter within it. Default 15 s.
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.commit_timeout = timeout;
+        self
+    }
+
+    /// When an offset becomes committable. Default [`CommitWhen::OffsetFirstObserved`].
+    pub fn when(mut self, when: CommitWhen) -> Self {
+        self.when = when;
         self
     }
 

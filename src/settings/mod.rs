@@ -7,7 +7,7 @@ mod consumer;
 mod producer;
 
 pub(crate) use committer::DEFAULT_COMMIT_TIMEOUT;
-pub use committer::{CommitDelivery, CommitterSettings};
+pub use committer::{CommitDelivery, CommitWhen, CommitterSettings};
 pub use consumer::{AutoOffsetReset, ConsumerSettings};
 pub use producer::ProducerSettings;
 

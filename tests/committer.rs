@@ -1,0 +1,92 @@
+//! The committer flow and its commit modes.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reactive_kafka::{committer, consumer, CommitWhen, CommitterSettings, Subscription};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_yields_what_each_commit_did() {
+    let partitions = 3;
+    let (broker, topic) = broker_with_topic("cflow", partitions).await;
+    produce_n(&broker, &topic, 3_000, partitions).await;
+    let group = unique("g-cflow");
+    let (source, control) = consumer::committable_source(
+        broker.consumer_settings(&group),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let offsets = source.take(3_000).map(|m| m.expect("record").offset);
+    let outcomes: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(60),
+        committer::flow(CommitterSettings::default().max_batch(500), offsets)
+            .unwrap()
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the flow ends");
+    let outcomes: Vec<_> = outcomes.into_iter().map(|o| o.expect("commit")).collect();
+    // Batches close at 500 offsets or more (offsets arrive in chunks of up to 256).
+    assert!(
+        (4..=7).contains(&outcomes.len()),
+        "3000 offsets in batches of about 500: {} commits",
+        outcomes.len()
+    );
+    let mut last = [0i64; 3];
+    for o in &outcomes {
+        assert!(o.stale.is_empty());
+        for c in &o.committed {
+            let p = c.tp.partition as usize;
+            assert!(c.offset > last[p], "commits go forward");
+            last[p] = c.offset;
+        }
+    }
+    assert_eq!(last, [1_000, 1_000, 1_000]);
+    assert_eq!(
+        committed_offsets(&broker, &group, &topic, partitions)
+            .await
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![Some(1000); 3]
+    );
+    control.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_offset_observed_holds_each_offset_until_a_newer_one_arrives() {
+    let (broker, topic) = broker_with_topic("cnext", 1).await;
+    produce_n(&broker, &topic, 5, 1).await;
+    let group = unique("g-cnext");
+    let (source, control) = consumer::committable_source(
+        broker.consumer_settings(&group),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let offsets = source.take(5).map(|m| m.expect("record").offset);
+    let settings = CommitterSettings::default()
+        .max_batch(1)
+        .when(CommitWhen::NextOffsetObserved);
+    let outcomes: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(30),
+        committer::flow(settings, offsets)
+            .unwrap()
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the flow ends");
+    let committed: Vec<i64> = outcomes
+        .into_iter()
+        .flat_map(|o| o.expect("commit").committed)
+        .map(|c| c.offset)
+        .collect();
+    // Record 0 is committed (next offset 1) only once record 1 was seen; the
+    // held last offset is committed when the stream ends.
+    assert_eq!(committed.first(), Some(&1), "{committed:?}");
+    assert_eq!(committed.last(), Some(&5), "{committed:?}");
+    assert!(committed.windows(2).all(|w| w[0] < w[1]), "{committed:?}");
+    control.shutdown().await.unwrap();
+}
