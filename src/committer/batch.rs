@@ -32,7 +32,9 @@ impl CommittableOffsetBatch {
     /// wins, then the higher offset.
     pub fn add(&mut self, offset: CommittableOffset) {
         self.count += 1;
-        let next = offset.offset + 1;
+        let Some(next) = offset.next_to_commit() else {
+            return; // out-of-order: an earlier record is still being processed
+        };
         let handle = offset.partition;
         if let Some((h, o)) = self.entries.get_mut(self.last) {
             if Arc::ptr_eq(h, &handle) {

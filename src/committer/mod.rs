@@ -7,6 +7,7 @@
 //! flight. Commits run on the consumer's own thread, never on a tokio worker.
 
 mod batch;
+pub(crate) mod tracker;
 
 pub use batch::CommittableOffsetBatch;
 

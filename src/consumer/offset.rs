@@ -35,6 +35,19 @@ impl CommittableOffset {
         self.offset
     }
 
+    /// Marks the record processed and returns the offset to commit: the
+    /// record's offset + 1, or with out-of-order commits the partition's
+    /// watermark (`None` while no prefix is complete).
+    pub(crate) fn next_to_commit(&self) -> Option<i64> {
+        match (
+            &self.partition.tracker,
+            &self.partition.link.shared.outstanding,
+        ) {
+            (Some(tracker), Some(outstanding)) => tracker.ack(self.offset, outstanding),
+            _ => Some(self.offset + 1),
+        }
+    }
+
     pub(crate) fn same_partition(&self, other: &CommittableOffset) -> bool {
         self.partition.link.id == other.partition.link.id && self.partition.tp == other.partition.tp
     }
@@ -49,14 +62,21 @@ impl CommittableOffset {
     ///
     /// Retriable failures (coordinator moves, rebalances in progress,
     /// timeouts) are retried with backoff for up to 15 s (the committer's
-    /// default `commit_timeout`).
+    /// default `commit_timeout`). With
+    /// [`out_of_order_commits`](crate::ConsumerSettings::out_of_order_commits)
+    /// the partition's watermark is committed, and nothing while an earlier
+    /// record is still being processed.
     ///
     /// Cancel safety: dropping the future does not cancel the commit.
     pub async fn commit(self) -> Result<CommitOutcome> {
+        let Some(next) = self.next_to_commit() else {
+            // Out-of-order commits: an earlier record is still in flight.
+            return Ok(CommitOutcome::default());
+        };
         let (tx, rx) = oneshot::channel();
         let link = self.partition.link.clone();
         link.send(Command::Commit {
-            offsets: vec![(self.partition, self.offset + 1)],
+            offsets: vec![(self.partition, next)],
             reply: Some(tx),
             retry_until: Some(std::time::Instant::now() + crate::settings::DEFAULT_COMMIT_TIMEOUT),
         })?;

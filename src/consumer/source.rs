@@ -44,10 +44,26 @@ impl SourceCore {
             if self.finished {
                 return Poll::Ready(None);
             }
+            // Out-of-order commits: wait while too many records handed out
+            // are not yet covered by a committable watermark.
+            if let Some(outstanding) = &self.handle.link.shared.outstanding {
+                if outstanding.at_limit() {
+                    outstanding.waker.register(cx.waker());
+                    if outstanding.at_limit() {
+                        return Poll::Pending;
+                    }
+                }
+            }
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(batch)) => {
                     // Room in the channel: let the engine fetch more.
                     self.handle.link.wake();
+                    if let (Some(tracker), Some(outstanding)) = (
+                        &batch.partition.tracker,
+                        &self.handle.link.shared.outstanding,
+                    ) {
+                        tracker.register(batch.records.iter().map(|r| r.offset), outstanding);
+                    }
                     self.current = Some((batch.partition, batch.records.into_iter()));
                 }
                 Poll::Ready(None) => {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+use crate::committer::tracker::{Outstanding, PartitionTracker};
 use crate::consumer::{CommitOutcome, ConsumerMetrics, DrainReport, Subscription};
 use crate::error::{Error, Result};
 use crate::record::{ConsumerRecord, TopicPartition};
@@ -41,6 +42,8 @@ pub(crate) struct PartitionHandle {
     pub(crate) tp: TopicPartition,
     pub(crate) generation: u64,
     pub(crate) link: Arc<EngineLink>,
+    /// With out-of-order commits: the acknowledgements of this assignment.
+    pub(crate) tracker: Option<Arc<PartitionTracker>>,
 }
 
 impl PartitionHandle {
@@ -142,6 +145,8 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     pub(crate) state: watch::Sender<EngineState>,
     pub(crate) counters: Counters,
+    /// With out-of-order commits: offsets handed out and not yet committable.
+    pub(crate) outstanding: Option<Outstanding>,
 }
 
 impl Shared {

@@ -43,6 +43,7 @@ pub struct ConsumerSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) wake_interval: Duration,
+    pub(crate) max_outstanding: Option<usize>,
 }
 
 impl ConsumerSettings {
@@ -57,6 +58,7 @@ impl ConsumerSettings {
             connect_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(30),
             wake_interval: Duration::from_millis(100),
+            max_outstanding: None,
         }
     }
 
@@ -127,6 +129,22 @@ impl ConsumerSettings {
         self
     }
 
+    /// Out-of-order acknowledgement for a committable source: commit the
+    /// offset after the longest run of processed records of each partition,
+    /// whatever order they finish in (for concurrent processing, such as
+    /// `buffer_unordered`). Committing an offset then means "this record is
+    /// processed", never "everything before it is".
+    ///
+    /// Every record handed out must have its offset committed (or the
+    /// watermark stops there): commit the offsets of records you filter out
+    /// too. At most `max_outstanding` records may be handed out and not yet
+    /// covered by the watermark; beyond that the source waits (backpressure)
+    /// rather than growing memory.
+    pub fn out_of_order_commits(mut self, max_outstanding: usize) -> Self {
+        self.max_outstanding = Some(max_outstanding);
+        self
+    }
+
     /// The bootstrap servers.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap_servers
@@ -178,6 +196,16 @@ impl ConsumerSettings {
         super::positive_duration("connect_timeout", self.connect_timeout)?;
         super::positive_duration("close_timeout", self.close_timeout)?;
         super::positive_duration("wake_interval", self.wake_interval)?;
+        if self.max_outstanding == Some(0) {
+            return Err(Error::config(
+                "invalid setting `out_of_order_commits`: must allow at least 1 record",
+            ));
+        }
+        if self.max_outstanding.is_some() && !committable {
+            return Err(Error::config(
+                "invalid setting `out_of_order_commits`: only a committable source commits offsets",
+            ));
+        }
         if self.properties.contains_key("group.id") {
             return Err(Error::config(
                 "invalid setting `group.id`: set the group with ConsumerSettings::group_id",

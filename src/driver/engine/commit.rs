@@ -173,11 +173,11 @@ impl Engine {
             .counters
             .commit_failures
             .fetch_add(1, Ordering::Relaxed);
+        self.update_in_flight();
         tracing::warn!(error = %err, elapsed = ?commit.started.elapsed(), "commit failed");
         if let Some(reply) = commit.reply {
             let _ = reply.send(Err(err));
         }
-        self.update_in_flight();
     }
 
     /// Resends the commits whose retry is due; returns when the next one is.
@@ -187,6 +187,9 @@ impl Engine {
             .into_iter()
             .partition(|r| r.due <= now);
         self.retries = waiting;
+        if !due.is_empty() {
+            self.update_in_flight();
+        }
         for retry in due {
             self.send_commit(retry.commit);
         }
@@ -227,6 +230,8 @@ impl Engine {
             tracing::debug!(ok = result.is_ok(), "offsets committed by librdkafka");
             return;
         };
+        // Counters first: whoever gets the answer may read them at once.
+        self.update_in_flight();
         let failed = partitions
             .iter()
             .find_map(|p| p.error.clone().map(|e| (p, e)));
@@ -266,7 +271,6 @@ impl Engine {
                         elapsed,
                     }));
                 }
-                self.update_in_flight();
             }
             Err(err) => self.fail_or_retry(commit, err),
         }

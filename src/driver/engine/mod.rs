@@ -32,6 +32,7 @@ use super::{
     next_engine_id, Batch, Command, EngineConfig, EngineHandle, EngineLink, EngineState,
     PartitionHandle, Shared,
 };
+use crate::committer::tracker::{Outstanding, PartitionTracker};
 use crate::consumer::{CommitOutcome, DrainReport, PartitionOffset, StartOffset, Subscription};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::TopicPartition;
@@ -81,6 +82,11 @@ pub(crate) fn spawn(
         shared: Arc::new(Shared {
             state: state_tx,
             counters: Default::default(),
+            outstanding: config
+                .settings
+                .max_outstanding
+                .filter(|_| config.committable)
+                .map(Outstanding::new),
         }),
     });
     let settings = &config.settings;
@@ -432,7 +438,8 @@ impl Engine {
 
     fn on_assigned(&mut self, split: Vec<(TopicPartition, Option<PartitionQueue>)>) {
         self.generation += 1;
-        let counters = &self.link.shared.counters;
+        let link = self.link.clone();
+        let counters = &link.shared.counters;
         counters.assignments.fetch_add(1, Ordering::Relaxed);
         let tps: Vec<String> = split.iter().map(|(tp, _)| tp.to_string()).collect();
         tracing::info!(partitions = ?tps, generation = self.generation, "partitions assigned");
@@ -440,12 +447,18 @@ impl Engine {
             if queue.is_none() {
                 tracing::warn!(partition = %tp, "could not split the partition queue; its records arrive on the main queue");
             }
-            self.partitions.retain(|p| p.handle.tp != tp);
+            self.forget_partitions(|t| *t == tp);
             self.partitions.push(Partition {
                 handle: Arc::new(PartitionHandle {
                     tp,
                     generation: self.generation,
                     link: self.link.clone(),
+                    tracker: self
+                        .link
+                        .shared
+                        .outstanding
+                        .as_ref()
+                        .map(|_| Arc::new(PartitionTracker::default())),
                 }),
                 queue,
                 emitted_next: None,
@@ -457,12 +470,28 @@ impl Engine {
             .store(self.partitions.len() as u64, Ordering::Relaxed);
     }
 
+    /// Drops the partitions that match, releasing what their out-of-order
+    /// trackers held so the source is not kept waiting for them.
+    fn forget_partitions(&mut self, matches: impl Fn(&TopicPartition) -> bool) {
+        let outstanding = self.link.shared.outstanding.as_ref();
+        self.partitions.retain(|p| {
+            if !matches(&p.handle.tp) {
+                return true;
+            }
+            if let (Some(t), Some(o)) = (&p.handle.tracker, outstanding) {
+                t.close(o);
+            }
+            false
+        });
+    }
+
     fn on_revoked(&mut self, revoked: Vec<TopicPartition>, lost: bool) {
-        let counters = &self.link.shared.counters;
+        let link = self.link.clone();
+        let counters = &link.shared.counters;
         counters.revocations.fetch_add(1, Ordering::Relaxed);
         let tps: Vec<String> = revoked.iter().map(|tp| tp.to_string()).collect();
         tracing::info!(partitions = ?tps, lost, "partitions revoked");
-        self.partitions.retain(|p| !revoked.contains(&p.handle.tp));
+        self.forget_partitions(|tp| revoked.contains(tp));
         // Records fetched but not yet handed to the source go to the next owner.
         self.outbox.retain(|b| !revoked.contains(&b.partition.tp));
         counters
@@ -588,7 +617,7 @@ impl Engine {
         }
         // Partition queues and the commit queue reference the consumer:
         // release them before it.
-        self.partitions.clear();
+        self.forget_partitions(|_| true);
         self.commit_queue = None;
         if let Some(consumer) = self.consumer.take() {
             drop(consumer.context().take_events());

@@ -1,0 +1,166 @@
+//! Out-of-order acknowledgement: the committable watermark of a partition.
+//!
+//! The source registers every offset it hands out, in order (offsets may
+//! have gaps: compacted topics, transaction markers). Processing acknowledges
+//! offsets in any order. The watermark is the offset after the longest
+//! acknowledged prefix of what was handed out: committing it never skips a
+//! record still being processed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use futures::task::AtomicWaker;
+
+/// Registered-but-not-yet-committable offsets of one consumer, summed over
+/// its partitions; the source waits while it is at its limit.
+#[derive(Debug)]
+pub(crate) struct Outstanding {
+    count: AtomicUsize,
+    pub(crate) max: usize,
+    pub(crate) waker: AtomicWaker,
+}
+
+impl Outstanding {
+    pub(crate) fn new(max: usize) -> Self {
+        Outstanding {
+            count: AtomicUsize::new(0),
+            max,
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    pub(crate) fn at_limit(&self) -> bool {
+        self.count.load(Ordering::Acquire) >= self.max
+    }
+
+    fn add(&self, n: usize) {
+        self.count.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.count.fetch_sub(n, Ordering::AcqRel);
+            self.waker.wake();
+        }
+    }
+}
+
+/// The offsets of one assignment of one partition.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionTracker {
+    inner: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// Handed out and not yet below the watermark, in offset order.
+    offsets: VecDeque<(i64, bool)>,
+    /// Next offset to commit (after the acknowledged prefix), once known.
+    watermark: Option<i64>,
+    /// The assignment ended: nothing more is tracked.
+    closed: bool,
+}
+
+impl PartitionTracker {
+    /// Registers offsets handed out (ascending, after every earlier one).
+    pub(crate) fn register(&self, offsets: impl Iterator<Item = i64>, outstanding: &Outstanding) {
+        let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if e.closed {
+            return;
+        }
+        let before = e.offsets.len();
+        e.offsets.extend(offsets.map(|o| (o, false)));
+        outstanding.add(e.offsets.len() - before);
+    }
+
+    /// Acknowledges `offset`; returns the watermark (next offset to commit)
+    /// when one exists. An offset that was never registered (or is already
+    /// below the watermark) changes nothing.
+    pub(crate) fn ack(&self, offset: i64, outstanding: &Outstanding) -> Option<i64> {
+        let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(i) = e.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
+            e.offsets[i].1 = true;
+        }
+        let mut popped = 0;
+        while let Some(&(o, true)) = e.offsets.front() {
+            e.offsets.pop_front();
+            e.watermark = Some(o + 1);
+            popped += 1;
+        }
+        outstanding.release(popped);
+        e.watermark
+    }
+
+    /// The assignment ended: forget everything and free the source's room.
+    pub(crate) fn close(&self, outstanding: &Outstanding) {
+        let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        e.closed = true;
+        let n = e.offsets.len();
+        e.offsets.clear();
+        outstanding.release(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_watermark_waits_for_the_slowest_record() {
+        let out = Outstanding::new(100);
+        let t = PartitionTracker::default();
+        t.register([10, 11, 13, 14].into_iter(), &out);
+        assert_eq!(t.ack(11, &out), None);
+        assert_eq!(t.ack(13, &out), None);
+        // 12 was never handed out (a gap): the acknowledged prefix is 10, 11, 13.
+        assert_eq!(t.ack(10, &out), Some(14));
+        assert_eq!(t.ack(14, &out), Some(15));
+        // Acknowledging again, or an offset never handed out, changes nothing.
+        assert_eq!(t.ack(11, &out), Some(15));
+        assert_eq!(t.ack(99, &out), Some(15));
+    }
+
+    proptest! {
+        /// Against a model: after each acknowledgement the watermark is the
+        /// offset after the longest acknowledged prefix of the registered
+        /// offsets, and never passes an unacknowledged one.
+        #[test]
+        fn watermark_matches_the_model(
+            gaps in proptest::collection::vec(1i64..4, 1..200),
+            seed in any::<u64>(),
+            max in 1usize..300,
+        ) {
+            let mut offsets = Vec::new();
+            let mut o = 100;
+            for g in gaps {
+                o += g;
+                offsets.push(o);
+            }
+            let out = Outstanding::new(max);
+            let t = PartitionTracker::default();
+            t.register(offsets.iter().copied(), &out);
+            // A deterministic shuffle from the seed.
+            let mut order: Vec<usize> = (0..offsets.len()).collect();
+            let mut x = seed | 1;
+            for i in (1..order.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                order.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut acked = vec![false; offsets.len()];
+            for &i in &order {
+                acked[i] = true;
+                let got = t.ack(offsets[i], &out);
+                let prefix = acked.iter().take_while(|a| **a).count();
+                let expected = (prefix > 0).then(|| offsets[prefix - 1] + 1);
+                prop_assert_eq!(got, expected);
+                if let Some(w) = got {
+                    // Never past an unacknowledged offset.
+                    prop_assert!(offsets.iter().zip(&acked).all(|(o, a)| *a || *o >= w));
+                }
+                prop_assert_eq!(out.count.load(Ordering::Relaxed), offsets.len() - prefix);
+            }
+        }
+    }
+}

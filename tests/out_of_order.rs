@@ -1,0 +1,193 @@
+//! Concurrent processing with out-of-order acknowledgement: the committed
+//! offset is the contiguous watermark of processed records, never past a
+//! record still being processed; a crash loses nothing.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reactive_kafka::{committer, consumer, CommitterSettings, Subscription};
+use support::*;
+
+/// A small deterministic pseudo-random sequence (xorshift).
+fn delays(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % 4
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_follow_the_contiguous_watermark_of_processed_records() {
+    let partitions = 4;
+    let (broker, topic) = broker_with_topic("ooo", partitions).await;
+    let n = 2_000;
+    produce_n(&broker, &topic, n, partitions).await;
+    let group = unique("g-ooo");
+    let settings = broker
+        .consumer_settings(&group)
+        .max_batch_records(50)
+        .out_of_order_commits(200);
+    let (source, control) =
+        consumer::committable_source(settings, Subscription::topics([topic.clone()])).unwrap();
+
+    // The model: every record whose processing finished.
+    let done: Arc<Mutex<HashSet<(i32, i64)>>> = Arc::default();
+    let model = done.clone();
+    let mut next_delay = delays(7);
+    let processed = source
+        .take(n)
+        .map(move |m| {
+            let m = m.expect("record");
+            let delay = Duration::from_millis(next_delay());
+            let done = model.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                done.lock()
+                    .unwrap()
+                    .insert((m.record.partition(), m.record.offset()));
+                m.offset
+            }
+        })
+        .buffer_unordered(16);
+    let settings = CommitterSettings::default()
+        .max_batch(20)
+        .max_interval(Duration::from_millis(20));
+    let mut outcomes = committer::flow(settings, processed).unwrap();
+    let mut commits = 0;
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    while let Some(outcome) = tokio::time::timeout(Duration::from_secs(60), outcomes.next())
+        .await
+        .expect("progress")
+    {
+        let outcome = outcome.expect("commit");
+        let finished = done.lock().unwrap().clone();
+        for c in &outcome.committed {
+            commits += 1;
+            // Everything below the committed offset was processed.
+            for offset in 0..c.offset {
+                assert!(
+                    finished.contains(&(c.tp.partition, offset)),
+                    "committed {} on partition {} while record {offset} was not processed",
+                    c.offset,
+                    c.tp.partition
+                );
+            }
+            let prev = last.insert(c.tp.partition, c.offset).unwrap_or(0);
+            assert!(c.offset >= prev, "the watermark went back");
+        }
+    }
+    assert!(
+        commits > partitions as usize,
+        "several commits per partition: {commits}"
+    );
+    let per_partition = (n / partitions as usize) as i64;
+    assert_eq!(
+        last.values().copied().collect::<Vec<_>>(),
+        vec![per_partition; partitions as usize]
+    );
+    assert_eq!(
+        committed_offsets(&broker, &group, &topic, partitions)
+            .await
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![Some(per_partition); partitions as usize]
+    );
+    control.shutdown().await.unwrap();
+}
+
+/// The pipeline is dropped mid-way (a crash); a new consumer of the group
+/// resumes at the committed watermark, so every record is processed at least
+/// once and only records not covered by a commit are delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_way_loses_nothing() {
+    let partitions = 2;
+    let (broker, topic) = broker_with_topic("ooo-crash", partitions).await;
+    let n = 1_000;
+    produce_n(&broker, &topic, n, partitions).await;
+    let group = unique("g-ooo-crash");
+    let seen: Arc<Mutex<HashSet<(i32, i64)>>> = Arc::default();
+
+    for (round, crash_after) in [(0, 300usize), (1, 350), (2, usize::MAX)] {
+        let settings = broker
+            .consumer_settings(&group)
+            .max_batch_records(40)
+            .out_of_order_commits(100);
+        let (source, control) =
+            consumer::committable_source(settings, Subscription::topics([topic.clone()])).unwrap();
+        let committed_before = committed_offsets(&broker, &group, &topic, partitions).await;
+        let model = seen.clone();
+        let mut next_delay = delays(round + 11);
+        let first_offsets: Arc<Mutex<BTreeMap<i32, i64>>> = Arc::default();
+        let firsts = first_offsets.clone();
+        let pipeline = source
+            .map(move |m| {
+                let m = m.expect("record");
+                firsts
+                    .lock()
+                    .unwrap()
+                    .entry(m.record.partition())
+                    .or_insert(m.record.offset());
+                let delay = Duration::from_millis(next_delay());
+                let seen = model.clone();
+                async move {
+                    tokio::time::sleep(delay).await;
+                    seen.lock()
+                        .unwrap()
+                        .insert((m.record.partition(), m.record.offset()));
+                    m.offset
+                }
+            })
+            .buffer_unordered(8)
+            .map(Ok)
+            .forward(
+                committer::sink(
+                    CommitterSettings::default()
+                        .max_batch(10)
+                        .max_interval(Duration::from_millis(10)),
+                )
+                .unwrap(),
+            );
+        let handle = tokio::spawn(pipeline);
+        // Run until `crash_after` more records were processed (or all are).
+        let target = seen
+            .lock()
+            .unwrap()
+            .len()
+            .saturating_add(crash_after)
+            .min(n);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while seen.lock().unwrap().len() < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round} stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Each round starts exactly at the committed watermark.
+        for (p, first) in first_offsets.lock().unwrap().iter() {
+            assert_eq!(
+                Some(*first),
+                Some(committed_before[p].unwrap_or(0)),
+                "round {round}, partition {p}"
+            );
+        }
+        // The crash: the task and every handle go away without shutdown.
+        handle.abort();
+        let _ = handle.await;
+        drop(control);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        n,
+        "every record processed at least once"
+    );
+}
