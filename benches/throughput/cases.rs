@@ -56,6 +56,7 @@ pub(crate) enum Case {
     PlainSource,
     RawCommitLoop,
     CommittableCommitter,
+    OutOfOrderCommitter,
     RawBaseProducer,
     PlainSink,
     ProducerFlow,
@@ -63,11 +64,12 @@ pub(crate) enum Case {
 
 impl Case {
     /// Each case with the raw loop it is compared with.
-    pub(crate) const PAIRS: [(Case, Case); 6] = [
+    pub(crate) const PAIRS: [(Case, Case); 7] = [
         (Case::PlainSource, Case::RawBaseConsumer),
         (Case::RawStreamConsumer, Case::RawBaseConsumer),
         (Case::RawPartitionQueues, Case::RawBaseConsumer),
         (Case::CommittableCommitter, Case::RawCommitLoop),
+        (Case::OutOfOrderCommitter, Case::RawCommitLoop),
         (Case::PlainSink, Case::RawBaseProducer),
         (Case::ProducerFlow, Case::RawBaseProducer),
     ];
@@ -80,6 +82,9 @@ impl Case {
             Case::PlainSource => "plain_source",
             Case::RawCommitLoop => "raw_store_offset_async_commit",
             Case::CommittableCommitter => "committable_source+committer_sink",
+            Case::OutOfOrderCommitter => {
+                "committable_source+buffer_unordered(16)+out_of_order_commits"
+            }
             Case::RawBaseProducer => "raw_base_producer",
             Case::PlainSink => "producer_plain_sink",
             Case::ProducerFlow => "producer_flow",
@@ -96,6 +101,7 @@ impl Case {
             Case::PlainSource => plain_source(plan).await,
             Case::RawCommitLoop => blocking(plan, raw_commit_loop).await,
             Case::CommittableCommitter => committable_committer(plan).await,
+            Case::OutOfOrderCommitter => out_of_order_committer(plan).await,
             Case::RawBaseProducer => {
                 let topic = plan.fresh_topic().await;
                 let (servers, partitions, size) =
@@ -431,6 +437,40 @@ async fn committable_committer(plan: &Plan<'_>) -> Duration {
     tokio::time::timeout(Duration::from_secs(300), pipeline)
         .await
         .expect("committable pipeline stalled")
+        .expect("pipeline");
+    let elapsed = started.get().expect("records").elapsed();
+    control.shutdown().await.expect("shutdown");
+    elapsed
+}
+
+/// Concurrent processing (a trivial async step, 16 at a time, finishing out
+/// of order) with the contiguous watermark committed.
+async fn out_of_order_committer(plan: &Plan<'_>) -> Duration {
+    let settings = consumer_settings(&plan.servers, &unique("ooo")).out_of_order_commits(10_000);
+    let (source, control) =
+        consumer::committable_source(settings, Subscription::topics([plan.topic.as_str()]))
+            .expect("source");
+    let started = std::sync::OnceLock::new();
+    let sink = committer::sink(CommitterSettings::default()).expect("committer");
+    let pipeline = source
+        .take(plan.records)
+        .map(|m| {
+            started.get_or_init(Instant::now);
+            let m = m.expect("record");
+            async move {
+                // Every 7th record yields once, so completions interleave.
+                if m.record.offset() % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                m.offset
+            }
+        })
+        .buffer_unordered(16)
+        .map(Ok)
+        .forward(sink);
+    tokio::time::timeout(Duration::from_secs(300), pipeline)
+        .await
+        .expect("out-of-order pipeline stalled")
         .expect("pipeline");
     let elapsed = started.get().expect("records").elapsed();
     control.shutdown().await.expect("shutdown");
