@@ -53,6 +53,10 @@
 //!   not committed (its new owner would be overwritten); the commit reports it
 //!   as stale in [`CommitOutcome::stale`] instead of failing the stream.
 //! - A plain source commits nothing unless you turn librdkafka's auto commit on.
+//! - With [`ConsumerSettings::out_of_order_commits`], records may finish in
+//!   any order (`buffer_unordered`): committing an offset marks its record
+//!   done, and what is committed is the offset after the longest run of done
+//!   records of each partition, never past a record still in flight.
 //!
 //! ## Backpressure and group membership
 //!
