@@ -104,13 +104,7 @@ impl ProducerRecord {
         serializer: &impl Serializer<T>,
         value: &T,
     ) -> Result<Self> {
-        let bytes = serializer.serialize(&self.topic, value).map_err(|e| {
-            Error::new(
-                ErrorKind::Serialize,
-                format!("could not serialize the payload: {e}"),
-            )
-            .at(&self.topic, self.partition, None)
-        })?;
+        let bytes = self.serialized("payload", serializer, value)?;
         Ok(self.payload(bytes))
     }
 
@@ -120,13 +114,22 @@ impl ProducerRecord {
         serializer: &impl Serializer<T>,
         value: &T,
     ) -> Result<Self> {
-        let bytes = serializer.serialize(&self.topic, value).map_err(|e| {
+        let bytes = self.serialized("key", serializer, value)?;
+        Ok(self.key(bytes))
+    }
+
+    fn serialized<T: ?Sized>(
+        &self,
+        part: &str,
+        serializer: &impl Serializer<T>,
+        value: &T,
+    ) -> Result<Bytes> {
+        serializer.serialize(&self.topic, value).map_err(|e| {
             Error::new(
                 ErrorKind::Serialize,
-                format!("could not serialize the key: {e}"),
+                format!("could not serialize the {part}: {e}"),
             )
             .at(&self.topic, self.partition, None)
-        })?;
-        Ok(self.key(bytes))
+        })
     }
 }

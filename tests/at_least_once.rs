@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use reactive_kafka::{committer, consumer, CommitterSettings, Subscription};
+use reactive_kafka::{committer, CommitterSettings};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,11 +18,7 @@ async fn committed_offsets_equal_what_was_processed() {
     produce_n(&broker, &topic, n, partitions).await;
     let group = unique("g-alo");
 
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (source, control) = committable(&broker, &group, &topic);
     // Process exactly n records, then end the stream: the committer commits on close.
     let sink = committer::sink(CommitterSettings::default().max_batch(500)).unwrap();
     let processed = tokio::time::timeout(
@@ -56,11 +52,7 @@ async fn a_new_consumer_resumes_exactly_after_the_last_commit() {
     let group = unique("g-resume");
 
     // First consumer: process and commit the first 300 records of each partition only.
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (source, control) = committable(&broker, &group, &topic);
     let sink = committer::sink(CommitterSettings::default().max_batch(100)).unwrap();
     let first = tokio::spawn(
         source
@@ -84,11 +76,7 @@ async fn a_new_consumer_resumes_exactly_after_the_last_commit() {
     );
 
     // Second consumer: starts at offset 300 of each partition and reads the rest.
-    let (mut source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (mut source, control) = committable(&broker, &group, &topic);
     let rest = take_n(&mut source, n - 600, Duration::from_secs(60)).await;
     let mut first_offset: BTreeMap<i32, i64> = BTreeMap::new();
     for m in &rest {
@@ -114,11 +102,7 @@ async fn max_interval_commits_while_the_stream_is_idle() {
     let (broker, topic) = broker_with_topic("interval", 1).await;
     produce_n(&broker, &topic, 10, 1).await;
     let group = unique("g-interval");
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (source, control) = committable(&broker, &group, &topic);
     // A batch size never reached: only the interval can trigger the commit.
     let sink = committer::sink(
         CommitterSettings::default()
@@ -153,11 +137,7 @@ async fn a_single_offset_can_be_committed_directly() {
     let (broker, topic) = broker_with_topic("single", 1).await;
     produce_n(&broker, &topic, 5, 1).await;
     let group = unique("g-single");
-    let (mut source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (mut source, control) = committable(&broker, &group, &topic);
     let messages = take_n(&mut source, 5, Duration::from_secs(30)).await;
     let outcome = messages[2].offset.clone().commit().await.unwrap();
     assert_eq!(outcome.committed.len(), 1);

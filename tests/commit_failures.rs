@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rdkafka::types::RDKafkaRespErr;
-use reactive_kafka::{committer, consumer, CommitterSettings, ErrorKind, Subscription};
+use reactive_kafka::{committer, CommitterSettings, ErrorKind};
 use support::*;
 
 /// Kafka's API key of OffsetCommit requests.
@@ -24,11 +24,7 @@ async fn retriable_commit_errors_are_retried_until_the_commit_succeeds() {
     };
     produce_n(&broker, &topic, 10, 1).await;
     let group = unique("g-retry");
-    let (mut source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (mut source, control) = committable(&broker, &group, &topic);
     let messages = take_n(&mut source, 10, Duration::from_secs(30)).await;
     embedded.fail_requests(
         OFFSET_COMMIT,
@@ -64,11 +60,7 @@ async fn a_non_retriable_commit_error_fails_the_committer_naming_the_offsets() {
     };
     produce_n(&broker, &topic, 10, 1).await;
     let group = unique("g-commitfail");
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (source, control) = committable(&broker, &group, &topic);
     embedded.fail_requests(
         OFFSET_COMMIT,
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE,
@@ -101,11 +93,7 @@ async fn the_partial_batch_is_committed_when_the_stream_stops() {
     let (broker, topic) = broker_with_topic("partial", 1).await;
     produce_n(&broker, &topic, 30, 1).await;
     let group = unique("g-partial");
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (source, control) = committable(&broker, &group, &topic);
     // A batch size and interval that are never reached.
     let sink = committer::sink(
         CommitterSettings::default()

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use reactive_kafka::{committer, consumer, CommitWhen, CommitterSettings, Subscription};
+use reactive_kafka::{committer, CommitWhen, CommitterSettings};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,11 +14,7 @@ async fn the_flow_yields_what_each_commit_did() {
     let (broker, topic) = broker_with_topic("cflow", partitions).await;
     produce_n(&broker, &topic, 3_000, partitions).await;
     let group = unique("g-cflow");
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (source, control) = committable(&broker, &group, &topic);
     let offsets = source.take(3_000).map(|m| m.expect("record").offset);
     let outcomes: Vec<_> = tokio::time::timeout(
         Duration::from_secs(60),
@@ -61,11 +57,7 @@ async fn next_offset_observed_holds_each_offset_until_a_newer_one_arrives() {
     let (broker, topic) = broker_with_topic("cnext", 1).await;
     produce_n(&broker, &topic, 5, 1).await;
     let group = unique("g-cnext");
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (source, control) = committable(&broker, &group, &topic);
     let offsets = source.take(5).map(|m| m.expect("record").offset);
     let settings = CommitterSettings::default()
         .max_batch(1)

@@ -80,11 +80,7 @@ async fn drain_reports_what_was_not_committed_at_its_deadline() {
     let (broker, topic) = broker_with_topic("drain-late", 1).await;
     produce_n(&broker, &topic, 100, 1).await;
     let group = unique("g-drain-late");
-    let (mut source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (mut source, control) = committable(&broker, &group, &topic);
     let messages = take_n(&mut source, 100, Duration::from_secs(30)).await;
     // Commit only up to offset 49: the drain cannot complete.
     messages[49].offset.clone().commit().await.unwrap();
@@ -105,11 +101,7 @@ async fn stop_ends_the_stream_and_keeps_commits_working() {
     let (broker, topic) = broker_with_topic("stop", 1).await;
     produce_n(&broker, &topic, 50, 1).await;
     let group = unique("g-stop");
-    let (mut source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (mut source, control) = committable(&broker, &group, &topic);
     let messages = take_n(&mut source, 50, Duration::from_secs(30)).await;
     control.stop().await.unwrap();
     assert!(tokio::time::timeout(Duration::from_secs(5), source.next())

@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use reactive_kafka::{consumer, Subscription};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,11 +15,7 @@ async fn an_offset_from_before_a_revocation_is_reported_stale() {
     produce_n(&broker, &topic, 100, partitions).await;
     let group = unique("g-stale");
 
-    let (mut first, first_control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (mut first, first_control) = committable(&broker, &group, &topic);
     let messages = take_n(&mut first, 10, Duration::from_secs(30)).await;
     let old = messages[0].offset.clone();
     assert_eq!(
@@ -30,11 +25,7 @@ async fn an_offset_from_before_a_revocation_is_reported_stale() {
 
     // A second member joins: the first one's partitions are revoked (the
     // default eager assignors revoke everything) and the group rebalances.
-    let (second, second_control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
+    let (second, second_control) = committable(&broker, &group, &topic);
     let drain_second = tokio::spawn(second.for_each(|_| async {}));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while first_control.metrics().revocations == 0

@@ -152,3 +152,19 @@ pub async fn assert_nothing_more<S: Stream + Unpin>(stream: &mut S) {
         "more items than expected"
     );
 }
+
+/// A committable source of `group` on `topic` with the test settings.
+pub fn committable(
+    broker: &TestBroker,
+    group: &str,
+    topic: &str,
+) -> (
+    reactive_kafka::consumer::CommittableSource,
+    reactive_kafka::Control,
+) {
+    reactive_kafka::consumer::committable_source(
+        broker.consumer_settings(group),
+        reactive_kafka::Subscription::topics([topic]),
+    )
+    .expect("committable source")
+}
