@@ -135,7 +135,7 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
 /// A horizontal bar chart of records/s, raw baselines in grey.
 fn svg(rows: &[Row]) -> String {
     let bar_h = 22;
-    let label_w = 330;
+    let label_w = 540;
     let chart_w = 520;
     let top = 40;
     let height = top + rows.len() * (bar_h + 8) + 30;
