@@ -80,15 +80,14 @@ impl PartitionQueue {
         Some(PartitionQueue { queue, _wake: wake })
     }
 
-    /// Moves up to `max` records into `builder` without waiting. Returns how
-    /// many were moved, or the error a message carried (records before it
-    /// are kept; the rest of the batch is read on the next call).
+    /// Moves up to `max` records into `builder` without waiting. Returns the
+    /// first error a message carried, if any; every record read is kept.
     pub(crate) fn drain_into(
         &self,
         builder: &mut BatchBuilder,
         max: usize,
         scratch: &mut MessageBuf,
-    ) -> (usize, Option<KafkaError>) {
+    ) -> Option<KafkaError> {
         let scratch = &mut scratch.0;
         scratch.clear();
         scratch.reserve(max);
@@ -98,11 +97,10 @@ impl PartitionQueue {
             rdsys::rd_kafka_consume_batch_queue(self.queue, 0, scratch.as_mut_ptr(), max)
         };
         if n <= 0 {
-            return (0, None);
+            return None;
         }
         // SAFETY: librdkafka initialised the first `n` entries.
         unsafe { scratch.set_len(n as usize) };
-        let mut moved = 0;
         let mut error = None;
         for &msg in scratch.iter() {
             // SAFETY: each pointer is a valid message we own until destroyed below.
@@ -110,7 +108,6 @@ impl PartitionQueue {
             if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 // SAFETY: a valid, non-error message.
                 unsafe { builder.push_raw(m) };
-                moved += 1;
             } else if error.is_none() {
                 let code: RDKafkaErrorCode = m.err.into();
                 error = Some(KafkaError::MessageConsumption(code));
@@ -119,7 +116,7 @@ impl PartitionQueue {
             unsafe { rdsys::rd_kafka_message_destroy(msg) };
         }
         scratch.clear();
-        (moved, error)
+        error
     }
 }
 

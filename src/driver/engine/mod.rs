@@ -575,7 +575,7 @@ impl Engine {
             let Some(queue) = p.queue.as_ref() else {
                 continue;
             };
-            let (_, error) = queue.drain_into(&mut self.builder, self.max_batch, &mut self.scratch);
+            let error = queue.drain_into(&mut self.builder, self.max_batch, &mut self.scratch);
             let found = !self.builder.is_empty();
             if found {
                 let records = self
