@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -54,6 +54,7 @@ pub(crate) enum Case {
     RawStreamConsumer,
     RawPartitionQueues,
     PlainSource,
+    PlainSourceSlowBackoff,
     RawCommitLoop,
     CommittableCommitter,
     OutOfOrderCommitter,
@@ -64,8 +65,9 @@ pub(crate) enum Case {
 
 impl Case {
     /// Each case with the raw loop it is compared with.
-    pub(crate) const PAIRS: [(Case, Case); 7] = [
+    pub(crate) const PAIRS: [(Case, Case); 8] = [
         (Case::PlainSource, Case::RawBaseConsumer),
+        (Case::PlainSourceSlowBackoff, Case::RawBaseConsumer),
         (Case::RawStreamConsumer, Case::RawBaseConsumer),
         (Case::RawPartitionQueues, Case::RawBaseConsumer),
         (Case::CommittableCommitter, Case::RawCommitLoop),
@@ -80,6 +82,7 @@ impl Case {
             Case::RawStreamConsumer => "raw_stream_consumer",
             Case::RawPartitionQueues => "raw_partition_queues",
             Case::PlainSource => "plain_source",
+            Case::PlainSourceSlowBackoff => "plain_source_fetch_backoff_1000ms",
             Case::RawCommitLoop => "raw_store_offset_async_commit",
             Case::CommittableCommitter => "committable_source+committer_sink",
             Case::OutOfOrderCommitter => {
@@ -98,7 +101,15 @@ impl Case {
             Case::RawBaseConsumer => blocking(plan, raw_base_consumer).await,
             Case::RawStreamConsumer => raw_stream_consumer(plan).await,
             Case::RawPartitionQueues => blocking(plan, raw_partition_queues).await,
-            Case::PlainSource => plain_source(plan).await,
+            Case::PlainSource => {
+                plain_source(plan, consumer_settings(&plan.servers, &unique("plain"))).await
+            }
+            // librdkafka's own fetch.queue.backoff.ms, which this crate overrides.
+            Case::PlainSourceSlowBackoff => {
+                let settings = consumer_settings(&plan.servers, &unique("plain-1000"))
+                    .property("fetch.queue.backoff.ms", "1000");
+                plain_source(plan, settings).await
+            }
             Case::RawCommitLoop => blocking(plan, raw_commit_loop).await,
             Case::CommittableCommitter => committable_committer(plan).await,
             Case::OutOfOrderCommitter => out_of_order_committer(plan).await,
@@ -271,6 +282,28 @@ fn raw_base_consumer(servers: &str, topic: &str, n: usize) -> Duration {
     elapsed
 }
 
+/// Reads `n` items, touching each payload; the clock starts at the first item.
+async fn read_timed<S, T, E>(mut stream: S, n: usize, payload_len: impl Fn(&T) -> usize) -> Duration
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let (mut count, mut bytes, mut started) = (0, 0, None);
+    let read = async {
+        while count < n {
+            let item = stream.next().await.expect("stream ended").expect("record");
+            started.get_or_insert_with(Instant::now);
+            bytes += payload_len(&item);
+            count += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), read)
+        .await
+        .expect("stream stalled");
+    assert!(bytes > 0);
+    started.expect("records").elapsed()
+}
+
 /// rdkafka's own async stream.
 async fn raw_stream_consumer(plan: &Plan<'_>) -> Duration {
     let consumer: StreamConsumer = consumer_config(&plan.servers, &unique("raw-stream"))
@@ -279,23 +312,10 @@ async fn raw_stream_consumer(plan: &Plan<'_>) -> Duration {
     consumer
         .subscribe(&[plan.topic.as_str()])
         .expect("subscribe");
-    let (mut count, mut bytes, mut started) = (0, 0, None);
-    {
-        let mut stream = consumer.stream();
-        let read = async {
-            while count < plan.records {
-                let m = stream.next().await.expect("stream").expect("record");
-                started.get_or_insert_with(Instant::now);
-                bytes += m.payload().map_or(0, <[u8]>::len);
-                count += 1;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(300), read)
-            .await
-            .expect("stream consumer stalled");
-    }
-    let elapsed = started.expect("records").elapsed();
-    assert!(bytes > 0);
+    let elapsed = read_timed(consumer.stream(), plan.records, |m| {
+        m.payload().map_or(0, <[u8]>::len)
+    })
+    .await;
     tokio::task::spawn_blocking(move || drop(consumer))
         .await
         .expect("drop");
@@ -357,25 +377,11 @@ fn raw_partition_queues(servers: &str, topic: &str, n: usize) -> Duration {
     elapsed
 }
 
-async fn plain_source(plan: &Plan<'_>) -> Duration {
-    let settings = consumer_settings(&plan.servers, &unique("plain"));
-    let (mut source, control) =
+async fn plain_source(plan: &Plan<'_>, settings: ConsumerSettings) -> Duration {
+    let (source, control) =
         consumer::plain_source(settings, Subscription::topics([plan.topic.as_str()]))
             .expect("source");
-    let (mut count, mut bytes, mut started) = (0, 0, None);
-    let read = async {
-        while count < plan.records {
-            let record = source.next().await.expect("stream ended").expect("record");
-            started.get_or_insert_with(Instant::now);
-            bytes += record.payload().map_or(0, <[u8]>::len);
-            count += 1;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(300), read)
-        .await
-        .expect("plain source stalled");
-    let elapsed = started.expect("records").elapsed();
-    assert!(bytes > 0);
+    let elapsed = read_timed(source, plan.records, |r| r.payload().map_or(0, <[u8]>::len)).await;
     control.shutdown().await.expect("shutdown");
     elapsed
 }
