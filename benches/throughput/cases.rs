@@ -111,8 +111,8 @@ impl Case {
                 plain_source(plan, settings).await
             }
             Case::RawCommitLoop => blocking(plan, raw_commit_loop).await,
-            Case::CommittableCommitter => committable_committer(plan).await,
-            Case::OutOfOrderCommitter => out_of_order_committer(plan).await,
+            Case::CommittableCommitter => committable_committer(plan, false).await,
+            Case::OutOfOrderCommitter => committable_committer(plan, true).await,
             Case::RawBaseProducer => {
                 let topic = plan.fresh_topic().await;
                 let (servers, partitions, size) =
@@ -426,57 +426,39 @@ fn raw_commit_loop(servers: &str, topic: &str, n: usize) -> Duration {
     started.expect("records").elapsed()
 }
 
-async fn committable_committer(plan: &Plan<'_>) -> Duration {
-    let settings = consumer_settings(&plan.servers, &unique("committable"));
+/// Committable source into the batched committer; with `out_of_order`, a
+/// trivial async step runs 16 at a time (every 7th record yields once, so
+/// completions interleave) and the contiguous watermark is committed.
+async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration {
+    let mut settings = consumer_settings(&plan.servers, &unique("committable"));
+    if out_of_order {
+        settings = settings.out_of_order_commits(10_000);
+    }
     let (source, control) =
         consumer::committable_source(settings, Subscription::topics([plan.topic.as_str()]))
             .expect("source");
     let started = std::sync::OnceLock::new();
-    let sink = committer::sink(CommitterSettings::default()).expect("committer");
-    let pipeline = source
-        .take(plan.records)
-        .map(|m| {
-            started.get_or_init(Instant::now);
-            m.map(|m| m.offset)
-        })
-        .forward(sink);
-    tokio::time::timeout(Duration::from_secs(300), pipeline)
-        .await
-        .expect("committable pipeline stalled")
-        .expect("pipeline");
-    let elapsed = started.get().expect("records").elapsed();
-    control.shutdown().await.expect("shutdown");
-    elapsed
-}
-
-/// Concurrent processing (a trivial async step, 16 at a time, finishing out
-/// of order) with the contiguous watermark committed.
-async fn out_of_order_committer(plan: &Plan<'_>) -> Duration {
-    let settings = consumer_settings(&plan.servers, &unique("ooo")).out_of_order_commits(10_000);
-    let (source, control) =
-        consumer::committable_source(settings, Subscription::topics([plan.topic.as_str()]))
-            .expect("source");
-    let started = std::sync::OnceLock::new();
-    let sink = committer::sink(CommitterSettings::default()).expect("committer");
-    let pipeline = source
-        .take(plan.records)
-        .map(|m| {
-            started.get_or_init(Instant::now);
-            let m = m.expect("record");
-            async move {
-                // Every 7th record yields once, so completions interleave.
+    let messages = source.take(plan.records).map(|m| {
+        started.get_or_init(Instant::now);
+        m.expect("record")
+    });
+    let offsets = if out_of_order {
+        messages
+            .map(|m| async move {
                 if m.record.offset() % 7 == 0 {
                     tokio::task::yield_now().await;
                 }
                 m.offset
-            }
-        })
-        .buffer_unordered(16)
-        .map(Ok)
-        .forward(sink);
-    tokio::time::timeout(Duration::from_secs(300), pipeline)
+            })
+            .buffer_unordered(16)
+            .boxed()
+    } else {
+        messages.map(|m| m.offset).boxed()
+    };
+    let sink = committer::sink(CommitterSettings::default()).expect("committer");
+    tokio::time::timeout(Duration::from_secs(300), offsets.map(Ok).forward(sink))
         .await
-        .expect("out-of-order pipeline stalled")
+        .expect("committable pipeline stalled")
         .expect("pipeline");
     let elapsed = started.get().expect("records").elapsed();
     control.shutdown().await.expect("shutdown");
