@@ -15,7 +15,15 @@ async fn an_offset_from_before_a_revocation_is_reported_stale() {
     produce_n(&broker, &topic, 100, partitions).await;
     let group = unique("g-stale");
 
-    let (mut first, first_control) = committable(&broker, &group, &topic);
+    // The first member never commits what it took: its revocation waits
+    // for those offsets until the revoke timeout, then releases them.
+    let (mut first, first_control) = reactive_kafka::consumer::committable_source(
+        broker
+            .consumer_settings(&group)
+            .revoke_timeout(Duration::from_secs(2)),
+        reactive_kafka::Subscription::topics([topic.as_str()]),
+    )
+    .unwrap();
     let messages = take_n(&mut first, 10, Duration::from_secs(30)).await;
     let old = messages[0].offset.clone();
     assert_eq!(

@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream, StreamExt, TryStreamExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::consumer::{CommitOutcome, CommittableOffset};
@@ -153,6 +154,8 @@ where
         let mut inflight = FuturesUnordered::new();
         let mut deadline = Instant::now();
         let mut upstream_done = false;
+        // The consumer's count of held revocations, from the first offset.
+        let mut revoking: Option<watch::Receiver<usize>> = None;
         let timeout = settings.commit_timeout;
         let delivery = settings.delivery;
         let dispatch = |batch: &mut CommittableOffsetBatch| -> Result<_> {
@@ -187,6 +190,7 @@ where
                 Some(result) = inflight.next(), if !inflight.is_empty() => Event::Answered(result),
                 chunk = chunks.next(), if !upstream_done && room => Event::Offsets(chunk),
                 _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && room => Event::Interval,
+                _ = revocation(&mut revoking), if !upstream_done => Event::Revoking,
             };
             match event {
                 Event::Answered(result) => {
@@ -195,6 +199,11 @@ where
                     }
                 }
                 Event::Offsets(Some(chunk)) => {
+                    if revoking.is_none() {
+                        revoking = chunk
+                            .first()
+                            .map(|o| o.partition.link.shared.revoking.subscribe());
+                    }
                     if batch.is_empty() {
                         deadline = Instant::now() + settings.max_interval;
                     }
@@ -202,7 +211,9 @@ where
                         CommitWhen::OffsetFirstObserved => batch.extend(chunk),
                         CommitWhen::NextOffsetObserved => held.observe(chunk, &mut batch),
                     }
-                    if batch.len() >= settings.max_batch {
+                    // While a revocation waits for commits, nothing waits here.
+                    let urgent = revoking.as_ref().is_some_and(|r| *r.borrow() > 0);
+                    if !batch.is_empty() && (urgent || batch.len() >= settings.max_batch) {
                         inflight.push(dispatch(&mut batch)?);
                     }
                 }
@@ -215,6 +226,13 @@ where
                     }
                 }
                 Event::Interval => inflight.push(dispatch(&mut batch)?),
+                Event::Revoking => {
+                    held.release(&mut batch);
+                    if !batch.is_empty() {
+                        tracing::debug!(offsets = batch.len(), "partitions revoked: committing the partial batch");
+                        inflight.push(dispatch(&mut batch)?);
+                    }
+                }
             }
         }
     }
@@ -224,6 +242,23 @@ enum Event {
     Answered(Result<Option<CommitOutcome>>),
     Offsets(Option<Vec<CommittableOffset>>),
     Interval,
+    Revoking,
+}
+
+/// Resolves when the consumer starts holding a revocation for commits;
+/// never when there is no consumer to watch (yet).
+async fn revocation(revoking: &mut Option<watch::Receiver<usize>>) {
+    let Some(rx) = revoking else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() > 0 {
+            return;
+        }
+    }
 }
 
 /// For [`CommitWhen::NextOffsetObserved`]: the newest offset of each

@@ -9,6 +9,7 @@
 //! Both return a [`Control`] to stop, drain and shut the consumer down.
 
 mod control;
+mod listener;
 mod offset;
 mod source;
 mod subscription;
@@ -16,11 +17,17 @@ mod subscription;
 pub use control::{
     CommitOutcome, ConsumerMetrics, Control, DrainReport, PartitionOffset, Uncommitted,
 };
+pub use listener::RebalanceListener;
 pub use offset::{CommittableMessage, CommittableOffset};
-pub use source::{CommittableSource, PlainSource};
+pub use source::{
+    CommittablePartitionedSource, CommittableSource, PartitionedSource, PlainPartitionedSource,
+    PlainSource,
+};
 pub use subscription::{StartOffset, Subscription};
 
-use crate::driver::{self, EngineConfig};
+use std::sync::Arc;
+
+use crate::driver::{self, EngineConfig, EngineHandle, Outlet, SubSource};
 use crate::error::Result;
 use crate::settings::ConsumerSettings;
 
@@ -40,11 +47,15 @@ pub fn plain_source(
     settings: ConsumerSettings,
     subscription: Subscription,
 ) -> Result<(PlainSource, Control)> {
-    let (handle, rx) = driver::spawn(EngineConfig {
+    let (handle, outlet) = driver::spawn(EngineConfig {
         settings,
         subscription,
         committable: false,
+        partitioned: false,
     })?;
+    let Outlet::Single(rx) = outlet else {
+        unreachable!("a single stream was asked for")
+    };
     Ok((PlainSource::new(handle.clone(), rx), Control::new(handle)))
 }
 
@@ -59,13 +70,102 @@ pub fn committable_source(
     settings: ConsumerSettings,
     subscription: Subscription,
 ) -> Result<(CommittableSource, Control)> {
-    let (handle, rx) = driver::spawn(EngineConfig {
+    let (handle, outlet) = driver::spawn(EngineConfig {
         settings,
         subscription,
         committable: true,
+        partitioned: false,
     })?;
+    let Outlet::Single(rx) = outlet else {
+        unreachable!("a single stream was asked for")
+    };
     Ok((
         CommittableSource::new(handle.clone(), rx),
+        Control::new(handle),
+    ))
+}
+
+/// A stream of `(partition, sub-stream)` pairs, one per assigned partition,
+/// each sub-stream a [`PlainSource`] of that partition alone, and the
+/// [`Control`].
+///
+/// Each sub-stream has its own buffer
+/// ([`buffer_batches`](ConsumerSettings::buffer_batches) batches): a
+/// partition whose sub-stream is slow or not pulled holds back only itself,
+/// and the consumer stays in its group. A sub-stream ends when its partition
+/// is revoked or lost, or when the consumer stops; the partition's next
+/// assignment comes as a new pair.
+pub fn plain_partitioned_source(
+    settings: ConsumerSettings,
+    subscription: Subscription,
+) -> Result<(PlainPartitionedSource, Control)> {
+    partitioned(settings, subscription, false, PlainSource::sub_stream)
+}
+
+/// A stream of `(partition, sub-stream)` pairs, one per assigned partition,
+/// each sub-stream a [`CommittableSource`] of that partition alone, and the
+/// [`Control`]. Process each sub-stream in its own task (or with
+/// `flatten_unordered`) and commit its offsets with
+/// [`committer::sink`](crate::committer::sink).
+///
+/// Backpressure and sub-stream ends as for [`plain_partitioned_source`].
+/// With [rebalance-safe commits](ConsumerSettings::rebalance_safe_commits)
+/// (the default) a revoked partition's sub-stream ends at once and the
+/// partition is released only once the records it already handed out are
+/// committed, or the revoke timeout passed.
+///
+/// ```no_run
+/// # async fn run() -> reactive_kafka::Result<()> {
+/// use futures::StreamExt;
+/// use reactive_kafka::{committer, consumer, CommitterSettings, ConsumerSettings, Subscription};
+///
+/// let settings = ConsumerSettings::new("127.0.0.1:9092").group_id("billing");
+/// let (mut partitions, control) =
+///     consumer::committable_partitioned_source(settings, Subscription::topics(["orders"]))?;
+/// while let Some(next) = partitions.next().await {
+///     let (tp, source) = next?;
+///     tokio::spawn(async move {
+///         let done = source
+///             .map(|msg| {
+///                 let msg = msg?;
+///                 // process msg.record of partition `tp` here
+///                 Ok(msg.offset)
+///             })
+///             .forward(committer::sink(CommitterSettings::default())?)
+///             .await;
+///         if let Err(e) = done {
+///             eprintln!("{tp}: {e}");
+///         }
+///         Ok::<_, reactive_kafka::Error>(())
+///     });
+/// }
+/// control.shutdown().await
+/// # }
+/// ```
+pub fn committable_partitioned_source(
+    settings: ConsumerSettings,
+    subscription: Subscription,
+) -> Result<(CommittablePartitionedSource, Control)> {
+    partitioned(settings, subscription, true, CommittableSource::sub_stream)
+}
+
+fn partitioned<S>(
+    settings: ConsumerSettings,
+    subscription: Subscription,
+    committable: bool,
+    make: fn(Arc<EngineHandle>, SubSource) -> S,
+) -> Result<(PartitionedSource<S>, Control)> {
+    let (handle, outlet) = driver::spawn(EngineConfig {
+        settings,
+        subscription,
+        committable,
+        partitioned: true,
+    })?;
+    let Outlet::Partitioned(rx) = outlet else {
+        unreachable!("sub-streams were asked for")
+    };
+    Ok((
+        PartitionedSource::new(handle.clone(), rx, make),
         Control::new(handle),
     ))
 }

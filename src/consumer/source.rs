@@ -4,28 +4,42 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use tokio::sync::mpsc::Receiver;
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::{CommittableMessage, CommittableOffset};
-use crate::driver::{Batch, Command, EngineHandle, EngineState, PartitionHandle};
+use crate::driver::{
+    Assignment, Batch, Command, EngineHandle, EngineState, PartitionHandle, SourceScope, SubSource,
+};
 use crate::error::Result;
 use crate::record::{ConsumerRecord, TopicPartition};
 
 /// The part shared by every source: batches in, records out one at a time.
-struct SourceCore {
+pub(crate) struct SourceCore {
     rx: Receiver<Batch>,
     current: Option<(Arc<PartitionHandle>, std::vec::IntoIter<ConsumerRecord>)>,
     handle: Arc<EngineHandle>,
     finished: bool,
+    /// Committable: each record is registered as handed out before it is
+    /// returned, so a revocation knows what to wait for.
+    hand_over: bool,
+    /// A partition's sub-stream: the assignment it serves.
+    partition: Option<Arc<Assignment>>,
 }
 
 impl SourceCore {
-    fn new(handle: Arc<EngineHandle>, rx: Receiver<Batch>) -> Self {
+    pub(crate) fn new(
+        handle: Arc<EngineHandle>,
+        rx: Receiver<Batch>,
+        hand_over: bool,
+        partition: Option<Arc<Assignment>>,
+    ) -> Self {
         SourceCore {
             rx,
             current: None,
             handle,
             finished: false,
+            hand_over,
+            partition,
         }
     }
 
@@ -37,7 +51,10 @@ impl SourceCore {
         loop {
             if let Some((partition, records)) = &mut self.current {
                 if let Some(record) = records.next() {
-                    return Poll::Ready(Some(Ok(f(record, partition))));
+                    if !self.hand_over || partition.assignment.hand(record.offset) {
+                        return Poll::Ready(Some(Ok(f(record, partition))));
+                    }
+                    // Released (revoked): the rest belongs to the next owner.
                 }
                 self.current = None;
             }
@@ -58,6 +75,9 @@ impl SourceCore {
                 Poll::Ready(Some(batch)) => {
                     // Room in the channel: let the engine fetch more.
                     self.handle.link.wake();
+                    if batch.partition.assignment.is_released() {
+                        continue; // revoked while it waited here
+                    }
                     if let (Some(tracker), Some(outstanding)) = (
                         &batch.partition.tracker,
                         &self.handle.link.shared.outstanding,
@@ -102,7 +122,14 @@ impl Drop for SourceCore {
                 note(&batch.partition.tp, r.offset);
             }
         }
-        let _ = self.handle.link.send(Command::SourceDropped { unpulled });
+        let scope = match self.partition.take() {
+            Some(a) => SourceScope::Partition(a),
+            None => SourceScope::All,
+        };
+        let _ = self
+            .handle
+            .link
+            .send(Command::SourceDropped { scope, unpulled });
     }
 }
 
@@ -119,7 +146,15 @@ pub struct PlainSource {
 impl PlainSource {
     pub(crate) fn new(handle: Arc<EngineHandle>, rx: Receiver<Batch>) -> Self {
         PlainSource {
-            core: SourceCore::new(handle, rx),
+            core: SourceCore::new(handle, rx, false, None),
+        }
+    }
+}
+
+impl PlainSource {
+    pub(crate) fn sub_stream(handle: Arc<EngineHandle>, sub: SubSource) -> Self {
+        PlainSource {
+            core: SourceCore::new(handle, sub.rx, false, Some(sub.assignment)),
         }
     }
 }
@@ -153,7 +188,15 @@ pub struct CommittableSource {
 impl CommittableSource {
     pub(crate) fn new(handle: Arc<EngineHandle>, rx: Receiver<Batch>) -> Self {
         CommittableSource {
-            core: SourceCore::new(handle, rx),
+            core: SourceCore::new(handle, rx, true, None),
+        }
+    }
+}
+
+impl CommittableSource {
+    pub(crate) fn sub_stream(handle: Arc<EngineHandle>, sub: SubSource) -> Self {
+        CommittableSource {
+            core: SourceCore::new(handle, sub.rx, true, Some(sub.assignment)),
         }
     }
 }
@@ -176,6 +219,96 @@ impl fmt::Debug for CommittableSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommittableSource")
             .field("engine", &self.core.handle.link.id)
+            .finish()
+    }
+}
+
+/// The stream of a partitioned source: one `(partition, sub-stream)` pair
+/// per assigned partition, in assignment order, then the error that ended
+/// the consumer, if one did.
+///
+/// Each sub-stream is a [`PlainSource`] or [`CommittableSource`] of one
+/// partition: it ends when the partition is revoked or lost, or when the
+/// consumer stops. A sub-stream that is not pulled holds back only its own
+/// partition. Dropping a sub-stream stops the delivery of that partition
+/// until it is assigned again; the other partitions and rebalances go on.
+#[must_use = "streams do nothing unless polled"]
+pub struct PartitionedSource<S> {
+    rx: UnboundedReceiver<SubSource>,
+    handle: Arc<EngineHandle>,
+    finished: bool,
+    make: fn(Arc<EngineHandle>, SubSource) -> S,
+}
+
+/// The stream of [`plain_partitioned_source`](super::plain_partitioned_source).
+pub type PlainPartitionedSource = PartitionedSource<PlainSource>;
+/// The stream of [`committable_partitioned_source`](super::committable_partitioned_source).
+pub type CommittablePartitionedSource = PartitionedSource<CommittableSource>;
+
+impl<S> PartitionedSource<S> {
+    pub(crate) fn new(
+        handle: Arc<EngineHandle>,
+        rx: UnboundedReceiver<SubSource>,
+        make: fn(Arc<EngineHandle>, SubSource) -> S,
+    ) -> Self {
+        PartitionedSource {
+            rx,
+            handle,
+            finished: false,
+            make,
+        }
+    }
+}
+
+impl<S> Stream for PartitionedSource<S> {
+    type Item = Result<(TopicPartition, S)>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(sub)) => {
+                let tp = sub.tp.clone();
+                Poll::Ready(Some(Ok((tp, (this.make)(this.handle.clone(), sub)))))
+            }
+            Poll::Ready(None) => {
+                this.finished = true;
+                let state = this.handle.link.shared.state.borrow().clone();
+                match state {
+                    EngineState::Closed(Err(e)) => Poll::Ready(Some(Err(e))),
+                    _ => Poll::Ready(None),
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S> Drop for PartitionedSource<S> {
+    fn drop(&mut self) {
+        self.rx.close();
+        // Sub-streams never taken: dropping each tells the engine.
+        while let Ok(sub) = self.rx.try_recv() {
+            drop(SourceCore::new(
+                self.handle.clone(),
+                sub.rx,
+                false,
+                Some(sub.assignment),
+            ));
+        }
+        let _ = self.handle.link.send(Command::SourceDropped {
+            scope: SourceScope::Assignments,
+            unpulled: Vec::new(),
+        });
+    }
+}
+
+impl<S> fmt::Debug for PartitionedSource<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionedSource")
+            .field("engine", &self.handle.link.id)
             .finish()
     }
 }

@@ -2,16 +2,19 @@
 //! records what happened as plain Rust values, and splits each newly assigned
 //! partition into its own queue before librdkafka starts fetching it.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 
 use super::partition_queue::PartitionQueue;
+use crate::consumer::RebalanceListener;
 use crate::record::TopicPartition;
 
 pub(crate) type EngineConsumer = BaseConsumer<EngineContext>;
@@ -21,6 +24,9 @@ pub(crate) enum ContextEvent {
     Revoked {
         partitions: Vec<TopicPartition>,
         lost: bool,
+        /// False: librdkafka still holds the partitions, waiting for the
+        /// engine to release them (rebalance-safe commits).
+        released: bool,
     },
     Committed {
         result: KafkaResult<()>,
@@ -39,6 +45,10 @@ pub(crate) struct CommittedPartition {
 pub(crate) struct EngineContext {
     wake: Thread,
     events: Mutex<Vec<ContextEvent>>,
+    /// Hold revocations until in-flight records are committed; cleared when
+    /// the consumer closes (librdkafka then revokes from inside close).
+    hold_revocations: AtomicBool,
+    pub(crate) listener: Option<Arc<dyn RebalanceListener>>,
 }
 
 impl std::fmt::Debug for EngineContext {
@@ -48,11 +58,22 @@ impl std::fmt::Debug for EngineContext {
 }
 
 impl EngineContext {
-    pub(crate) fn new(wake: Thread) -> Self {
+    pub(crate) fn new(
+        wake: Thread,
+        hold_revocations: bool,
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Self {
         EngineContext {
             wake,
             events: Mutex::new(Vec::new()),
+            hold_revocations: AtomicBool::new(hold_revocations),
+            listener,
         }
+    }
+
+    /// From now on revocations are released at once.
+    pub(crate) fn stop_holding_revocations(&self) {
+        self.hold_revocations.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn take_events(&self) -> Vec<ContextEvent> {
@@ -77,6 +98,24 @@ impl EngineContext {
     }
 }
 
+/// Gives revoked partitions back to librdkafka (which then completes the
+/// rebalance), with the call the group's protocol requires.
+pub(crate) fn release(consumer: &BaseConsumer<EngineContext>, partitions: &[TopicPartition]) {
+    let result = match consumer.rebalance_protocol() {
+        RebalanceProtocol::Cooperative => {
+            let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+            for tp in partitions {
+                tpl.add_partition(&tp.topic, tp.partition);
+            }
+            consumer.incremental_unassign(&tpl)
+        }
+        _ => consumer.unassign(),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not release revoked partitions");
+    }
+}
+
 pub(crate) fn tpl_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
@@ -95,29 +134,69 @@ impl ClientContext for EngineContext {
 }
 
 impl ConsumerContext for EngineContext {
-    fn pre_rebalance(&self, base_consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
+    /// Replaces rdkafka's default handling: queues are split and start
+    /// offsets applied before librdkafka starts fetching, and a revocation
+    /// may be left pending for the engine to complete with [`release`].
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions = tpl_partitions(tpl);
+                if let Some(listener) = &self.listener {
+                    for (tp, offset) in listener.on_assigned(&partitions) {
+                        if !partitions.contains(&tp) {
+                            tracing::warn!(partition = %tp, "start offset for a partition not assigned: ignored");
+                            continue;
+                        }
+                        if let Err(e) = tpl.set_partition_offset(
+                            &tp.topic,
+                            tp.partition,
+                            Offset::Offset(offset),
+                        ) {
+                            tracing::warn!(partition = %tp, offset, error = %e, "invalid start offset: ignored");
+                        }
+                    }
+                }
                 // Split before librdkafka assigns (and starts fetching), so no
                 // record of these partitions reaches the main queue.
                 let split = partitions
                     .into_iter()
                     .map(|tp| {
-                        let queue = self.split(base_consumer, &tp);
+                        let queue = self.split(consumer, &tp);
                         (tp, queue)
                     })
                     .collect();
                 self.push(ContextEvent::Assigned(split));
+                let result = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+                    _ => consumer.assign(tpl),
+                };
+                if let Err(e) = result {
+                    self.push(ContextEvent::RebalanceFailed(e));
+                }
             }
-            Rebalance::Revoke(tpl) => {
-                let lost = base_consumer.assignment_lost();
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                let partitions = tpl_partitions(tpl);
+                let hold = self.hold_revocations.load(Ordering::Relaxed) && !lost;
+                if !hold {
+                    release(consumer, &partitions);
+                }
                 self.push(ContextEvent::Revoked {
-                    partitions: tpl_partitions(tpl),
+                    partitions,
                     lost,
+                    released: !hold,
                 });
             }
-            Rebalance::Error(e) => self.push(ContextEvent::RebalanceFailed(e.clone())),
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                self.push(ContextEvent::RebalanceFailed(KafkaError::Rebalance(code)));
+                release(consumer, &tpl_partitions(tpl));
+            }
         }
     }
 

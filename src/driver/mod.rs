@@ -8,7 +8,7 @@ mod context;
 mod engine;
 mod partition_queue;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::record::{ConsumerRecord, TopicPartition};
 use crate::settings::ConsumerSettings;
 
-pub(crate) use engine::spawn;
+pub(crate) use engine::{spawn, Outlet};
 
 /// What the engine hands to a source: records of one partition, in offset order.
 #[derive(Debug)]
@@ -44,12 +44,76 @@ pub(crate) struct PartitionHandle {
     pub(crate) link: Arc<EngineLink>,
     /// With out-of-order commits: the acknowledgements of this assignment.
     pub(crate) tracker: Option<Arc<PartitionTracker>>,
+    /// What the source handed out of this assignment.
+    pub(crate) assignment: Arc<Assignment>,
 }
 
-impl PartitionHandle {
-    /// True when both name the same assignment of the same partition.
-    pub(crate) fn same_assignment(&self, other: &PartitionHandle) -> bool {
-        self.generation == other.generation && self.link.id == other.link.id && self.tp == other.tp
+/// The hand-over point between a source and the engine for one assignment:
+/// the next offset after the last record the source handed to the user, or
+/// released. A record is handed only while the assignment is not released,
+/// so once the engine releases a partition, no record of it reaches the
+/// user, and every record that did is known to the engine.
+#[derive(Debug)]
+pub(crate) struct Assignment {
+    handed_next: AtomicI64,
+}
+
+impl Assignment {
+    const NONE: i64 = -1;
+    const RELEASED: i64 = i64::MIN;
+
+    pub(crate) fn new() -> Self {
+        Assignment {
+            handed_next: AtomicI64::new(Self::NONE),
+        }
+    }
+
+    /// Called by the source before it hands out the record at `offset`;
+    /// false once the partition is released (the record must be dropped).
+    #[inline]
+    pub(crate) fn hand(&self, offset: i64) -> bool {
+        let current = self.handed_next.load(Ordering::Acquire);
+        current != Self::RELEASED
+            && self
+                .handed_next
+                .compare_exchange(current, offset + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    /// True once released.
+    pub(crate) fn is_released(&self) -> bool {
+        self.handed_next.load(Ordering::Acquire) == Self::RELEASED
+    }
+
+    /// The next offset after the last record handed out (`None`: nothing
+    /// handed out, or released).
+    pub(crate) fn handed_next(&self) -> Option<i64> {
+        match self.handed_next.load(Ordering::Acquire) {
+            Self::NONE | Self::RELEASED => None,
+            n => Some(n),
+        }
+    }
+
+    /// Releases the assignment if nothing was handed out since the engine
+    /// read `handed_next`; false if the source handed more meanwhile.
+    pub(crate) fn release_if(&self, handed_next: Option<i64>) -> bool {
+        let expected = handed_next.unwrap_or(Self::NONE);
+        self.handed_next
+            .compare_exchange(
+                expected,
+                Self::RELEASED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Releases the assignment whatever was handed out; returns that.
+    pub(crate) fn release(&self) -> Option<i64> {
+        match self.handed_next.swap(Self::RELEASED, Ordering::AcqRel) {
+            Self::NONE | Self::RELEASED => None,
+            n => Some(n),
+        }
     }
 }
 
@@ -110,12 +174,41 @@ pub(crate) enum Command {
         reply: oneshot::Sender<DrainReport>,
     },
     Shutdown,
-    /// The source was dropped; these offsets had been handed to it but never
+    /// A source was dropped; these offsets had been handed to it but never
     /// pulled, so a drain must not wait for their commit.
     SourceDropped {
+        scope: SourceScope,
         unpulled: Vec<(TopicPartition, i64)>,
     },
     Released,
+}
+
+/// Which stream a dropped source was.
+#[derive(Debug)]
+pub(crate) enum SourceScope {
+    /// The single stream of a non-partitioned source.
+    All,
+    /// The stream of sub-streams of a partitioned source.
+    Assignments,
+    /// One partition's sub-stream (of one assignment).
+    Partition(Arc<Assignment>),
+}
+
+/// Where the engine delivers records.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// Every partition into one stream.
+    Single(tokio::sync::mpsc::Sender<Batch>),
+    /// A sub-stream per assigned partition, announced on this channel.
+    Partitioned(tokio::sync::mpsc::UnboundedSender<SubSource>),
+}
+
+/// A partition's sub-stream as the engine announces it.
+#[derive(Debug)]
+pub(crate) struct SubSource {
+    pub(crate) tp: TopicPartition,
+    pub(crate) assignment: Arc<Assignment>,
+    pub(crate) rx: tokio::sync::mpsc::Receiver<Batch>,
 }
 
 /// Lifecycle of an engine, observed through `Control`.
@@ -147,6 +240,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// With out-of-order commits: offsets handed out and not yet committable.
     pub(crate) outstanding: Option<Outstanding>,
+    /// How many revocations wait for commits; committers flush at once
+    /// while it is above zero.
+    pub(crate) revoking: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -175,6 +271,7 @@ pub(crate) struct EngineConfig {
     pub(crate) settings: ConsumerSettings,
     pub(crate) subscription: Subscription,
     pub(crate) committable: bool,
+    pub(crate) partitioned: bool,
 }
 
 pub(crate) fn next_engine_id() -> u64 {

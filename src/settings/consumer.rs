@@ -1,8 +1,10 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
+use crate::consumer::RebalanceListener;
 use crate::error::Error;
 
 /// Where a consumer starts when its group has no committed offset for a
@@ -44,6 +46,19 @@ pub struct ConsumerSettings {
     pub(crate) close_timeout: Duration,
     pub(crate) wake_interval: Duration,
     pub(crate) max_outstanding: Option<usize>,
+    pub(crate) rebalance_safe_commits: bool,
+    pub(crate) revoke_timeout: Option<Duration>,
+    pub(crate) listener: Option<ListenerSlot>,
+}
+
+/// A user's [`RebalanceListener`], shared by clones of the settings.
+#[derive(Clone)]
+pub(crate) struct ListenerSlot(pub(crate) Arc<dyn RebalanceListener>);
+
+impl std::fmt::Debug for ListenerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RebalanceListener")
+    }
 }
 
 impl ConsumerSettings {
@@ -59,6 +74,9 @@ impl ConsumerSettings {
             close_timeout: Duration::from_secs(30),
             wake_interval: Duration::from_millis(100),
             max_outstanding: None,
+            rebalance_safe_commits: true,
+            revoke_timeout: None,
+            listener: None,
         }
     }
 
@@ -145,6 +163,64 @@ impl ConsumerSettings {
         self
     }
 
+    /// Rebalance-safe commits (on by default, committable sources only).
+    ///
+    /// When partitions are revoked, the consumer stops handing out records of
+    /// those partitions and holds the revocation until every record of them
+    /// already handed out has its offset committed, or until
+    /// [`revoke_timeout`](Self::revoke_timeout) passes; only then are the
+    /// partitions released to their next owner. Records processed and
+    /// committed in that window are not delivered again. Lost partitions
+    /// (the consumer was expelled from the group) are released at once:
+    /// their offsets can no longer be committed.
+    ///
+    /// Off: partitions are released as soon as librdkafka revokes them;
+    /// records in flight are then delivered again to the next owner, and
+    /// their commits come back [stale](crate::consumer::CommitOutcome::stale).
+    pub fn rebalance_safe_commits(mut self, on: bool) -> Self {
+        self.rebalance_safe_commits = on;
+        self
+    }
+
+    /// How long a revocation may wait for in-flight records to be committed
+    /// (see [`rebalance_safe_commits`](Self::rebalance_safe_commits)). Must be
+    /// below `max.poll.interval.ms`, which bounds how long the group waits
+    /// for a member during a rebalance. Default: half of
+    /// `max.poll.interval.ms` (150 s with librdkafka's default of 300 s).
+    pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
+        self.revoke_timeout = Some(timeout);
+        self
+    }
+
+    /// A listener told of assignments (and asked for start offsets),
+    /// revocations, lost partitions and the consumer's stop. See
+    /// [`RebalanceListener`].
+    pub fn rebalance_listener(mut self, listener: impl RebalanceListener) -> Self {
+        self.listener = Some(ListenerSlot(Arc::new(listener)));
+        self
+    }
+
+    /// The revoke timeout in effect, checked against `max.poll.interval.ms`.
+    pub(crate) fn effective_revoke_timeout(&self) -> Result<Duration, Error> {
+        let key = "max.poll.interval.ms";
+        let max_poll = match self.get(key) {
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                Error::config(format!(
+                    "invalid setting `{key}` = `{v}`: expected milliseconds"
+                ))
+            })?,
+            None => 300_000,
+        };
+        let max_poll = Duration::from_millis(max_poll);
+        match self.revoke_timeout {
+            None => Ok(max_poll / 2),
+            Some(t) if t.is_zero() || t >= max_poll => Err(Error::config(format!(
+                "invalid setting `revoke_timeout` = {t:?}: must be above zero and below `{key}` ({max_poll:?})"
+            ))),
+            Some(t) => Ok(t),
+        }
+    }
+
     /// The bootstrap servers.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap_servers
@@ -206,6 +282,7 @@ impl ConsumerSettings {
                 "invalid setting `out_of_order_commits`: only a committable source commits offsets",
             ));
         }
+        self.effective_revoke_timeout()?;
         if self.properties.contains_key("group.id") {
             return Err(Error::config(
                 "invalid setting `group.id`: set the group with ConsumerSettings::group_id",
@@ -294,5 +371,20 @@ mod tests {
             .to_client_config(false)
             .unwrap_err();
         assert!(err.to_string().contains("connect_timeout"));
+    }
+
+    #[test]
+    fn revoke_timeout_stays_below_max_poll_interval() {
+        let s = ConsumerSettings::new("h:1").property("max.poll.interval.ms", "20000");
+        assert_eq!(
+            s.effective_revoke_timeout().unwrap(),
+            Duration::from_secs(10)
+        );
+        let err = s
+            .revoke_timeout(Duration::from_secs(20))
+            .to_client_config(false)
+            .unwrap_err();
+        assert!(err.to_string().contains("revoke_timeout"), "{err}");
+        assert!(err.to_string().contains("max.poll.interval.ms"), "{err}");
     }
 }

@@ -145,8 +145,9 @@ impl Engine {
 
     /// Retries a retriable failure while its deadline allows, else fails it.
     fn fail_or_retry(&mut self, mut commit: InflightCommit, err: Error) {
+        self.end_revocations_of(&commit.committed, &err);
         let wait = backoff(commit.attempt);
-        let retry = err.is_retriable()
+        let retry = (err.is_retriable() || group_moved_on(&err))
             && commit
                 .retry_until
                 .is_some_and(|until| Instant::now() + wait < until);
@@ -165,6 +166,27 @@ impl Engine {
             commit,
         });
         self.update_in_flight();
+    }
+
+    /// A commit of a partition whose revocation is held failed: stop holding
+    /// it. Brokers may refuse commits while the group waits for this member
+    /// to give its partitions up (the embedded broker does during a classic
+    /// rebalance), so waiting on would only stall the group. The records are
+    /// read again by the next owner; the commit is retried and then reported
+    /// stale.
+    fn end_revocations_of(&mut self, offsets: &[(PartitionOffset, u64)], err: &Error) {
+        let now = Instant::now();
+        for revoke in &mut self.revocations {
+            if revoke.deadline > now
+                && revoke
+                    .partitions
+                    .iter()
+                    .any(|tp| offsets.iter().any(|(o, _)| o.tp == *tp))
+            {
+                tracing::warn!(error = %err, partitions = ?revoke.partitions, "a commit of revoked partitions failed: releasing them now");
+                revoke.deadline = now;
+            }
+        }
     }
 
     fn fail(&mut self, commit: InflightCommit, err: Error) {
@@ -321,6 +343,17 @@ impl Engine {
             uncommitted,
         }
     }
+}
+
+/// The group has a new generation (or member epoch) this member has not
+/// joined yet. Retried: once the member has rejoined the commit goes through
+/// for the partitions it kept, and is reported stale for those it lost.
+fn group_moved_on(err: &Error) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        err.rdkafka_code(),
+        Some(IllegalGeneration | UnknownMemberId | FencedMemberEpoch | StaleMemberEpoch)
+    )
 }
 
 fn commit_error(offsets: &[(PartitionOffset, u64)], e: KafkaError) -> Error {

@@ -29,8 +29,8 @@ use super::commit_queue::ConsumerQueueRef;
 use super::context::{ContextEvent, EngineConsumer, EngineContext};
 use super::partition_queue::{MessageBuf, PartitionQueue};
 use super::{
-    next_engine_id, Batch, Command, EngineConfig, EngineHandle, EngineLink, EngineState,
-    PartitionHandle, Shared,
+    next_engine_id, Assignment, Batch, Command, EngineConfig, EngineHandle, EngineLink,
+    EngineState, Output, PartitionHandle, Shared, SourceScope, SubSource,
 };
 use crate::committer::tracker::{Outstanding, PartitionTracker};
 use crate::consumer::{CommitOutcome, DrainReport, PartitionOffset, StartOffset, Subscription};
@@ -39,10 +39,9 @@ use crate::record::TopicPartition;
 
 /// Starts an engine thread and its consumer. Configuration and client
 /// creation errors are returned here, synchronously.
-pub(crate) fn spawn(
-    config: EngineConfig,
-) -> Result<(Arc<EngineHandle>, tokio::sync::mpsc::Receiver<Batch>)> {
+pub(crate) fn spawn(config: EngineConfig) -> Result<(Arc<EngineHandle>, Outlet)> {
     let client_config = config.settings.to_client_config(config.committable)?;
+    let revoke_timeout = config.settings.effective_revoke_timeout()?;
     config.subscription.validate()?;
     let id = next_engine_id();
     let (boot_tx, boot_rx) = mpsc::sync_channel::<Engine>(1);
@@ -59,7 +58,9 @@ pub(crate) fn spawn(
     let thread = join.thread().clone();
     drop(join); // detached: the engine ends by itself when released or shut down
 
-    let context = EngineContext::new(thread.clone());
+    let hold_revocations = config.committable && config.settings.rebalance_safe_commits;
+    let listener = config.settings.listener.as_ref().map(|l| l.0.clone());
+    let context = EngineContext::new(thread.clone(), hold_revocations, listener);
     let mut consumer =
         EngineConsumer::from_config_and_context(&client_config, context).map_err(|e| {
             Error::with_source(
@@ -73,7 +74,13 @@ pub(crate) fn spawn(
     let consumer = Arc::new(consumer);
 
     let (cmd_tx, cmd_rx) = mpsc::channel();
-    let (out_tx, out_rx) = tokio::sync::mpsc::channel(config.settings.buffer_batches);
+    let (output, outlet) = if config.partitioned {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Output::Partitioned(tx), Outlet::Partitioned(rx))
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel(config.settings.buffer_batches);
+        (Output::Single(tx), Outlet::Single(rx))
+    };
     let (state_tx, _) = watch::channel(EngineState::Running);
     let link = Arc::new(EngineLink {
         id,
@@ -87,6 +94,7 @@ pub(crate) fn spawn(
                 .max_outstanding
                 .filter(|_| config.committable)
                 .map(Outstanding::new),
+            revoking: watch::channel(0).0,
         }),
     });
     let settings = &config.settings;
@@ -95,9 +103,11 @@ pub(crate) fn spawn(
         consumer: Some(consumer),
         link: link.clone(),
         commands: cmd_rx,
-        out: Some(out_tx),
-        outbox: VecDeque::new(),
+        output: Some(output),
         partitions: Vec::new(),
+        revocations: Vec::new(),
+        revoke_timeout,
+        buffer_batches: settings.buffer_batches,
         rr: 0,
         generation: 0,
         builder: BatchBuilder::default(),
@@ -122,7 +132,14 @@ pub(crate) fn spawn(
         link,
         close_timeout: settings.close_timeout,
     });
-    Ok((handle, out_rx))
+    Ok((handle, outlet))
+}
+
+/// The receiving end of an engine's output.
+#[derive(Debug)]
+pub(crate) enum Outlet {
+    Single(tokio::sync::mpsc::Receiver<Batch>),
+    Partitioned(tokio::sync::mpsc::UnboundedReceiver<SubSource>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,10 +152,24 @@ enum Phase {
 struct Partition {
     handle: Arc<PartitionHandle>,
     queue: Option<PartitionQueue>,
+    /// Where this partition's batches go; `None` once its stream is gone.
+    out: Option<tokio::sync::mpsc::Sender<Batch>>,
+    /// Batches read but not yet accepted by `out`.
+    pending: VecDeque<Batch>,
+    /// Revoked, waiting for its in-flight records to be committed.
+    revoking: bool,
     /// Next offset after the last record handed to the source.
     emitted_next: Option<i64>,
     /// Next offset after the last committed record (as acknowledged).
     committed_next: Option<i64>,
+}
+
+/// A revocation held until the records handed out of its partitions are
+/// committed, or its deadline passes.
+pub(super) struct PendingRevoke {
+    partitions: Vec<TopicPartition>,
+    started: Instant,
+    deadline: Instant,
 }
 
 struct InflightCommit {
@@ -158,9 +189,13 @@ struct Engine {
     consumer: Option<Arc<EngineConsumer>>,
     link: Arc<EngineLink>,
     commands: mpsc::Receiver<Command>,
-    out: Option<tokio::sync::mpsc::Sender<Batch>>,
-    outbox: VecDeque<Batch>,
+    /// `None` once the source stopped or was dropped: nothing is delivered
+    /// to partitions assigned after that.
+    output: Option<Output>,
     partitions: Vec<Partition>,
+    revocations: Vec<PendingRevoke>,
+    revoke_timeout: Duration,
+    buffer_batches: usize,
     rr: usize,
     generation: u64,
     builder: BatchBuilder,
@@ -282,6 +317,9 @@ impl Engine {
                 return;
             }
             progressed |= self.deliver();
+            if !self.revocations.is_empty() {
+                progressed |= self.progress_revocations(false);
+            }
             let next_retry = self.resend_due();
             self.check_drain();
             if !progressed {
@@ -309,8 +347,8 @@ impl Engine {
         if self.phase == Phase::Running {
             tracing::info!("stopping: no new records");
             self.phase = Phase::Stopped;
-            self.out = None;
-            self.outbox.clear();
+            self.disconnect(|_| true);
+            self.output = None;
             self.set_state(EngineState::Stopped);
         }
     }
@@ -338,9 +376,17 @@ impl Engine {
                     self.drain = Some((deadline, reply));
                 }
                 Command::Shutdown => self.begin_close(),
-                Command::SourceDropped { unpulled } => {
-                    self.out = None;
-                    self.outbox.clear();
+                Command::SourceDropped { scope, unpulled } => {
+                    match scope {
+                        SourceScope::All => {
+                            self.output = None;
+                            self.disconnect(|_| true);
+                        }
+                        SourceScope::Assignments => self.output = None,
+                        SourceScope::Partition(a) => {
+                            self.disconnect(|p| Arc::ptr_eq(&p.handle.assignment, &a))
+                        }
+                    }
                     for (tp, offset) in unpulled {
                         if let Some(p) = self.partitions.iter_mut().find(|p| p.handle.tp == tp) {
                             p.emitted_next = Some(p.emitted_next.map_or(offset, |e| e.min(offset)));
@@ -370,18 +416,18 @@ impl Engine {
                 Ok(msg) => {
                     let tp_topic = msg.topic();
                     let partition = msg.partition();
-                    let Some(p) = self.partitions.iter().find(|p| {
+                    let Some(p) = self.partitions.iter_mut().find(|p| {
                         &*p.handle.tp.topic == tp_topic && p.handle.tp.partition == partition
                     }) else {
                         continue;
                     };
-                    if self.phase != Phase::Running {
+                    if self.phase != Phase::Running || p.out.is_none() || p.revoking {
                         continue;
                     }
                     // SAFETY: `msg` is a valid message without error, alive here.
                     unsafe { self.builder.push_raw(&*msg.ptr()) };
                     let records = self.builder.finish(&p.handle.tp.topic, partition);
-                    self.outbox.push_back(Batch {
+                    p.pending.push_back(Batch {
                         partition: Arc::new(PartitionHandle::clone(&p.handle)),
                         records,
                     });
@@ -426,7 +472,11 @@ impl Engine {
         for event in events {
             match event {
                 ContextEvent::Assigned(split) => self.on_assigned(split),
-                ContextEvent::Revoked { partitions, lost } => self.on_revoked(partitions, lost),
+                ContextEvent::Revoked {
+                    partitions,
+                    lost,
+                    released,
+                } => self.on_revoked(partitions, lost, released),
                 ContextEvent::Committed { result, partitions } => {
                     self.on_committed(result, partitions)
                 }
@@ -448,6 +498,20 @@ impl Engine {
                 tracing::warn!(partition = %tp, "could not split the partition queue; its records arrive on the main queue");
             }
             self.forget_partitions(|t| *t == tp);
+            let assignment = Arc::new(Assignment::new());
+            let out = match &self.output {
+                Some(Output::Single(tx)) => Some(tx.clone()),
+                Some(Output::Partitioned(announce)) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(self.buffer_batches);
+                    let sub = SubSource {
+                        tp: tp.clone(),
+                        assignment: assignment.clone(),
+                        rx,
+                    };
+                    announce.send(sub).is_ok().then_some(tx)
+                }
+                None => None,
+            };
             self.partitions.push(Partition {
                 handle: Arc::new(PartitionHandle {
                     tp,
@@ -459,8 +523,12 @@ impl Engine {
                         .outstanding
                         .as_ref()
                         .map(|_| Arc::new(PartitionTracker::default())),
+                    assignment,
                 }),
                 queue,
+                out,
+                pending: VecDeque::new(),
+                revoking: false,
                 emitted_next: None,
                 committed_next: None,
             });
@@ -478,6 +546,7 @@ impl Engine {
             if !matches(&p.handle.tp) {
                 return true;
             }
+            p.handle.assignment.release();
             if let (Some(t), Some(o)) = (&p.handle.tracker, outstanding) {
                 t.close(o);
             }
@@ -485,123 +554,237 @@ impl Engine {
         });
     }
 
-    fn on_revoked(&mut self, revoked: Vec<TopicPartition>, lost: bool) {
-        let link = self.link.clone();
-        let counters = &link.shared.counters;
-        counters.revocations.fetch_add(1, Ordering::Relaxed);
-        let tps: Vec<String> = revoked.iter().map(|tp| tp.to_string()).collect();
-        tracing::info!(partitions = ?tps, lost, "partitions revoked");
-        self.forget_partitions(|tp| revoked.contains(tp));
-        // Records fetched but not yet handed to the source go to the next owner.
-        self.outbox.retain(|b| !revoked.contains(&b.partition.tp));
-        counters
-            .assigned_partitions
-            .store(self.partitions.len() as u64, Ordering::Relaxed);
+    /// Stops delivering to the partitions that match: their streams end
+    /// once what they already received is pulled.
+    fn disconnect(&mut self, matches: impl Fn(&Partition) -> bool) {
+        for p in self.partitions.iter_mut().filter(|p| matches(p)) {
+            p.out = None;
+            p.pending.clear();
+        }
     }
 
-    /// Moves records to the source while it has room: first what waits in
-    /// the outbox, then one batch per partition at most per pass, so the main
-    /// queue and commands are served between passes.
+    fn on_revoked(&mut self, revoked: Vec<TopicPartition>, lost: bool, released: bool) {
+        let counters = &self.link.shared.counters;
+        counters.revocations.fetch_add(1, Ordering::Relaxed);
+        let tps: Vec<String> = revoked.iter().map(|tp| tp.to_string()).collect();
+        if released {
+            tracing::info!(partitions = ?tps, lost, "partitions revoked");
+            self.notify_revoked(&revoked, lost);
+            self.forget_partitions(|tp| revoked.contains(tp));
+            self.update_assigned();
+            return;
+        }
+        // Rebalance-safe: nothing more of these partitions is handed out;
+        // librdkafka keeps them until the records already handed out are
+        // committed (see `progress_revocations`).
+        tracing::info!(partitions = ?tps, timeout = ?self.revoke_timeout, "partitions revoked: waiting for in-flight records to be committed");
+        for p in self
+            .partitions
+            .iter_mut()
+            .filter(|p| revoked.contains(&p.handle.tp))
+        {
+            p.revoking = true;
+            p.out = None;
+            p.pending.clear();
+        }
+        let now = Instant::now();
+        self.revocations.push(PendingRevoke {
+            partitions: revoked,
+            started: now,
+            deadline: now + self.revoke_timeout,
+        });
+        self.link.shared.revoking.send_modify(|n| *n += 1);
+        self.progress_revocations(false);
+    }
+
+    fn update_assigned(&self) {
+        let live = self.partitions.iter().filter(|p| !p.revoking).count();
+        self.link
+            .shared
+            .counters
+            .assigned_partitions
+            .store(live as u64, Ordering::Relaxed);
+    }
+
+    fn notify_revoked(&self, partitions: &[TopicPartition], lost: bool) {
+        if let Some(listener) = &self.consumer().context().listener {
+            if lost {
+                listener.on_lost(partitions);
+            } else {
+                listener.on_revoked(partitions);
+            }
+        }
+    }
+
+    /// Completes each held revocation whose partitions have every record
+    /// handed out committed, or whose deadline passed (all of them when
+    /// `now_all`, as on close).
+    fn progress_revocations(&mut self, now_all: bool) -> bool {
+        let mut progressed = false;
+        let mut i = 0;
+        while i < self.revocations.len() {
+            let expired = now_all || Instant::now() >= self.revocations[i].deadline;
+            let revoke = &self.revocations[i];
+            let mut settled = true;
+            for p in self
+                .partitions
+                .iter()
+                .filter(|p| p.revoking && revoke.partitions.contains(&p.handle.tp))
+            {
+                let a = &p.handle.assignment;
+                if a.is_released() {
+                    continue;
+                }
+                let handed = a.handed_next();
+                let committed = match (handed, p.committed_next) {
+                    (None, _) => true,
+                    (Some(h), Some(c)) => c >= h,
+                    (Some(_), None) => false,
+                };
+                if committed && a.release_if(handed) {
+                    continue;
+                }
+                if expired {
+                    let handed = a.release();
+                    tracing::warn!(
+                        partition = %p.handle.tp,
+                        handed_next = ?handed,
+                        committed_next = ?p.committed_next,
+                        "partition released with records not committed (revoke timeout or failed commit); the next owner reads them again"
+                    );
+                    continue;
+                }
+                settled = false;
+            }
+            if !settled {
+                i += 1;
+                continue;
+            }
+            let revoke = self.revocations.remove(i);
+            tracing::info!(partitions = ?revoke.partitions, waited = ?revoke.started.elapsed(), "revoked partitions released");
+            self.notify_revoked(&revoke.partitions, false);
+            self.forget_partitions(|tp| revoke.partitions.contains(tp));
+            super::context::release(self.consumer(), &revoke.partitions);
+            self.link
+                .shared
+                .revoking
+                .send_modify(|n| *n = n.saturating_sub(1));
+            self.update_assigned();
+            progressed = true;
+        }
+        progressed
+    }
+
+    /// Moves records to the sources while they have room: per partition,
+    /// what waits in its pending list, then at most one new batch per pass,
+    /// so the main queue and commands are served between passes. A partition
+    /// whose stream is full is skipped; the others go on.
     fn deliver(&mut self) -> bool {
         if self.phase != Phase::Running {
             return false;
         }
-        let Some(out) = self.out.clone() else {
+        let n = self.partitions.len();
+        let mut progressed = false;
+        let mut errors = Vec::new();
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            progressed |= self.deliver_partition(i, &mut errors);
+        }
+        self.rr = self.rr.wrapping_add(1);
+        for (tp, e) in errors {
+            self.on_consumer_error(e, Some(&tp));
+        }
+        progressed
+    }
+
+    fn deliver_partition(
+        &mut self,
+        i: usize,
+        errors: &mut Vec<(TopicPartition, KafkaError)>,
+    ) -> bool {
+        let Engine {
+            partitions,
+            builder,
+            scratch,
+            link,
+            max_batch,
+            output,
+            ..
+        } = self;
+        let p = &mut partitions[i];
+        if p.revoking {
+            return false;
+        }
+        let Some(out) = p.out.clone() else {
             return false;
         };
         let mut progressed = false;
-        let mut fills = self.partitions.len();
+        let mut filled = false;
         loop {
-            if self.outbox.is_empty() {
-                if fills == 0 || out.capacity() == 0 {
-                    return progressed;
+            let batch = match p.pending.pop_front() {
+                Some(batch) => batch,
+                None => {
+                    if filled || out.capacity() == 0 {
+                        return progressed;
+                    }
+                    filled = true;
+                    let Some(queue) = p.queue.as_ref() else {
+                        return progressed;
+                    };
+                    if let Some(e) = queue.drain_into(builder, *max_batch, scratch) {
+                        errors.push((p.handle.tp.clone(), e));
+                    }
+                    if builder.is_empty() {
+                        return progressed;
+                    }
+                    Batch {
+                        partition: Arc::new(PartitionHandle::clone(&p.handle)),
+                        records: builder.finish(&p.handle.tp.topic, p.handle.tp.partition),
+                    }
                 }
-                fills -= 1;
-                if !self.fill_next() {
-                    return progressed;
-                }
-            }
-            let Some(batch) = self.outbox.pop_front() else {
-                return progressed;
             };
-            let partition = batch.partition.clone();
             let last = batch.records.last().map(|r| r.offset);
             let len = batch.records.len() as u64;
             match out.try_send(batch) {
                 Ok(()) => {
                     progressed = true;
-                    self.emitted(&partition, last, len);
+                    let counters = &link.shared.counters;
+                    counters.records.fetch_add(len, Ordering::Relaxed);
+                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    if let Some(last) = last {
+                        p.emitted_next = Some(last + 1);
+                    }
                 }
                 Err(TrySendError::Full(batch)) => {
-                    self.outbox.push_front(batch);
+                    p.pending.push_front(batch);
                     return progressed;
                 }
                 Err(TrySendError::Closed(_)) => {
-                    self.source_gone();
+                    p.out = None;
+                    p.pending.clear();
+                    if matches!(output, Some(Output::Single(_))) {
+                        tracing::debug!("the source was dropped; no more records are fetched");
+                        *output = None;
+                        for p in partitions.iter_mut() {
+                            p.out = None;
+                            p.pending.clear();
+                        }
+                    }
                     return progressed;
                 }
             }
         }
-    }
-
-    /// Records that a batch reached the source.
-    fn emitted(&mut self, partition: &Arc<PartitionHandle>, last: Option<i64>, len: u64) {
-        let counters = &self.link.shared.counters;
-        counters.records.fetch_add(len, Ordering::Relaxed);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        if let (Some(last), Some(p)) = (
-            last,
-            self.partitions
-                .iter_mut()
-                .find(|p| p.handle.same_assignment(partition)),
-        ) {
-            p.emitted_next = Some(last + 1);
-        }
-    }
-
-    fn source_gone(&mut self) {
-        tracing::debug!("the source was dropped; no more records are fetched");
-        self.out = None;
-        self.outbox.clear();
-    }
-
-    /// Moves up to `max_batch` records of the next partition that has any
-    /// into the outbox, visiting each partition at most once. False when none had records.
-    fn fill_next(&mut self) -> bool {
-        for _ in 0..self.partitions.len() {
-            let i = self.rr % self.partitions.len();
-            self.rr = self.rr.wrapping_add(1);
-            let p = &self.partitions[i];
-            let Some(queue) = p.queue.as_ref() else {
-                continue;
-            };
-            let error = queue.drain_into(&mut self.builder, self.max_batch, &mut self.scratch);
-            let found = !self.builder.is_empty();
-            if found {
-                let records = self
-                    .builder
-                    .finish(&p.handle.tp.topic, p.handle.tp.partition);
-                self.outbox.push_back(Batch {
-                    partition: Arc::new(PartitionHandle::clone(&p.handle)),
-                    records,
-                });
-            }
-            if let Some(e) = error {
-                let tp = p.handle.tp.clone();
-                self.on_consumer_error(e, Some(&tp));
-            }
-            if found {
-                return true;
-            }
-        }
-        false
     }
 
     /// Answers what is pending, leaves the group and destroys the consumer,
     /// all on this thread, then ends the source with the outcome.
     fn close(&mut self) {
-        self.outbox.clear();
+        self.disconnect(|_| true);
         let report = self.drain_report();
+        // librdkafka waits for held revocations even while closing.
+        if self.consumer.is_some() {
+            self.progress_revocations(true);
+        }
         let retries = std::mem::take(&mut self.retries);
         for commit in self
             .inflight
@@ -621,11 +804,16 @@ impl Engine {
         self.commit_queue = None;
         if let Some(consumer) = self.consumer.take() {
             drop(consumer.context().take_events());
+            consumer.context().stop_holding_revocations();
+            let listener = consumer.context().listener.clone();
             tracing::info!("closing the consumer");
             // rdkafka's drop leaves the group (serving the final revocation on
             // this thread) and destroys the handle. `Control::shutdown` bounds
             // how long a caller waits for it.
             drop(consumer);
+            if let Some(listener) = listener {
+                listener.on_stopped();
+            }
         }
         let result = match self.failure.take() {
             Some(e) => Err(e),
@@ -635,7 +823,7 @@ impl Engine {
         // The state is set before the source's channel closes, so the source
         // sees the failure that ended it.
         self.set_state(EngineState::Closed(result));
-        self.out = None;
+        self.output = None;
         if let Some((_, reply)) = self.drain.take() {
             let _ = reply.send(report);
         }
