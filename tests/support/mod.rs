@@ -168,3 +168,51 @@ pub fn committable(
     )
     .expect("committable source")
 }
+
+/// The group protocols and assignors a consumer can run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Classic protocol, `range` assignor: every rebalance revokes everything.
+    Eager,
+    /// Classic protocol, `cooperative-sticky`: only moved partitions are revoked.
+    Cooperative,
+    /// KIP-848 `consumer` protocol: the broker assigns, incrementally.
+    Consumer,
+}
+
+/// Consumer settings for `group` with the given protocol.
+pub fn group_settings(
+    broker: &TestBroker,
+    group: &str,
+    protocol: Protocol,
+) -> reactive_kafka::ConsumerSettings {
+    match protocol {
+        Protocol::Eager => broker
+            .consumer_settings(group)
+            .property("partition.assignment.strategy", "range"),
+        Protocol::Cooperative => broker
+            .consumer_settings(group)
+            .property("partition.assignment.strategy", "cooperative-sticky"),
+        // `session.timeout.ms` and `heartbeat.interval.ms` belong to the
+        // broker with this protocol and must not be set on the client.
+        Protocol::Consumer => reactive_kafka::ConsumerSettings::new(broker.bootstrap_servers())
+            .group_id(group)
+            .auto_offset_reset(reactive_kafka::AutoOffsetReset::Earliest)
+            .property("group.protocol", "consumer")
+            .property("fetch.wait.max.ms", "20")
+            .property("topic.metadata.refresh.interval.ms", "1000")
+            .connect_timeout(Duration::from_secs(20)),
+    }
+}
+
+/// Waits until `done` holds, polling every 20 ms; panics with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
