@@ -57,56 +57,20 @@ async fn main() {
     let mut rows: Vec<Row> = Vec::new();
     for size in sizes {
         // The embedded broker keeps 5 MiB per partition: stay under 4 MiB.
-        let records = if embedded {
-            records.min(partitions as usize * (4 << 20) / (size + 64))
-        } else {
-            records
+        let fit = |parts: i32| {
+            if embedded {
+                records.min(parts as usize * (4 << 20) / (size + 64))
+            } else {
+                records
+            }
         };
-        let plan = Plan::prepare(&broker, partitions, records, size).await;
+        let plan = Plan::prepare(&broker, partitions, fit(partitions), size).await;
         for (case, baseline) in Case::PAIRS {
-            let mut measured = Vec::new();
-            let mut base = Vec::new();
-            let mut rss = Vec::new();
-            let mut base_rss = Vec::new();
-            for _ in 0..runs {
-                let b = baseline.run(&plan).await;
-                base.push(b.rate);
-                base_rss.push(b.rss_growth_mb);
-                let m = case.run(&plan).await;
-                measured.push(m.rate);
-                rss.push(m.rss_growth_mb);
-            }
-            let base_rate = report::median(base);
-            let rate = report::median(measured);
-            let base_rss = Some(report::median(base_rss));
-            for row in [
-                Row::new(
-                    baseline.name(),
-                    baseline.name(),
-                    size,
-                    records,
-                    base_rate,
-                    base_rate,
-                    base_rss,
-                ),
-                Row::new(
-                    case.name(),
-                    baseline.name(),
-                    size,
-                    records,
-                    rate,
-                    base_rate,
-                    Some(report::median(rss)),
-                ),
-            ] {
-                if !rows
-                    .iter()
-                    .any(|r| r.case == row.case && r.size == row.size)
-                {
-                    println!("{}", row.line());
-                    rows.push(row);
-                }
-            }
+            measure(&plan, case, baseline, &mut rows, runs).await;
+        }
+        for (case, baseline, parts) in Case::PARTITIONED {
+            let plan = Plan::prepare(&broker, parts, fit(parts), size).await;
+            measure(&plan, case, baseline, &mut rows, runs).await;
         }
         // Memory under a slow downstream: the source must stay within its buffers.
         let slow =
@@ -119,5 +83,54 @@ async fn main() {
     match report::write_files(&rows) {
         Ok(dir) => println!("\nwrote {dir}/throughput.csv and {dir}/throughput.svg"),
         Err(e) => eprintln!("could not write the report files: {e}"),
+    }
+}
+
+/// Runs `case` and its `baseline` `runs` times, interleaved, and adds the
+/// medians to `rows` (a baseline once per size).
+async fn measure(plan: &Plan<'_>, case: Case, baseline: Case, rows: &mut Vec<Row>, runs: usize) {
+    let (size, records) = (plan.size(), plan.records());
+    let mut measured = Vec::new();
+    let mut base = Vec::new();
+    let mut rss = Vec::new();
+    let mut base_rss = Vec::new();
+    for _ in 0..runs {
+        let b = baseline.run(plan).await;
+        base.push(b.rate);
+        base_rss.push(b.rss_growth_mb);
+        let m = case.run(plan).await;
+        measured.push(m.rate);
+        rss.push(m.rss_growth_mb);
+    }
+    let base_rate = report::median(base);
+    let rate = report::median(measured);
+    let base_rss = Some(report::median(base_rss));
+    for row in [
+        Row::new(
+            baseline.name(),
+            baseline.name(),
+            size,
+            records,
+            base_rate,
+            base_rate,
+            base_rss,
+        ),
+        Row::new(
+            case.name(),
+            baseline.name(),
+            size,
+            records,
+            rate,
+            base_rate,
+            Some(report::median(rss)),
+        ),
+    ] {
+        if !rows
+            .iter()
+            .any(|r| r.case == row.case && r.size == row.size)
+        {
+            println!("{}", row.line());
+            rows.push(row);
+        }
     }
 }

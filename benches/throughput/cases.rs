@@ -56,7 +56,11 @@ pub(crate) enum Case {
     PlainSource,
     PlainSourceSlowBackoff,
     RawCommitLoop,
+    RawCommitLoop8,
+    RawCommitLoop64,
     CommittableCommitter,
+    Partitioned8,
+    Partitioned64,
     OutOfOrderCommitter,
     RawBaseProducer,
     PlainSink,
@@ -76,6 +80,12 @@ impl Case {
         (Case::ProducerFlow, Case::RawBaseProducer),
     ];
 
+    /// Cases on a topic of their own partition count, with their baseline.
+    pub(crate) const PARTITIONED: [(Case, Case, i32); 2] = [
+        (Case::Partitioned8, Case::RawCommitLoop8, 8),
+        (Case::Partitioned64, Case::RawCommitLoop64, 64),
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Case::RawBaseConsumer => "raw_base_consumer",
@@ -84,6 +94,10 @@ impl Case {
             Case::PlainSource => "plain_source",
             Case::PlainSourceSlowBackoff => "plain_source_fetch_backoff_1000ms",
             Case::RawCommitLoop => "raw_store_offset_async_commit",
+            Case::RawCommitLoop8 => "raw_store_offset_async_commit_8p",
+            Case::RawCommitLoop64 => "raw_store_offset_async_commit_64p",
+            Case::Partitioned8 => "committable_partitioned_source+committer_sink_8p",
+            Case::Partitioned64 => "committable_partitioned_source+committer_sink_64p",
             Case::CommittableCommitter => "committable_source+committer_sink",
             Case::OutOfOrderCommitter => {
                 "committable_source+buffer_unordered(16)+out_of_order_commits"
@@ -110,7 +124,10 @@ impl Case {
                     .property("fetch.queue.backoff.ms", "1000");
                 plain_source(plan, settings).await
             }
-            Case::RawCommitLoop => blocking(plan, raw_commit_loop).await,
+            Case::RawCommitLoop | Case::RawCommitLoop8 | Case::RawCommitLoop64 => {
+                blocking(plan, raw_commit_loop).await
+            }
+            Case::Partitioned8 | Case::Partitioned64 => partitioned_committer(plan).await,
             Case::CommittableCommitter => committable_committer(plan, false).await,
             Case::OutOfOrderCommitter => committable_committer(plan, true).await,
             Case::RawBaseProducer => {
@@ -179,6 +196,14 @@ impl<'a> Plan<'a> {
         .await
         .expect("watermarks");
         plan
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(crate) fn records(&self) -> usize {
+        self.records
     }
 
     async fn fresh_topic(&self) -> String {
@@ -460,6 +485,51 @@ async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration 
         .await
         .expect("committable pipeline stalled")
         .expect("pipeline");
+    let elapsed = started.get().expect("records").elapsed();
+    control.shutdown().await.expect("shutdown");
+    elapsed
+}
+
+/// A committable partitioned source, each partition's sub-stream committing
+/// through a committer sink of its own, as a task; timed from the first
+/// record to the last partition's final commit.
+async fn partitioned_committer(plan: &Plan<'_>) -> Duration {
+    let settings = consumer_settings(&plan.servers, &unique("partitioned"));
+    let (mut source, control) = consumer::committable_partitioned_source(
+        settings,
+        Subscription::topics([plan.topic.as_str()]),
+    )
+    .expect("source");
+    let started: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let parts = plan.partitions as usize;
+    let mut tasks = Vec::with_capacity(parts);
+    while tasks.len() < parts {
+        let (tp, sub) = tokio::time::timeout(Duration::from_secs(60), source.next())
+            .await
+            .expect("partitions assigned")
+            .expect("sub-stream")
+            .expect("sub-stream");
+        // Record i went to partition i % partitions.
+        let p = tp.partition as usize;
+        let count = plan.records / parts + usize::from(p < plan.records % parts);
+        let started = started.clone();
+        tasks.push(tokio::spawn(async move {
+            sub.take(count)
+                .map(move |m| {
+                    started.get_or_init(Instant::now);
+                    m.map(|m| m.offset)
+                })
+                .forward(committer::sink(CommitterSettings::default()).expect("committer"))
+                .await
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(300), async {
+        for t in tasks {
+            t.await.expect("task").expect("pipeline");
+        }
+    })
+    .await
+    .expect("partitioned pipeline stalled");
     let elapsed = started.get().expect("records").elapsed();
     control.shutdown().await.expect("shutdown");
     elapsed
