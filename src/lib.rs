@@ -58,6 +58,49 @@
 //!   done, and what is committed is the offset after the longest run of done
 //!   records of each partition, never past a record still in flight.
 //!
+//! ## Delivery across rebalances
+//!
+//! When the group rebalances, partitions move between consumers. What this
+//! crate guarantees, and what you must do:
+//!
+//! - **Nothing is lost.** A partition's next owner starts at its last
+//!   committed offset, and only records you processed are committed.
+//! - **Records you processed and committed are not read again**, with
+//!   [rebalance-safe commits](ConsumerSettings::rebalance_safe_commits) (on by
+//!   default for committable sources). When a partition is revoked, its
+//!   sub-stream (or its share of the stream) ends at once: no further record
+//!   of it is handed out, and records that were buffered but not pulled are
+//!   dropped (the next owner reads them). The revocation is then held until
+//!   every record already handed to you is committed; the committer commits
+//!   its partial batch as soon as a revocation starts. Only then does the
+//!   partition go to its next owner. You must commit the offset of every
+//!   record you take (also of records you skip), or the revocation waits for
+//!   them until the [revoke timeout](ConsumerSettings::revoke_timeout)
+//!   (default: half of `max.poll.interval.ms`).
+//! - **What can still be read twice:** records processed but not committed
+//!   when the revoke timeout passes, when a commit of them fails, or when
+//!   partitions are *lost* (the consumer was expelled from the group, for
+//!   example after a long pause): lost partitions are released at once and
+//!   their offsets are not committed, because another member may already own
+//!   them. Make processing idempotent where a duplicate costs you.
+//! - **A late commit never overwrites the next owner.** An offset whose
+//!   partition was released since its record was fetched is not committed;
+//!   the commit reports it in [`CommitOutcome::stale`] and counts it in
+//!   [`ConsumerMetrics::offsets_stale`](consumer::ConsumerMetrics::offsets_stale).
+//!   It does not fail the stream.
+//! - **The partitions you keep** (cooperative assignors, the KIP-848
+//!   `consumer` protocol) keep their sub-streams. Records already fetched
+//!   keep flowing during the revocation; librdkafka itself pauses fetching
+//!   for the whole assignment until a rebalance completes.
+//! - A [`RebalanceListener`](consumer::RebalanceListener) hears assignments
+//!   (and may choose start offsets, for offsets kept outside Kafka),
+//!   revocations (after the in-flight records were committed), lost
+//!   partitions and the stop.
+//!
+//! All three group protocols are covered by the tests: classic with an eager
+//! assignor (`range`), classic with `cooperative-sticky`, and KIP-848's
+//! `group.protocol=consumer`.
+//!
 //! ## Backpressure and group membership
 //!
 //! The consumer runs on a thread of its own. When the stream is not pulled,

@@ -5,6 +5,11 @@
 //! or [`max_interval`](CommitterSettings::max_interval) passed, whichever comes
 //! first, with up to [`parallelism`](CommitterSettings::parallelism) commits in
 //! flight. Commits run on the consumer's own thread, never on a tokio worker.
+//!
+//! When the consumer starts holding a revocation (rebalance-safe commits),
+//! the committer commits its partial batch at once, and while a revocation is
+//! held it commits each arriving chunk without waiting for the batch to
+//! fill, so the revocation completes as soon as the records are processed.
 
 mod batch;
 pub(crate) mod tracker;

@@ -6,7 +6,14 @@
 //!   and the [`CommittableOffset`] to commit once it is processed, for
 //!   at-least-once delivery with [`committer::sink`](crate::committer::sink).
 //!
-//! Both return a [`Control`] to stop, drain and shut the consumer down.
+//! - [`plain_partitioned_source`] and [`committable_partitioned_source`]: a
+//!   stream of `(partition, sub-stream)` pairs, one sub-stream per assigned
+//!   partition, each with its own backpressure.
+//!
+//! Each returns a [`Control`] to stop, drain and shut the consumer down.
+//! Committable sources hold a revocation until the records they handed out
+//! are committed ([rebalance-safe commits](ConsumerSettings::rebalance_safe_commits));
+//! a [`RebalanceListener`] hears every rebalance and may choose start offsets.
 
 mod control;
 mod listener;
