@@ -82,3 +82,43 @@ async fn next_offset_observed_holds_each_offset_until_a_newer_one_arrives() {
     assert!(committed.windows(2).all(|w| w[0] < w[1]), "{committed:?}");
     control.shutdown().await.unwrap();
 }
+
+/// With every commit slot busy, offsets keep arriving and merge into the
+/// next commit: a broker slow to answer commits means fewer commits, not a
+/// slower stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_merge_while_every_commit_slot_is_busy() {
+    let (broker, topic) = broker_with_topic("coalesce", 1).await;
+    let Some(embedded) = broker.embedded() else {
+        println!("skipped: round-trip delay injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
+        return;
+    };
+    let n = 2_000;
+    produce_n(&broker, &topic, n, 1).await;
+    let group = unique("g-coalesce");
+    let (mut source, control) = committable(&broker, &group, &topic);
+    let messages = take_n(&mut source, n, Duration::from_secs(30)).await;
+    for id in 1..=3 {
+        embedded.set_round_trip_time(id, Duration::from_millis(300));
+    }
+    // One commit at a time, every 10 offsets: 200 commits of 300 ms each
+    // (a minute) if offsets waited for a free slot.
+    let settings = CommitterSettings::default().parallelism(1).max_batch(10);
+    let started = std::time::Instant::now();
+    futures::stream::iter(messages.into_iter().map(|m| Ok(m.offset)))
+        .forward(committer::sink(settings).unwrap())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let commits = control.metrics().commits;
+    assert!(commits <= 5, "{commits} commits");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(
+        committed_offsets(&broker, &group, &topic, 1).await[&0],
+        Some(n as i64)
+    );
+    for id in 1..=3 {
+        embedded.set_round_trip_time(id, Duration::ZERO);
+    }
+    control.shutdown().await.unwrap();
+}

@@ -189,11 +189,24 @@ where
                 break;
             }
             let room = inflight.len() < settings.parallelism;
+            // A full batch, the stream's end or a held revocation (nothing
+            // may wait then) dispatches as soon as a commit slot is free.
+            // Until then offsets keep merging into the batch: a slow broker
+            // means fewer, larger commits, not a slower stream.
+            if room
+                && !batch.is_empty()
+                && (upstream_done
+                    || batch.len() >= settings.max_batch
+                    || revoking.as_ref().is_some_and(|r| *r.borrow() > 0))
+            {
+                inflight.push(dispatch(&mut batch)?);
+                continue;
+            }
             // The branches only pick the event: `?` works outside `select!`.
             let event = tokio::select! {
                 biased;
                 Some(result) = inflight.next(), if !inflight.is_empty() => Event::Answered(result),
-                chunk = chunks.next(), if !upstream_done && room => Event::Offsets(chunk),
+                chunk = chunks.next(), if !upstream_done => Event::Offsets(chunk),
                 _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && room => Event::Interval,
                 _ = revocation(&mut revoking), if !upstream_done => Event::Revoking,
             };
@@ -216,27 +229,16 @@ where
                         CommitWhen::OffsetFirstObserved => batch.extend(chunk),
                         CommitWhen::NextOffsetObserved => held.observe(chunk, &mut batch),
                     }
-                    // While a revocation waits for commits, nothing waits here.
-                    let urgent = revoking.as_ref().is_some_and(|r| *r.borrow() > 0);
-                    if !batch.is_empty() && (urgent || batch.len() >= settings.max_batch) {
-                        inflight.push(dispatch(&mut batch)?);
-                    }
                 }
                 Event::Offsets(None) => {
                     upstream_done = true;
                     // At the end nothing follows: held offsets are committed too.
                     held.release(&mut batch);
-                    if !batch.is_empty() {
-                        inflight.push(dispatch(&mut batch)?);
-                    }
                 }
                 Event::Interval => inflight.push(dispatch(&mut batch)?),
                 Event::Revoking => {
+                    tracing::debug!(offsets = batch.len(), "partitions revoked: committing the partial batch");
                     held.release(&mut batch);
-                    if !batch.is_empty() {
-                        tracing::debug!(offsets = batch.len(), "partitions revoked: committing the partial batch");
-                        inflight.push(dispatch(&mut batch)?);
-                    }
                 }
             }
         }

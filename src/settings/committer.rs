@@ -68,7 +68,10 @@ impl CommitterSettings {
         self
     }
 
-    /// Most commits in flight at once. Default 100.
+    /// Most commits in flight at once. Default 100. While all of them are in
+    /// flight, arriving offsets are merged into the next commit (only the
+    /// highest offset per partition counts), so a broker slow to answer
+    /// commits means fewer, larger commits rather than a slower stream.
     pub fn parallelism(mut self, n: usize) -> Self {
         self.parallelism = n;
         self
