@@ -256,9 +256,71 @@ impl RebalanceListener for Recorder {
             .push(format!("revoked {}", partitions.len()));
     }
 
+    fn on_lost(&self, partitions: &[TopicPartition]) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("lost {}", partitions.len()));
+    }
+
     fn on_stopped(&self) {
         self.events.lock().unwrap().push("stopped".into());
     }
+}
+
+/// Kafka's API key of Heartbeat requests.
+const HEARTBEAT: i16 = 12;
+
+/// Lost partitions (the broker no longer knows the member) are released at
+/// once, without waiting for records in flight, and their offsets are not
+/// committed: another member may own them already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_partitions_are_released_at_once_and_not_committed() {
+    let (broker, topic) = broker_with_topic("safe-lost", 1).await;
+    let Some(embedded) = broker.embedded() else {
+        println!(
+            "skipped: losing partitions is forced by error injection, which needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
+        );
+        return;
+    };
+    produce_n(&broker, &topic, 100, 1).await;
+    let group = unique("g-safe-lost");
+    let recorder = Arc::new(Recorder::default());
+    let (mut source, control) = consumer::committable_source(
+        broker
+            .consumer_settings(&group)
+            .revoke_timeout(Duration::from_secs(60))
+            .rebalance_listener(recorder.clone()),
+        Subscription::topics([topic.as_str()]),
+    )
+    .unwrap();
+    // Ten records taken and never committed: a revocation would wait for them.
+    let taken = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    embedded.fail_requests(
+        HEARTBEAT,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID,
+        1,
+    );
+    wait_until("partitions lost", Duration::from_secs(20), || {
+        recorder
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e == "lost 1")
+    })
+    .await;
+    let outcome = taken[9].offset.clone().commit().await.unwrap();
+    assert!(outcome.committed.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.stale.len(), 1);
+    assert_eq!(
+        committed_offsets(&broker, &group, &topic, 1).await[&0],
+        None
+    );
+    // The member rejoins and reads the partition again from the start.
+    let again = take_n(&mut source, 1, Duration::from_secs(30)).await;
+    assert_eq!(again[0].record.offset(), 0);
+    control.shutdown().await.unwrap();
 }
 
 /// The listener chooses start offsets on assignment and hears of
