@@ -488,8 +488,7 @@ impl Engine {
 
     fn on_assigned(&mut self, split: Vec<(TopicPartition, Option<PartitionQueue>)>) {
         self.generation += 1;
-        let link = self.link.clone();
-        let counters = &link.shared.counters;
+        let counters = &self.link.shared.counters;
         counters.assignments.fetch_add(1, Ordering::Relaxed);
         let tps: Vec<String> = split.iter().map(|(tp, _)| tp.to_string()).collect();
         tracing::info!(partitions = ?tps, generation = self.generation, "partitions assigned");
@@ -533,13 +532,12 @@ impl Engine {
                 committed_next: None,
             });
         }
-        counters
-            .assigned_partitions
-            .store(self.partitions.len() as u64, Ordering::Relaxed);
+        self.update_assigned();
     }
 
-    /// Drops the partitions that match, releasing what their out-of-order
-    /// trackers held so the source is not kept waiting for them.
+    /// Drops the partitions that match: no record of them is handed out any
+    /// more, and what their out-of-order trackers held is released so the
+    /// source is not kept waiting for them.
     fn forget_partitions(&mut self, matches: impl Fn(&TopicPartition) -> bool) {
         let outstanding = self.link.shared.outstanding.as_ref();
         self.partitions.retain(|p| {
