@@ -181,3 +181,69 @@ async fn sub_streams_commit_through_the_committer() {
     }
     control.shutdown().await.unwrap();
 }
+
+/// In an incremental rebalance (KIP-848 protocol) only the partitions that
+/// move end their sub-streams; the ones kept go on in the same sub-stream,
+/// without a gap or a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_partitions_keep_their_sub_streams_through_a_rebalance() {
+    let partitions = 4;
+    let (broker, topic) = broker_with_topic("part-keep", partitions).await;
+    let n = 4_000;
+    let per = n / partitions as usize;
+    produce_n(&broker, &topic, n, partitions).await;
+    let group = unique("g-part-keep");
+    let settings = group_settings(&broker, &group, Protocol::Consumer);
+    let (mut first, first_control) = consumer::committable_partitioned_source(
+        settings.clone(),
+        Subscription::topics([topic.as_str()]),
+    )
+    .unwrap();
+    let mut subs: BTreeMap<i32, CommittableSource> = take_partitions(&mut first, partitions).await;
+    // Half of each partition processed and committed.
+    for sub in subs.values_mut() {
+        let msgs = take_n(sub, per / 2, Duration::from_secs(30)).await;
+        msgs.last().unwrap().offset.clone().commit().await.unwrap();
+    }
+    let (second, second_control) =
+        consumer::committable_partitioned_source(settings, Subscription::topics([topic.as_str()]))
+            .unwrap();
+    let drain = tokio::spawn(second.for_each_concurrent(None, |sub| async move {
+        let (_, sub) = sub.unwrap();
+        sub.for_each(|_| async {}).await;
+    }));
+    wait_until("a revocation", Duration::from_secs(30), || {
+        first_control.metrics().revocations > 0
+    })
+    .await;
+    let kept = first_control.metrics().assigned_partitions as usize;
+    assert!(kept > 0 && kept < partitions as usize, "kept {kept}");
+    let mut continued = 0;
+    for (p, mut sub) in subs {
+        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+            Ok(Some(Ok(m))) => {
+                // A kept partition: the same sub-stream, right after the commit.
+                assert_eq!(m.record.offset(), (per / 2) as i64, "partition {p}");
+                let rest = take_n(&mut sub, per / 2 - 1, Duration::from_secs(30)).await;
+                assert_eq!(rest.last().unwrap().record.offset(), per as i64 - 1);
+                continued += 1;
+            }
+            Ok(None) => {} // moved to the second member
+            other => panic!(
+                "partition {p}: {:?}",
+                other.map(|o| o.map(|r| r.map(|m| m.record.offset())))
+            ),
+        }
+    }
+    assert_eq!(continued, kept);
+    // No kept partition was handed out again as a new sub-stream.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), first.next())
+            .await
+            .is_err(),
+        "a new sub-stream for a partition that was kept"
+    );
+    first_control.shutdown().await.unwrap();
+    second_control.shutdown().await.unwrap();
+    drain.await.unwrap();
+}
