@@ -122,3 +122,43 @@ async fn offsets_merge_while_every_commit_slot_is_busy() {
     }
     control.shutdown().await.unwrap();
 }
+
+/// Commits requested while one is in flight are merged into the next one:
+/// each request is answered with its own offsets, the broker sees two
+/// commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_are_merged_and_each_answered() {
+    let (broker, topic) = broker_with_topic("merge", 1).await;
+    let Some(embedded) = broker.embedded() else {
+        println!("skipped: round-trip delay injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
+        return;
+    };
+    let n = 50;
+    produce_n(&broker, &topic, n, 1).await;
+    let group = unique("g-merge");
+    let (mut source, control) = committable(&broker, &group, &topic);
+    let messages = take_n(&mut source, n, Duration::from_secs(30)).await;
+    for id in 1..=3 {
+        embedded.set_round_trip_time(id, Duration::from_millis(300));
+    }
+    let started = std::time::Instant::now();
+    let outcomes =
+        futures::future::join_all(messages.iter().map(|m| m.offset.clone().commit())).await;
+    let elapsed = started.elapsed();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let outcome = outcome.expect("commit");
+        assert_eq!(outcome.committed.len(), 1);
+        assert_eq!(outcome.committed[0].offset, i as i64 + 1, "request {i}");
+    }
+    let commits = control.metrics().commits;
+    assert!(commits <= 3, "{commits} broker commits for {n} requests");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(
+        committed_offsets(&broker, &group, &topic, 1).await[&0],
+        Some(n as i64)
+    );
+    for id in 1..=3 {
+        embedded.set_round_trip_time(id, Duration::ZERO);
+    }
+    control.shutdown().await.unwrap();
+}

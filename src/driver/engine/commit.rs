@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
-use super::{Engine, InflightCommit, Phase};
+use super::{Engine, Flight, InflightCommit, Phase};
 use crate::consumer::{CommitOutcome, DrainReport, PartitionOffset, Uncommitted};
 use crate::driver::context::CommittedPartition;
 use crate::driver::CommitRequest;
@@ -83,9 +83,17 @@ impl Engine {
         self.send_commit(commit);
     }
 
-    /// Moves offsets whose assignment has ended to `stale`, then sends the
-    /// rest (or answers at once when nothing is left).
-    fn send_commit(&mut self, mut commit: InflightCommit) {
+    /// Queues a commit and sends what is queued if no commit is in flight.
+    fn send_commit(&mut self, commit: InflightCommit) {
+        if let Some(commit) = self.drop_stale(commit) {
+            self.queued.push(commit);
+        }
+        self.send_queued();
+    }
+
+    /// Moves offsets whose assignment has ended to `stale`; answers the
+    /// commit at once when nothing else is left.
+    fn drop_stale(&mut self, mut commit: InflightCommit) -> Option<InflightCommit> {
         let partitions = &self.partitions;
         let (current, stale): (Vec<_>, Vec<_>) = commit.committed.drain(..).partition(|(o, g)| {
             partitions
@@ -103,18 +111,47 @@ impl Engine {
             tracing::info!(stale = ?stale, "offsets of revoked partitions not committed");
             commit.stale.extend(stale);
         }
-        if commit.committed.is_empty() {
-            if let Some(reply) = commit.reply {
-                let _ = reply.send(Ok(CommitOutcome {
-                    committed: Vec::new(),
-                    stale: commit.stale,
-                    elapsed: commit.started.elapsed(),
-                }));
-            }
+        if !commit.committed.is_empty() {
+            return Some(commit);
+        }
+        if let Some(reply) = commit.reply {
+            let _ = reply.send(Ok(CommitOutcome {
+                committed: Vec::new(),
+                stale: commit.stale,
+                elapsed: commit.started.elapsed(),
+            }));
+        }
+        None
+    }
+
+    /// One commit at a time goes to the broker (Kafka answers a client's
+    /// requests one after another anyway); the commits requested meanwhile
+    /// are merged into the next one, the highest offset per partition, and
+    /// each is answered when it completes.
+    pub(super) fn send_queued(&mut self) {
+        if !self.inflight.is_empty() || self.queued.is_empty() {
+            self.update_in_flight();
             return;
         }
-        let mut tpl = TopicPartitionList::with_capacity(commit.committed.len());
-        for (e, _) in &commit.committed {
+        // Partitions may have been released while these waited.
+        let queued = std::mem::take(&mut self.queued);
+        let commits: Vec<InflightCommit> = queued
+            .into_iter()
+            .filter_map(|c| self.drop_stale(c))
+            .collect();
+        if commits.is_empty() {
+            self.update_in_flight();
+            return;
+        }
+        let mut offsets: Vec<(PartitionOffset, u64)> = Vec::new();
+        for (o, g) in commits.iter().flat_map(|c| &c.committed) {
+            match offsets.iter_mut().find(|(e, eg)| e.tp == o.tp && eg == g) {
+                Some((e, _)) => e.offset = e.offset.max(o.offset),
+                None => offsets.push((o.clone(), *g)),
+            }
+        }
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (e, _) in &offsets {
             if let Err(err) =
                 tpl.add_partition_offset(&e.tp.topic, e.tp.partition, Offset::Offset(e.offset))
             {
@@ -123,7 +160,10 @@ impl Engine {
                     Some(e.tp.partition),
                     Some(e.offset),
                 );
-                return self.fail(commit, err);
+                for commit in commits {
+                    self.fail(commit, err.clone());
+                }
+                return;
             }
         }
         let result = match &self.commit_queue {
@@ -134,10 +174,16 @@ impl Engine {
         };
         drop(tpl);
         match result {
-            Ok(()) => self.inflight.push_back(commit),
+            Ok(()) => self.inflight.push_back(Flight {
+                offsets,
+                commits,
+                started: Instant::now(),
+            }),
             Err(e) => {
-                let err = commit_error(&commit.committed, e);
-                self.fail_or_retry(commit, err);
+                for commit in commits {
+                    let err = commit_error(&commit.committed, e.clone());
+                    self.fail_or_retry(commit, err);
+                }
             }
         }
         self.update_in_flight();
@@ -219,12 +265,15 @@ impl Engine {
     }
 
     pub(super) fn commits_pending(&self) -> bool {
-        !self.inflight.is_empty() || !self.retries.is_empty()
+        !self.inflight.is_empty() || !self.queued.is_empty() || !self.retries.is_empty()
     }
 
+    /// Commits requested and not yet answered: sent, merged into the next
+    /// commit, or waiting for a retry.
     fn update_in_flight(&self) {
+        let sent: usize = self.inflight.iter().map(|f| f.commits.len()).sum();
         self.link.shared.counters.commits_in_flight.store(
-            (self.inflight.len() + self.retries.len()) as u64,
+            (sent + self.queued.len() + self.retries.len()) as u64,
             Ordering::Relaxed,
         );
     }
@@ -238,27 +287,25 @@ impl Engine {
         let index = self
             .inflight
             .iter()
-            .position(|c| {
-                c.committed.len() == partitions.len()
-                    && c.committed.iter().all(|(o, _)| {
+            .position(|f| {
+                f.offsets.len() == partitions.len()
+                    && f.offsets.iter().all(|(o, _)| {
                         partitions
                             .iter()
                             .any(|p| p.tp == o.tp && p.offset == Some(o.offset))
                     })
             })
             .unwrap_or(0);
-        let Some(commit) = self.inflight.remove(index) else {
+        let Some(flight) = self.inflight.remove(index) else {
             // A commit this engine did not request (auto commit on a plain source).
             tracing::debug!(ok = result.is_ok(), "offsets committed by librdkafka");
             return;
         };
-        // Counters first: whoever gets the answer may read them at once.
-        self.update_in_flight();
         let failed = partitions
             .iter()
             .find_map(|p| p.error.clone().map(|e| (p, e)));
         let outcome = match (result, failed) {
-            (Err(e), _) => Err(commit_error(&commit.committed, e)),
+            (Err(e), _) => Err(commit_error(&flight.offsets, e)),
             (Ok(()), Some((p, e))) => Err(Error::with_source(
                 ErrorKind::Commit,
                 format!("commit failed: {e}"),
@@ -267,15 +314,14 @@ impl Engine {
             .at(&p.tp.topic, Some(p.tp.partition), p.offset)),
             (Ok(()), None) => Ok(()),
         };
-        let elapsed = commit.started.elapsed();
         match outcome {
             Ok(()) => {
                 let counters = &self.link.shared.counters;
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters
                     .offsets_committed
-                    .fetch_add(commit.committed.len() as u64, Ordering::Relaxed);
-                for (c, g) in &commit.committed {
+                    .fetch_add(flight.offsets.len() as u64, Ordering::Relaxed);
+                for (c, g) in &flight.offsets {
                     if let Some(p) = self
                         .partitions
                         .iter_mut()
@@ -285,17 +331,27 @@ impl Engine {
                             Some(p.committed_next.map_or(c.offset, |o| o.max(c.offset)));
                     }
                 }
-                tracing::debug!(offsets = ?commit.committed, ?elapsed, "committed");
-                if let Some(reply) = commit.reply {
-                    let _ = reply.send(Ok(CommitOutcome {
-                        committed: commit.committed.into_iter().map(|(o, _)| o).collect(),
-                        stale: commit.stale,
-                        elapsed,
-                    }));
+                tracing::debug!(offsets = ?flight.offsets, requests = flight.commits.len(), elapsed = ?flight.started.elapsed(), "committed");
+                // Counters first: whoever gets the answer may read them at once.
+                self.update_in_flight();
+                for commit in flight.commits {
+                    if let Some(reply) = commit.reply {
+                        let _ = reply.send(Ok(CommitOutcome {
+                            committed: commit.committed.into_iter().map(|(o, _)| o).collect(),
+                            stale: commit.stale,
+                            elapsed: commit.started.elapsed(),
+                        }));
+                    }
                 }
             }
-            Err(err) => self.fail_or_retry(commit, err),
+            Err(err) => {
+                self.update_in_flight();
+                for commit in flight.commits {
+                    self.fail_or_retry(commit, err.clone());
+                }
+            }
         }
+        self.send_queued();
     }
 
     pub(super) fn check_drain(&mut self) {

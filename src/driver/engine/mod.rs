@@ -113,6 +113,7 @@ pub(crate) fn spawn(config: EngineConfig) -> Result<(Arc<EngineHandle>, Outlet)>
         builder: BatchBuilder::default(),
         scratch: MessageBuf::default(),
         inflight: VecDeque::new(),
+        queued: Vec::new(),
         retries: Vec::new(),
         phase: Phase::Running,
         drain: None,
@@ -172,6 +173,14 @@ pub(super) struct PendingRevoke {
     deadline: Instant,
 }
 
+/// One commit sent to the broker: the merged offsets of the requests it
+/// answers.
+pub(super) struct Flight {
+    offsets: Vec<(PartitionOffset, u64)>,
+    commits: Vec<InflightCommit>,
+    started: Instant,
+}
+
 struct InflightCommit {
     reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
     /// Offsets to commit, each with the assignment generation it came from.
@@ -201,7 +210,10 @@ struct Engine {
     builder: BatchBuilder,
     /// Message pointers of one batch read; kept to reuse its allocation.
     scratch: MessageBuf,
-    inflight: VecDeque<InflightCommit>,
+    /// Commits sent; one at a time (see `send_queued`).
+    inflight: VecDeque<Flight>,
+    /// Commits waiting for the one in flight, merged into the next.
+    queued: Vec<InflightCommit>,
     retries: Vec<commit::Retry>,
     phase: Phase,
     drain: Option<(Instant, oneshot::Sender<DrainReport>)>,
@@ -784,9 +796,12 @@ impl Engine {
             self.progress_revocations(true);
         }
         let retries = std::mem::take(&mut self.retries);
+        let queued = std::mem::take(&mut self.queued);
         for commit in self
             .inflight
             .drain(..)
+            .flat_map(|f| f.commits)
+            .chain(queued)
             .chain(retries.into_iter().map(|r| r.commit))
         {
             if let Some(reply) = commit.reply {
