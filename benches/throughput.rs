@@ -5,6 +5,7 @@
 //! cargo bench --bench throughput -- --quick      # about a minute on 2 cores
 //! cargo bench --bench throughput                  # 100 B and 1 KiB records, more repetitions
 //! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo bench --bench throughput -- --quick
+//! cargo bench --bench throughput -- --quick --only producer_flow   # cases whose name contains it
 //! ```
 //!
 //! Consumer cases read the same pre-produced topic from the beginning with a
@@ -39,7 +40,14 @@ use report::Row;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only NAME`: just the cases whose name contains NAME (for profiling).
+    let only = args
+        .windows(2)
+        .find(|w| w[0] == "--only")
+        .map(|w| w[1].clone());
+    let wanted = |case: Case| only.as_deref().is_none_or(|o| case.name().contains(o));
     let broker = TestBroker::start().await.expect("broker");
     let embedded = broker.is_embedded();
     let (sizes, runs, records, partitions) = if quick {
@@ -65,12 +73,16 @@ async fn main() {
             }
         };
         let plan = Plan::prepare(&broker, partitions, fit(partitions), size).await;
-        for (case, baseline) in Case::PAIRS {
+        for (case, baseline) in Case::PAIRS.into_iter().filter(|(c, _)| wanted(*c)) {
             measure(&plan, case, baseline, &mut rows, runs).await;
         }
-        for (case, baseline, parts) in Case::PARTITIONED {
+        for (case, baseline, parts) in Case::PARTITIONED.into_iter().filter(|(c, _, _)| wanted(*c))
+        {
             let plan = Plan::prepare(&broker, parts, fit(parts), size).await;
             measure(&plan, case, baseline, &mut rows, runs).await;
+        }
+        if only.is_some() {
+            continue;
         }
         // Memory under a slow downstream: the source must stay within its buffers.
         let slow =

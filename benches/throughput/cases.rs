@@ -96,8 +96,8 @@ impl Case {
             Case::RawCommitLoop => "raw_store_offset_async_commit",
             Case::RawCommitLoop8 => "raw_store_offset_async_commit_8p",
             Case::RawCommitLoop64 => "raw_store_offset_async_commit_64p",
-            Case::Partitioned8 => "committable_partitioned_source+flatten+committer_sink_8p",
-            Case::Partitioned64 => "committable_partitioned_source+flatten+committer_sink_64p",
+            Case::Partitioned8 => "committable_partitioned_source+committer_sink_8p",
+            Case::Partitioned64 => "committable_partitioned_source+committer_sink_64p",
             Case::CommittableCommitter => "committable_source+committer_sink",
             Case::OutOfOrderCommitter => {
                 "committable_source+buffer_unordered(16)+out_of_order_commits"
@@ -490,38 +490,46 @@ async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration 
     elapsed
 }
 
-/// A committable partitioned source: the sub-streams, one per partition,
-/// polled concurrently (`flatten_unordered`, so each keeps its own
-/// backpressure) into one committer sink; timed from the first record to
-/// the final commit.
+/// A committable partitioned source, each partition's sub-stream committing
+/// through a committer sink of its own, as a task; timed from the first
+/// record to the last partition's final commit.
 async fn partitioned_committer(plan: &Plan<'_>) -> Duration {
     let settings = consumer_settings(&plan.servers, &unique("partitioned"));
-    let (source, control) = consumer::committable_partitioned_source(
+    let (mut source, control) = consumer::committable_partitioned_source(
         settings,
         Subscription::topics([plan.topic.as_str()]),
     )
     .expect("source");
-    let started = std::sync::OnceLock::new();
+    let started: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let parts = plan.partitions as usize;
-    let records = plan.records;
-    let offsets = source
-        .take(parts)
-        .map(|next| {
-            let (tp, sub) = next.expect("sub-stream");
-            // Record i went to partition i % partitions.
-            let p = tp.partition as usize;
-            sub.take(records / parts + usize::from(p < records % parts))
-        })
-        .flatten_unordered(None)
-        .map(|m| {
-            started.get_or_init(Instant::now);
-            m.map(|m| m.offset)
-        });
-    let sink = committer::sink(CommitterSettings::default()).expect("committer");
-    tokio::time::timeout(Duration::from_secs(300), offsets.forward(sink))
-        .await
-        .expect("partitioned pipeline stalled")
-        .expect("pipeline");
+    let mut tasks = Vec::with_capacity(parts);
+    while tasks.len() < parts {
+        let (tp, sub) = tokio::time::timeout(Duration::from_secs(60), source.next())
+            .await
+            .expect("partitions assigned")
+            .expect("sub-stream")
+            .expect("sub-stream");
+        // Record i went to partition i % partitions.
+        let p = tp.partition as usize;
+        let count = plan.records / parts + usize::from(p < plan.records % parts);
+        let started = started.clone();
+        tasks.push(tokio::spawn(async move {
+            sub.take(count)
+                .map(move |m| {
+                    started.get_or_init(Instant::now);
+                    m.map(|m| m.offset)
+                })
+                .forward(committer::sink(CommitterSettings::default()).expect("committer"))
+                .await
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(300), async {
+        for t in tasks {
+            t.await.expect("task").expect("pipeline");
+        }
+    })
+    .await
+    .expect("partitioned pipeline stalled");
     let elapsed = started.get().expect("records").elapsed();
     control.shutdown().await.expect("shutdown");
     elapsed
