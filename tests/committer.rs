@@ -83,24 +83,62 @@ async fn next_offset_observed_holds_each_offset_until_a_newer_one_arrives() {
     control.shutdown().await.unwrap();
 }
 
+/// `n` records of a fresh one-partition topic, taken from a committable
+/// source; from then on the embedded broker answers every request 300 ms
+/// late. `None` (skipped) on a real broker.
+async fn taken_before_slow_commits(
+    prefix: &str,
+    n: usize,
+) -> Option<(
+    reactive_kafka::testkit::TestBroker,
+    String,
+    String,
+    reactive_kafka::Control,
+    Vec<reactive_kafka::consumer::CommittableMessage>,
+)> {
+    let (broker, topic) = broker_with_topic(prefix, 1).await;
+    if broker.embedded().is_none() {
+        println!("skipped: round-trip delay injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
+        return None;
+    }
+    produce_n(&broker, &topic, n, 1).await;
+    let group = unique(&format!("g-{prefix}"));
+    let (mut source, control) = committable(&broker, &group, &topic);
+    let messages = take_n(&mut source, n, Duration::from_secs(30)).await;
+    set_round_trip_time(broker.embedded()?, Duration::from_millis(300));
+    Some((broker, topic, group, control, messages))
+}
+
+/// The commits made, and the group's committed offset checked against `n`;
+/// the broker answers at once again.
+async fn finish_slow_commits(
+    broker: &reactive_kafka::testkit::TestBroker,
+    topic: &str,
+    group: &str,
+    control: reactive_kafka::Control,
+    n: usize,
+) -> u64 {
+    let commits = control.metrics().commits;
+    assert_eq!(
+        committed_offsets(broker, group, topic, 1).await[&0],
+        Some(n as i64)
+    );
+    set_round_trip_time(broker.embedded().unwrap(), Duration::ZERO);
+    control.shutdown().await.unwrap();
+    commits
+}
+
 /// With every commit slot busy, offsets keep arriving and merge into the
 /// next commit: a broker slow to answer commits means fewer commits, not a
 /// slower stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_merge_while_every_commit_slot_is_busy() {
-    let (broker, topic) = broker_with_topic("coalesce", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!("skipped: round-trip delay injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
+    let n = 2_000;
+    let Some((broker, topic, group, control, messages)) =
+        taken_before_slow_commits("coalesce", n).await
+    else {
         return;
     };
-    let n = 2_000;
-    produce_n(&broker, &topic, n, 1).await;
-    let group = unique("g-coalesce");
-    let (mut source, control) = committable(&broker, &group, &topic);
-    let messages = take_n(&mut source, n, Duration::from_secs(30)).await;
-    for id in 1..=3 {
-        embedded.set_round_trip_time(id, Duration::from_millis(300));
-    }
     // One commit at a time, every 10 offsets: 200 commits of 300 ms each
     // (a minute) if offsets waited for a free slot.
     let settings = CommitterSettings::default().parallelism(1).max_batch(10);
@@ -110,17 +148,9 @@ async fn offsets_merge_while_every_commit_slot_is_busy() {
         .await
         .unwrap();
     let elapsed = started.elapsed();
-    let commits = control.metrics().commits;
-    assert!(commits <= 5, "{commits} commits");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    assert_eq!(
-        committed_offsets(&broker, &group, &topic, 1).await[&0],
-        Some(n as i64)
-    );
-    for id in 1..=3 {
-        embedded.set_round_trip_time(id, Duration::ZERO);
-    }
-    control.shutdown().await.unwrap();
+    let commits = finish_slow_commits(&broker, &topic, &group, control, n).await;
+    assert!(commits <= 5, "{commits} commits");
 }
 
 /// Commits requested while one is in flight are merged into the next one:
@@ -128,19 +158,12 @@ async fn offsets_merge_while_every_commit_slot_is_busy() {
 /// commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_are_merged_and_each_answered() {
-    let (broker, topic) = broker_with_topic("merge", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!("skipped: round-trip delay injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
+    let n = 50;
+    let Some((broker, topic, group, control, messages)) =
+        taken_before_slow_commits("merge", n).await
+    else {
         return;
     };
-    let n = 50;
-    produce_n(&broker, &topic, n, 1).await;
-    let group = unique("g-merge");
-    let (mut source, control) = committable(&broker, &group, &topic);
-    let messages = take_n(&mut source, n, Duration::from_secs(30)).await;
-    for id in 1..=3 {
-        embedded.set_round_trip_time(id, Duration::from_millis(300));
-    }
     let started = std::time::Instant::now();
     let outcomes =
         futures::future::join_all(messages.iter().map(|m| m.offset.clone().commit())).await;
@@ -150,15 +173,7 @@ async fn concurrent_commits_are_merged_and_each_answered() {
         assert_eq!(outcome.committed.len(), 1);
         assert_eq!(outcome.committed[0].offset, i as i64 + 1, "request {i}");
     }
-    let commits = control.metrics().commits;
-    assert!(commits <= 3, "{commits} broker commits for {n} requests");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    assert_eq!(
-        committed_offsets(&broker, &group, &topic, 1).await[&0],
-        Some(n as i64)
-    );
-    for id in 1..=3 {
-        embedded.set_round_trip_time(id, Duration::ZERO);
-    }
-    control.shutdown().await.unwrap();
+    let commits = finish_slow_commits(&broker, &topic, &group, control, n).await;
+    assert!(commits <= 3, "{commits} broker commits for {n} requests");
 }

@@ -8,25 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reactive_kafka::consumer::{self, CommittableSource, PlainSource};
-use reactive_kafka::{committer, CommitterSettings, Subscription, TopicPartition};
+use reactive_kafka::{committer, CommitterSettings, Subscription};
 use support::*;
-
-/// Takes sub-streams until every one of `partitions` arrived.
-async fn take_partitions<S>(
-    source: &mut (impl futures::Stream<Item = reactive_kafka::Result<(TopicPartition, S)>> + Unpin),
-    partitions: i32,
-) -> BTreeMap<i32, S> {
-    let mut subs = BTreeMap::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while subs.len() < partitions as usize {
-            let (tp, sub) = source.next().await.expect("more").expect("sub-stream");
-            subs.insert(tp.partition, sub);
-        }
-    })
-    .await
-    .expect("every partition assigned within 30 s");
-    subs
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_sub_stream_carries_its_partition_in_order() {

@@ -197,9 +197,7 @@ async fn a_slow_broker_bounds_records_in_flight() {
         println!("skipped: round-trip delay injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
         return;
     };
-    for id in 1..=3 {
-        embedded.set_round_trip_time(id, Duration::from_millis(200));
-    }
+    set_round_trip_time(embedded, Duration::from_millis(200));
     let n = 2_000;
     let envelopes = futures::stream::iter(
         (0..n).map(|i| Envelope::message(ProducerRecord::new(topic.as_str()).payload("x"), i)),
@@ -220,9 +218,7 @@ async fn a_slow_broker_bounds_records_in_flight() {
         count += 1;
         max_in_flight = max_in_flight.max(flow.in_flight());
         if count == 200 {
-            for id in 1..=3 {
-                embedded.set_round_trip_time(id, Duration::ZERO);
-            }
+            set_round_trip_time(embedded, Duration::ZERO);
         }
     }
     assert_eq!(count, n);

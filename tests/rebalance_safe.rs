@@ -138,15 +138,7 @@ async fn an_unpulled_sub_stream_does_not_hold_a_revocation() {
         Subscription::topics([topic.as_str()]),
     )
     .unwrap();
-    let mut subs = BTreeMap::new();
-    while subs.len() < 2 {
-        let (tp, sub) = tokio::time::timeout(Duration::from_secs(30), first.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        subs.insert(tp.partition, sub);
-    }
+    let mut subs = take_partitions(&mut first, partitions).await;
     // Ten records of each partition processed and committed, then neither
     // sub-stream is pulled.
     let mut seen: Vec<usize> = Vec::new();
@@ -236,6 +228,17 @@ struct Recorder {
     start_at: i64,
 }
 
+impl Recorder {
+    /// True once an event starting with `prefix` was heard.
+    fn saw(&self, prefix: &str) -> bool {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with(prefix))
+    }
+}
+
 impl RebalanceListener for Recorder {
     fn on_assigned(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         self.events
@@ -302,12 +305,7 @@ async fn lost_partitions_are_released_at_once_and_not_committed() {
         1,
     );
     wait_until("partitions lost", Duration::from_secs(20), || {
-        recorder
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e == "lost 1")
+        recorder.saw("lost 1")
     })
     .await;
     let outcome = taken[9].offset.clone().commit().await.unwrap();
@@ -366,12 +364,7 @@ async fn a_listener_sets_start_offsets_and_hears_rebalances() {
     .unwrap();
     let drain = tokio::spawn(second.for_each(|_| async {}));
     wait_until("a revocation", Duration::from_secs(30), || {
-        recorder
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.starts_with("revoked"))
+        recorder.saw("revoked")
     })
     .await;
     control.shutdown().await.unwrap();

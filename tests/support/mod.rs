@@ -216,3 +216,29 @@ pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> b
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Takes sub-streams until every one of `partitions` arrived.
+pub async fn take_partitions<S>(
+    source: &mut (impl Stream<Item = reactive_kafka::Result<(reactive_kafka::TopicPartition, S)>>
+              + Unpin),
+    partitions: i32,
+) -> std::collections::BTreeMap<i32, S> {
+    let mut subs = std::collections::BTreeMap::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while subs.len() < partitions as usize {
+            let (tp, sub) = source.next().await.expect("more").expect("sub-stream");
+            subs.insert(tp.partition, sub);
+        }
+    })
+    .await
+    .expect("every partition assigned within 30 s");
+    subs
+}
+
+/// Sets the embedded broker's three brokers' round-trip time (every request,
+/// commits included, is answered that much later).
+pub fn set_round_trip_time(embedded: &reactive_kafka::testkit::EmbeddedKafka, delay: Duration) {
+    for id in 1..=3 {
+        embedded.set_round_trip_time(id, delay);
+    }
+}
