@@ -131,3 +131,39 @@ async fn the_partial_batch_is_committed_when_the_stream_stops() {
     );
     control.shutdown().await.unwrap();
 }
+
+/// A commit retried after a later one succeeded does not move the committed
+/// offset back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_commit_never_moves_the_offset_back() {
+    let (broker, topic) = broker_with_topic("noback", 1).await;
+    let Some(embedded) = broker.embedded() else {
+        println!(
+            "skipped: error injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
+        );
+        return;
+    };
+    produce_n(&broker, &topic, 20, 1).await;
+    let group = unique("g-noback");
+    let (mut source, control) = committable(&broker, &group, &topic);
+    let messages = take_n(&mut source, 20, Duration::from_secs(30)).await;
+    // The first commit (offset 10) fails and is retried; the second
+    // (offset 20) goes through meanwhile.
+    embedded.fail_requests(
+        OFFSET_COMMIT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        3,
+    );
+    let (older, newer) = futures::join!(
+        messages[9].offset.clone().commit(),
+        messages[19].offset.clone().commit()
+    );
+    assert_eq!(older.unwrap().committed[0].offset, 10);
+    assert_eq!(newer.unwrap().committed[0].offset, 20);
+    assert!(control.metrics().commit_retries >= 1);
+    assert_eq!(
+        committed_offsets(&broker, &group, &topic, 1).await[&0],
+        Some(20)
+    );
+    control.shutdown().await.unwrap();
+}

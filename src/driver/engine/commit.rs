@@ -18,6 +18,10 @@ use crate::error::{Error, ErrorKind, Result};
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How much longer a held revocation waits once a commit of its partitions
+/// failed (see `end_revocations_of`).
+const HOLD_AFTER_FAILED_COMMIT: Duration = Duration::from_secs(2);
+
 /// A commit waiting for its retry.
 pub(super) struct Retry {
     due: Instant,
@@ -150,6 +154,28 @@ impl Engine {
                 None => offsets.push((o.clone(), *g)),
             }
         }
+        // Never move a committed offset back: a retried commit may carry an
+        // offset that a later commit has already passed.
+        offsets.retain(|(o, g)| {
+            !self.partitions.iter().any(|p| {
+                p.handle.tp == o.tp
+                    && p.handle.generation == *g
+                    && p.committed_next.is_some_and(|c| c >= o.offset)
+            })
+        });
+        if offsets.is_empty() {
+            for commit in commits {
+                if let Some(reply) = commit.reply {
+                    let _ = reply.send(Ok(CommitOutcome {
+                        committed: commit.committed.into_iter().map(|(o, _)| o).collect(),
+                        stale: commit.stale,
+                        elapsed: commit.started.elapsed(),
+                    }));
+                }
+            }
+            self.update_in_flight();
+            return;
+        }
         let mut tpl = TopicPartitionList::with_capacity(offsets.len());
         for (e, _) in &offsets {
             if let Err(err) =
@@ -214,23 +240,25 @@ impl Engine {
         self.update_in_flight();
     }
 
-    /// A commit of a partition whose revocation is held failed: stop holding
-    /// it. Brokers may refuse commits while the group waits for this member
-    /// to give its partitions up (the embedded broker does during a classic
-    /// rebalance), so waiting on would only stall the group. The records are
-    /// read again by the next owner; the commit is retried and then reported
-    /// stale.
+    /// A commit of a partition whose revocation is held failed: hold it at
+    /// most [`HOLD_AFTER_FAILED_COMMIT`] longer. A broker may refuse commits
+    /// for a moment around a rebalance (Apache Kafka while the group
+    /// completes a cooperative rebalance: the retry goes through), or for as
+    /// long as the group waits for this member to give its partitions up
+    /// (the embedded broker during a classic rebalance), where holding on
+    /// would only stall the group. Records not committed by then are read
+    /// again by the next owner; the commit is retried and reported stale.
     fn end_revocations_of(&mut self, offsets: &[(PartitionOffset, u64)], err: &Error) {
-        let now = Instant::now();
+        let limit = Instant::now() + HOLD_AFTER_FAILED_COMMIT;
         for revoke in &mut self.revocations {
-            if revoke.deadline > now
+            if revoke.deadline > limit
                 && revoke
                     .partitions
                     .iter()
                     .any(|tp| offsets.iter().any(|(o, _)| o.tp == *tp))
             {
-                tracing::warn!(error = %err, partitions = ?revoke.partitions, "a commit of revoked partitions failed: releasing them now");
-                revoke.deadline = now;
+                tracing::warn!(error = %err, partitions = ?revoke.partitions, "a commit of revoked partitions failed: releasing them within {HOLD_AFTER_FAILED_COMMIT:?} unless a retry succeeds");
+                revoke.deadline = limit;
             }
         }
     }
