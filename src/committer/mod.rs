@@ -10,6 +10,8 @@
 //! the committer commits its partial batch at once, and while a revocation is
 //! held it commits each arriving chunk without waiting for the batch to
 //! fill, so the revocation completes as soon as the records are processed.
+//! A committer watches the consumer of the first offset it receives; one
+//! committer shared by several consumers flushes early only for that one.
 
 mod batch;
 pub(crate) mod tracker;

@@ -42,6 +42,8 @@ pub trait RebalanceListener: Send + Sync + 'static {
     /// Partitions were revoked and are released now: with rebalance-safe
     /// commits, after their in-flight records were committed (or the revoke
     /// timeout passed). No record of them is handed out after this call.
+    /// Also called for the partitions still assigned when the consumer
+    /// closes, before [`on_stopped`](Self::on_stopped).
     fn on_revoked(&self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }

@@ -811,6 +811,15 @@ impl Engine {
                 )));
             }
         }
+        // Closing gives up every partition still assigned.
+        let remaining: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .map(|p| p.handle.tp.clone())
+            .collect();
+        if !remaining.is_empty() && self.consumer.is_some() {
+            self.notify_revoked(&remaining, false);
+        }
         // Partition queues and the commit queue reference the consumer:
         // release them before it.
         self.forget_partitions(|_| true);
