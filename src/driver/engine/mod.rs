@@ -604,6 +604,7 @@ impl Engine {
             deadline: now + self.revoke_timeout,
         });
         self.link.shared.revoking.send_modify(|n| *n += 1);
+        self.update_assigned();
         self.progress_revocations(false);
     }
 
