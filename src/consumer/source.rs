@@ -19,9 +19,6 @@ pub(crate) struct SourceCore {
     current: Option<(Arc<PartitionHandle>, std::vec::IntoIter<ConsumerRecord>)>,
     handle: Arc<EngineHandle>,
     finished: bool,
-    /// Committable: each record is registered as handed out before it is
-    /// returned, so a revocation knows what to wait for.
-    hand_over: bool,
     /// A partition's sub-stream: the assignment it serves.
     partition: Option<Arc<Assignment>>,
 }
@@ -30,7 +27,6 @@ impl SourceCore {
     pub(crate) fn new(
         handle: Arc<EngineHandle>,
         rx: Receiver<Batch>,
-        hand_over: bool,
         partition: Option<Arc<Assignment>>,
     ) -> Self {
         SourceCore {
@@ -38,7 +34,6 @@ impl SourceCore {
             current: None,
             handle,
             finished: false,
-            hand_over,
             partition,
         }
     }
@@ -51,7 +46,9 @@ impl SourceCore {
         loop {
             if let Some((partition, records)) = &mut self.current {
                 if let Some(record) = records.next() {
-                    if !self.hand_over || partition.assignment.hand(record.offset) {
+                    // Registered as handed out before it is returned, so a
+                    // drain or a revocation knows what to wait for.
+                    if partition.assignment.hand(record.offset) {
                         return Poll::Ready(Some(Ok(f(record, partition))));
                     }
                     // Released (revoked): the rest belongs to the next owner.
@@ -103,33 +100,13 @@ impl SourceCore {
 
 impl Drop for SourceCore {
     fn drop(&mut self) {
-        // Tell the engine which records it handed over were never pulled, so
-        // a drain does not wait for their commits. Never blocks.
-        let mut unpulled: Vec<(TopicPartition, i64)> = Vec::new();
-        let mut note = |tp: &TopicPartition, offset: i64| {
-            if !unpulled.iter().any(|(t, _)| t == tp) {
-                unpulled.push((tp.clone(), offset));
-            }
-        };
-        if let Some((partition, records)) = &mut self.current {
-            if let Some(r) = records.as_slice().first() {
-                note(&partition.tp, r.offset);
-            }
-        }
-        self.rx.close();
-        while let Ok(batch) = self.rx.try_recv() {
-            if let Some(r) = batch.records.first() {
-                note(&batch.partition.tp, r.offset);
-            }
-        }
+        // Stop delivering to this stream. Records it held but never returned
+        // were never handed out, so nothing waits for them. Never blocks.
         let scope = match self.partition.take() {
             Some(a) => SourceScope::Partition(a),
             None => SourceScope::All,
         };
-        let _ = self
-            .handle
-            .link
-            .send(Command::SourceDropped { scope, unpulled });
+        let _ = self.handle.link.send(Command::SourceDropped { scope });
     }
 }
 
@@ -146,7 +123,7 @@ pub struct PlainSource {
 impl PlainSource {
     pub(crate) fn new(handle: Arc<EngineHandle>, rx: Receiver<Batch>) -> Self {
         PlainSource {
-            core: SourceCore::new(handle, rx, false, None),
+            core: SourceCore::new(handle, rx, None),
         }
     }
 }
@@ -154,7 +131,7 @@ impl PlainSource {
 impl PlainSource {
     pub(crate) fn sub_stream(handle: Arc<EngineHandle>, sub: SubSource) -> Self {
         PlainSource {
-            core: SourceCore::new(handle, sub.rx, false, Some(sub.assignment)),
+            core: SourceCore::new(handle, sub.rx, Some(sub.assignment)),
         }
     }
 }
@@ -188,7 +165,7 @@ pub struct CommittableSource {
 impl CommittableSource {
     pub(crate) fn new(handle: Arc<EngineHandle>, rx: Receiver<Batch>) -> Self {
         CommittableSource {
-            core: SourceCore::new(handle, rx, true, None),
+            core: SourceCore::new(handle, rx, None),
         }
     }
 }
@@ -196,7 +173,7 @@ impl CommittableSource {
 impl CommittableSource {
     pub(crate) fn sub_stream(handle: Arc<EngineHandle>, sub: SubSource) -> Self {
         CommittableSource {
-            core: SourceCore::new(handle, sub.rx, true, Some(sub.assignment)),
+            core: SourceCore::new(handle, sub.rx, Some(sub.assignment)),
         }
     }
 }
@@ -288,19 +265,10 @@ impl<S> Stream for PartitionedSource<S> {
 
 impl<S> Drop for PartitionedSource<S> {
     fn drop(&mut self) {
-        self.rx.close();
-        // Sub-streams never taken: dropping each tells the engine.
-        while let Ok(sub) = self.rx.try_recv() {
-            drop(SourceCore::new(
-                self.handle.clone(),
-                sub.rx,
-                false,
-                Some(sub.assignment),
-            ));
-        }
+        // No sub-streams for later assignments. Those announced but never
+        // taken are dropped with the channel, which ends their delivery.
         let _ = self.handle.link.send(Command::SourceDropped {
             scope: SourceScope::Assignments,
-            unpulled: Vec::new(),
         });
     }
 }

@@ -174,11 +174,9 @@ pub(crate) enum Command {
         reply: oneshot::Sender<DrainReport>,
     },
     Shutdown,
-    /// A source was dropped; these offsets had been handed to it but never
-    /// pulled, so a drain must not wait for their commit.
+    /// A source was dropped: nothing more is delivered to it.
     SourceDropped {
         scope: SourceScope,
-        unpulled: Vec<(TopicPartition, i64)>,
     },
     Released,
 }

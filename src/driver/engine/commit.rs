@@ -391,36 +391,28 @@ impl Engine {
                 && self
                     .partitions
                     .iter()
-                    .all(|p| match (p.emitted_next, p.committed_next) {
-                        (None, _) => true,
-                        (Some(e), Some(c)) => c >= e,
-                        (Some(_), None) => false,
-                    }));
+                    .all(|p| p.committed_up_to(p.handle.assignment.handed_next())));
         if settled || Instant::now() >= *deadline {
             self.begin_close();
         }
     }
 
     pub(super) fn drain_report(&self) -> DrainReport {
-        let mut committed = Vec::new();
-        let mut uncommitted = Vec::new();
-        for p in &self.partitions {
-            if let Some(c) = p.committed_next {
-                committed.push(PartitionOffset {
+        let committed = self
+            .partitions
+            .iter()
+            .filter_map(|p| {
+                p.committed_next.map(|offset| PartitionOffset {
                     tp: p.handle.tp.clone(),
-                    offset: c,
-                });
-            }
-            if let Some(e) = p.emitted_next {
-                if p.committed_next.is_none_or(|c| c < e) {
-                    uncommitted.push(Uncommitted {
-                        tp: p.handle.tp.clone(),
-                        committed_next: p.committed_next,
-                        emitted_next: e,
-                    });
-                }
-            }
-        }
+                    offset,
+                })
+            })
+            .collect();
+        let uncommitted: Vec<Uncommitted> = self
+            .partitions
+            .iter()
+            .filter_map(|p| p.uncommitted())
+            .collect();
         DrainReport {
             complete: uncommitted.is_empty(),
             committed,

@@ -33,7 +33,9 @@ use super::{
     EngineState, Output, PartitionHandle, Shared, SourceScope, SubSource,
 };
 use crate::committer::tracker::{Outstanding, PartitionTracker};
-use crate::consumer::{CommitOutcome, DrainReport, PartitionOffset, StartOffset, Subscription};
+use crate::consumer::{
+    CommitOutcome, DrainReport, PartitionOffset, StartOffset, Subscription, Uncommitted,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::TopicPartition;
 
@@ -159,10 +161,36 @@ struct Partition {
     pending: VecDeque<Batch>,
     /// Revoked, waiting for its in-flight records to be committed.
     revoking: bool,
-    /// Next offset after the last record handed to the source.
-    emitted_next: Option<i64>,
     /// Next offset after the last committed record (as acknowledged).
     committed_next: Option<i64>,
+}
+
+impl Partition {
+    /// True when every record up to `handed_next` is committed.
+    fn committed_up_to(&self, handed_next: Option<i64>) -> bool {
+        handed_next.is_none_or(|h| self.committed_next.is_some_and(|c| c >= h))
+    }
+
+    /// Records handed out of this assignment and not yet committed.
+    fn uncommitted(&self) -> Option<Uncommitted> {
+        let handed = self.handle.assignment.handed_next();
+        match handed {
+            Some(h) if !self.committed_up_to(handed) => Some(Uncommitted {
+                tp: self.handle.tp.clone(),
+                committed_next: self.committed_next,
+                emitted_next: h,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What one partition's delivery did.
+enum Delivered {
+    Nothing,
+    Some,
+    /// Its stream was dropped.
+    Closed,
 }
 
 /// A revocation held until the records handed out of its partitions are
@@ -388,23 +416,16 @@ impl Engine {
                     self.drain = Some((deadline, reply));
                 }
                 Command::Shutdown => self.begin_close(),
-                Command::SourceDropped { scope, unpulled } => {
-                    match scope {
-                        SourceScope::All => {
-                            self.output = None;
-                            self.disconnect(|_| true);
-                        }
-                        SourceScope::Assignments => self.output = None,
-                        SourceScope::Partition(a) => {
-                            self.disconnect(|p| Arc::ptr_eq(&p.handle.assignment, &a))
-                        }
+                Command::SourceDropped { scope } => match scope {
+                    SourceScope::All => {
+                        self.output = None;
+                        self.disconnect(|_| true);
                     }
-                    for (tp, offset) in unpulled {
-                        if let Some(p) = self.partitions.iter_mut().find(|p| p.handle.tp == tp) {
-                            p.emitted_next = Some(p.emitted_next.map_or(offset, |e| e.min(offset)));
-                        }
+                    SourceScope::Assignments => self.output = None,
+                    SourceScope::Partition(a) => {
+                        self.disconnect(|p| Arc::ptr_eq(&p.handle.assignment, &a))
                     }
-                }
+                },
                 Command::Released => {
                     // Commits already in flight still get their answer.
                     tracing::debug!("all handles dropped: closing");
@@ -540,7 +561,6 @@ impl Engine {
                 out,
                 pending: VecDeque::new(),
                 revoking: false,
-                emitted_next: None,
                 committed_next: None,
             });
         }
@@ -647,12 +667,7 @@ impl Engine {
                     continue;
                 }
                 let handed = a.handed_next();
-                let committed = match (handed, p.committed_next) {
-                    (None, _) => true,
-                    (Some(h), Some(c)) => c >= h,
-                    (Some(_), None) => false,
-                };
-                if committed && a.release_if(handed) {
+                if p.committed_up_to(handed) && a.release_if(handed) {
                     continue;
                 }
                 if expired {
@@ -697,11 +712,27 @@ impl Engine {
         let n = self.partitions.len();
         let mut progressed = false;
         let mut errors = Vec::new();
+        let mut closed = false;
         for k in 0..n {
             let i = (self.rr + k) % n;
-            progressed |= self.deliver_partition(i, &mut errors);
+            match self.deliver_partition(i, &mut errors) {
+                Delivered::Some => progressed = true,
+                Delivered::Nothing => {}
+                Delivered::Closed => {
+                    let p = &mut self.partitions[i];
+                    p.out = None;
+                    p.pending.clear();
+                    closed = true;
+                }
+            }
         }
         self.rr = self.rr.wrapping_add(1);
+        // The one stream of a non-partitioned source is gone: stop them all.
+        if closed && matches!(self.output, Some(Output::Single(_))) {
+            tracing::debug!("the source was dropped; no more records are fetched");
+            self.output = None;
+            self.disconnect(|_| true);
+        }
         for (tp, e) in errors {
             self.on_consumer_error(e, Some(&tp));
         }
@@ -712,41 +743,37 @@ impl Engine {
         &mut self,
         i: usize,
         errors: &mut Vec<(TopicPartition, KafkaError)>,
-    ) -> bool {
+    ) -> Delivered {
         let Engine {
             partitions,
             builder,
             scratch,
             link,
             max_batch,
-            output,
             ..
         } = self;
         let p = &mut partitions[i];
-        if p.revoking {
-            return false;
-        }
-        let Some(out) = p.out.clone() else {
-            return false;
+        let Some(out) = p.out.as_ref().filter(|_| !p.revoking) else {
+            return Delivered::Nothing;
         };
-        let mut progressed = false;
+        let mut delivered = Delivered::Nothing;
         let mut filled = false;
         loop {
             let batch = match p.pending.pop_front() {
                 Some(batch) => batch,
                 None => {
                     if filled || out.capacity() == 0 {
-                        return progressed;
+                        return delivered;
                     }
                     filled = true;
                     let Some(queue) = p.queue.as_ref() else {
-                        return progressed;
+                        return delivered;
                     };
                     if let Some(e) = queue.drain_into(builder, *max_batch, scratch) {
                         errors.push((p.handle.tp.clone(), e));
                     }
                     if builder.is_empty() {
-                        return progressed;
+                        return delivered;
                     }
                     Batch {
                         partition: Arc::new(PartitionHandle::clone(&p.handle)),
@@ -754,35 +781,19 @@ impl Engine {
                     }
                 }
             };
-            let last = batch.records.last().map(|r| r.offset);
             let len = batch.records.len() as u64;
             match out.try_send(batch) {
                 Ok(()) => {
-                    progressed = true;
+                    delivered = Delivered::Some;
                     let counters = &link.shared.counters;
                     counters.records.fetch_add(len, Ordering::Relaxed);
                     counters.batches.fetch_add(1, Ordering::Relaxed);
-                    if let Some(last) = last {
-                        p.emitted_next = Some(last + 1);
-                    }
                 }
                 Err(TrySendError::Full(batch)) => {
                     p.pending.push_front(batch);
-                    return progressed;
+                    return delivered;
                 }
-                Err(TrySendError::Closed(_)) => {
-                    p.out = None;
-                    p.pending.clear();
-                    if matches!(output, Some(Output::Single(_))) {
-                        tracing::debug!("the source was dropped; no more records are fetched");
-                        *output = None;
-                        for p in partitions.iter_mut() {
-                            p.out = None;
-                            p.pending.clear();
-                        }
-                    }
-                    return progressed;
-                }
+                Err(TrySendError::Closed(_)) => return Delivered::Closed,
             }
         }
     }
