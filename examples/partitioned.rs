@@ -152,8 +152,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut committed = BTreeMap::new();
     while tokio::time::Instant::now() < deadline {
-        let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
-        committed = tokio::task::spawn_blocking(move || committed_offsets(&b, &g, &t)).await??;
+        committed = broker.committed_offsets(&group, &topic, PARTITIONS).await?;
         if at_end(&committed) {
             break;
         }
@@ -177,36 +176,4 @@ async fn run() -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     );
     println!("committed offsets: {committed:?}");
     Ok(missing == 0 && all_committed)
-}
-
-/// The group's committed offset per partition, read with a plain rdkafka
-/// consumer (blocking: call it on a blocking thread).
-fn committed_offsets(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-) -> Result<BTreeMap<i32, Option<i64>>, rdkafka::error::KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-    let offsets = committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            };
-            (e.partition(), offset)
-        })
-        .collect();
-    Ok(offsets)
 }

@@ -18,6 +18,7 @@
 #[cfg(feature = "testcontainers")]
 pub mod docker;
 
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::time::Duration;
@@ -26,8 +27,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::bindings as rdsys;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::BaseProducer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::settings::{ConsumerSettings, ProducerSettings};
@@ -254,6 +257,54 @@ impl TestBroker {
                 Ok(())
             }
         }
+    }
+
+    /// The committed offset (next record to read) of `group` for partitions
+    /// `0..partitions` of `topic`, `None` where nothing is committed: what
+    /// a new member of the group would start from. Read by a client of its
+    /// own on a blocking thread.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<BTreeMap<i32, Option<i64>>> {
+        let named = topic.to_owned();
+        let (servers, group, topic) = (
+            self.bootstrap_servers().to_owned(),
+            group.to_owned(),
+            topic.to_owned(),
+        );
+        let read = move || -> rdkafka::error::KafkaResult<BTreeMap<i32, Option<i64>>> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &servers)
+                .set("group.id", &group)
+                .create()?;
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition(&topic, p);
+            }
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+            // Plain values, and the list dropped before the consumer (a list
+            // alive at the consumer's destruction hangs it).
+            let offsets = committed
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => (e.partition(), Some(o)),
+                    _ => (e.partition(), None),
+                })
+                .collect();
+            drop(committed);
+            Ok(offsets)
+        };
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| Error::closed(format!("the committed-offsets reader failed: {e}")))?
+            .map_err(|e| {
+                Error::with_source(ErrorKind::Consume, "could not read committed offsets", e)
+                    .at(&named, None, None)
+            })
     }
 
     /// Consumer settings for tests: this broker, `group`, reading from the

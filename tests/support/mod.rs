@@ -8,9 +8,6 @@ use std::sync::Once;
 use std::time::Duration;
 
 use futures::{SinkExt, Stream, StreamExt};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientConfig;
 use reactive_kafka::testkit::TestBroker;
 use reactive_kafka::{producer, ProducerRecord};
 
@@ -91,47 +88,17 @@ where
 }
 
 /// Committed offsets of `group` for each partition of `topic` (`None` where
-/// nothing is committed), read by a separate client off the async threads.
+/// nothing is committed).
 pub async fn committed_offsets(
     broker: &TestBroker,
     group: &str,
     topic: &str,
     partitions: i32,
 ) -> BTreeMap<i32, Option<i64>> {
-    let servers = broker.bootstrap_servers().to_owned();
-    let group = group.to_owned();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &servers)
-            .set("group.id", &group)
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&topic, p);
-        }
-        let committed = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
-        // Turn the list into plain values and drop it before the consumer.
-        let out = committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let o = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.partition(), o)
-            })
-            .collect();
-        drop(committed);
-        drop(consumer);
-        out
-    })
-    .await
-    .expect("committed offsets task")
+    broker
+        .committed_offsets(group, topic, partitions)
+        .await
+        .expect("committed offsets")
 }
 
 /// The index `i` encoded in a test record's key `key-i`.
