@@ -76,6 +76,42 @@ async fn every_envelope_kind_yields_its_result_in_input_order() {
     control.shutdown().await.unwrap();
 }
 
+/// Consumes `n` records of `input` as `group`, turns each into a record
+/// with `to_record` and produces it through a committable sink that commits
+/// every delivered offset (max_batch 1); shuts the consumer down and returns
+/// how the sink ended. Fails the test if the sink neither fails nor ends
+/// within 30 s.
+async fn through_committable_sink(
+    broker: &reactive_kafka::testkit::TestBroker,
+    group: &str,
+    input: &str,
+    n: usize,
+    producer: reactive_kafka::ProducerSettings,
+    to_record: impl Fn(&reactive_kafka::ConsumerRecord) -> ProducerRecord + Send + 'static,
+) -> reactive_kafka::Result<()> {
+    let (source, control) = consumer::committable_source(
+        broker.consumer_settings(group),
+        Subscription::topics([input]),
+    )
+    .unwrap();
+    let sink =
+        producer::committable_sink(producer, CommitterSettings::default().max_batch(1)).unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        source
+            .take(n)
+            .map(move |m| {
+                let m = m?;
+                Ok(Envelope::message(to_record(&m.record), m.offset))
+            })
+            .forward(sink),
+    )
+    .await
+    .expect("the sink fails rather than hangs");
+    control.shutdown().await.unwrap();
+    result
+}
+
 /// Consume, transform, produce: record 10 goes to a partition that does not
 /// exist. The sink fails, and no offset past record 10 is ever committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,33 +121,17 @@ async fn the_committable_sink_commits_only_delivered_records() {
     broker.create_topic(&output, 1).await.unwrap();
     produce_n(&broker, &input, 20, 1).await;
     let group = unique("g-cs");
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([input.clone()]),
-    )
-    .unwrap();
     let settings = broker
         .producer_settings()
         .property("message.timeout.ms", "5000");
-    let sink =
-        producer::committable_sink(settings, CommitterSettings::default().max_batch(1)).unwrap();
     let out = output.clone();
-    let result = tokio::time::timeout(
-        Duration::from_secs(30),
-        source
-            .take(20)
-            .map(move |m| {
-                let m = m?;
-                let partition = if m.record.offset() == 10 { 99 } else { 0 };
-                let record = ProducerRecord::new(out.as_str())
-                    .partition(partition)
-                    .payload(m.record.payload_bytes().unwrap_or_default());
-                Ok(Envelope::message(record, m.offset))
-            })
-            .forward(sink),
-    )
-    .await
-    .expect("the sink fails rather than hangs");
+    let result = through_committable_sink(&broker, &group, &input, 20, settings, move |r| {
+        let partition = if r.offset() == 10 { 99 } else { 0 };
+        ProducerRecord::new(out.as_str())
+            .partition(partition)
+            .payload(r.payload_bytes().unwrap_or_default())
+    })
+    .await;
     let err = result.expect_err("record 10 cannot be delivered");
     let c = err.coordinates().expect("coordinates");
     assert_eq!(
@@ -119,7 +139,6 @@ async fn the_committable_sink_commits_only_delivered_records() {
         (output.as_str(), Some(99)),
         "{err}"
     );
-    control.shutdown().await.unwrap();
     let committed = committed_offsets(&broker, &group, &input, 1).await[&0];
     assert!(
         committed.unwrap_or(0) <= 10,
@@ -148,36 +167,16 @@ async fn injected_produce_errors_keep_offsets_uncommitted() {
         rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
         1000,
     );
-    let (source, control) = consumer::committable_source(
-        broker.consumer_settings(&group),
-        Subscription::topics([input.clone()]),
-    )
-    .unwrap();
     let settings = broker
         .producer_settings()
         .property("enable.idempotence", "false")
         .property("message.timeout.ms", "5000");
-    let sink =
-        producer::committable_sink(settings, CommitterSettings::default().max_batch(1)).unwrap();
-    let out = output.clone();
-    let result = tokio::time::timeout(
-        Duration::from_secs(30),
-        source
-            .take(10)
-            .map(move |m| {
-                let m = m?;
-                Ok(Envelope::message(
-                    ProducerRecord::new(out.as_str()).payload("x"),
-                    m.offset,
-                ))
-            })
-            .forward(sink),
-    )
-    .await
-    .expect("the sink fails rather than hangs");
+    let result = through_committable_sink(&broker, &group, &input, 10, settings, move |_| {
+        ProducerRecord::new(output.as_str()).payload("x")
+    })
+    .await;
     let err = result.expect_err("produce requests fail");
     assert_eq!(err.kind(), ErrorKind::Delivery, "{err}");
-    control.shutdown().await.unwrap();
     assert_eq!(
         committed_offsets(&broker, &group, &input, 1)
             .await
