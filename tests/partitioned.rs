@@ -109,17 +109,13 @@ async fn a_dropped_sub_stream_stalls_neither_the_others_nor_a_rebalance() {
     let (mut second, second_control) =
         consumer::committable_partitioned_source(settings, Subscription::topics([topic.as_str()]))
             .unwrap();
-    let started = tokio::time::Instant::now();
+    // Well before the 60 s revoke timeout: the dropped sub-stream's
+    // partition (its ten records committed) did not hold the revocation.
     let (tp, mut sub) = tokio::time::timeout(Duration::from_secs(20), second.next())
         .await
-        .expect("the second member got partitions")
+        .expect("the second member got partitions within 20 s")
         .unwrap()
         .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "rebalance took {:?}",
-        started.elapsed()
-    );
     if tp.partition == 0 {
         // Resumes after the ten committed records.
         let msgs = take_n(&mut sub, per - 10, Duration::from_secs(30)).await;
