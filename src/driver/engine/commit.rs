@@ -284,10 +284,9 @@ impl Engine {
             .partition(|r| r.due <= now);
         self.retries = waiting;
         if !due.is_empty() {
-            self.update_in_flight();
-        }
-        for retry in due {
-            self.send_commit(retry.commit);
+            // Queued together, so the retries due now go out as one commit.
+            self.queued.extend(due.into_iter().map(|r| r.commit));
+            self.send_queued();
         }
         self.retries.iter().map(|r| r.due).min()
     }
