@@ -51,8 +51,13 @@ fn start_member(
                 }
             })
             .forward(
+                // The embedded broker refuses commits for as long as a
+                // classic rebalance lasts, and with members coming and going
+                // one can outlast the default 15 s commit timeout there.
                 committer::sink(
-                    CommitterSettings::default().max_interval(Duration::from_millis(500)),
+                    CommitterSettings::default()
+                        .max_interval(Duration::from_millis(500))
+                        .commit_timeout(Duration::from_secs(60)),
                 )
                 .unwrap(),
             )
