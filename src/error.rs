@@ -43,6 +43,11 @@ pub enum ErrorKind {
 /// topic, partition and offset where one applies, and the underlying rdkafka
 /// error as its [`source`](std::error::Error::source). It is cheap to clone:
 /// the same error can resolve a stream, a `Control` and a sink at once.
+///
+/// `Display` prints this error alone, one level: the cause is only in
+/// `source()`, so a reporter that walks the chain (`anyhow`'s `{:#}`,
+/// `eyre`) prints it once. To print the whole chain without one, use
+/// [`Error::report`].
 #[derive(Clone)]
 pub struct Error {
     inner: Arc<Inner>,
@@ -130,6 +135,12 @@ impl Error {
 
     pub(crate) fn closed(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Closed, message)
+    }
+
+    /// This error and its causes on one line, `message: cause: cause`, for
+    /// logs that do not walk [`source`](std::error::Error::source) themselves.
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
     }
 
     /// What kind of failure this is.
@@ -248,6 +259,28 @@ impl fmt::Display for Error {
     }
 }
 
+/// An error and its chain of causes, displayed on one line: see [`Error::report`].
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a>(pub(crate) &'a Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(s) = source {
+            // rdkafka's errors repeat their code's text in their own: print it once.
+            let text = s.to_string();
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner
@@ -276,6 +309,16 @@ mod tests {
         assert!(err.is_retriable());
         assert!(!err.is_fatal());
         assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn display_is_one_level_and_the_report_walks_the_chain() {
+        let source = KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress);
+        let cause = source.to_string();
+        let err = Error::with_source(ErrorKind::Commit, "commit failed", source);
+        assert!(!err.to_string().contains(&cause), "{err}");
+        assert_eq!(std::error::Error::source(&err).unwrap().to_string(), cause);
+        assert_eq!(err.report().to_string(), format!("commit failed: {cause}"));
     }
 
     #[test]

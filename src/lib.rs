@@ -154,11 +154,14 @@ pub mod committer;
 pub mod consumer;
 mod driver;
 mod error;
+mod listener;
 mod logging;
+mod outcome;
 pub mod producer;
 mod record;
 pub mod serde;
 mod settings;
+mod subscription;
 mod task_sink;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -168,7 +171,7 @@ pub use consumer::{
     CommitOutcome, CommittableMessage, CommittableOffset, ConsumerMetrics, Control, DrainReport,
     PartitionOffset, StartOffset, Subscription,
 };
-pub use error::{Coordinates, Error, ErrorKind, Result};
+pub use error::{Coordinates, Error, ErrorKind, Report, Result};
 pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};
 pub use settings::{
     AutoOffsetReset, CommitDelivery, CommitWhen, CommitterSettings, ConsumerSettings,

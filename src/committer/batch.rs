@@ -1,11 +1,11 @@
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures::future::try_join_all;
-use tokio::sync::oneshot;
-
-use crate::consumer::{CommitOutcome, CommittableOffset};
-use crate::driver::{Command, CommitRequest, EngineLink, PartitionHandle};
-use crate::error::{Error, Result};
+use crate::consumer::CommittableOffset;
+use crate::driver::{self, CommitOffsets};
+use crate::error::Result;
+use crate::outcome::CommitOutcome;
 
 /// Offsets gathered for one commit: the highest offset per partition (per
 /// consumer), newest assignment first.
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub struct CommittableOffsetBatch {
     /// One entry per (consumer, partition); few partitions, so a Vec scan is
     /// faster than hashing.
-    entries: Vec<(Arc<PartitionHandle>, i64)>,
+    entries: CommitOffsets,
     count: usize,
     /// The entry the previous offset went to: offsets come in runs per partition.
     last: usize,
@@ -46,10 +46,10 @@ impl CommittableOffsetBatch {
             .entries
             .iter_mut()
             .enumerate()
-            .find(|(_, (h, _))| h.link.id == handle.link.id && h.tp == handle.tp)
+            .find(|(_, (h, _))| h.same_partition(&handle))
         {
             self.last = i;
-            if (handle.generation, next) > (h.generation, *o) {
+            if (handle.generation(), next) > (h.generation(), *o) {
                 *h = handle;
                 *o = next;
             }
@@ -75,43 +75,15 @@ impl CommittableOffsetBatch {
     }
 
     /// Sends the batch's commits (one per consumer) and returns a future of
-    /// their outcome; the batch is left empty.
+    /// their outcome; the batch is left empty. Retriable failures are retried
+    /// for up to `timeout`.
     pub(crate) fn dispatch(
         &mut self,
-        timeout: std::time::Duration,
-    ) -> Result<impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static> {
+        timeout: Duration,
+    ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static {
         self.count = 0;
         self.last = 0;
-        let mut by_engine: Vec<(Arc<EngineLink>, CommitRequest)> = Vec::new();
-        for (handle, offset) in self.entries.drain(..) {
-            match by_engine.iter_mut().find(|(l, _)| l.id == handle.link.id) {
-                Some((_, req)) => req.push((handle, offset)),
-                None => by_engine.push((handle.link.clone(), vec![(handle, offset)])),
-            }
-        }
-        let mut replies = Vec::with_capacity(by_engine.len());
-        for (link, offsets) in by_engine {
-            let (tx, rx) = oneshot::channel();
-            link.send(Command::Commit {
-                offsets,
-                reply: Some(tx),
-                retry_until: Some(std::time::Instant::now() + timeout),
-            })?;
-            replies.push(async move {
-                rx.await
-                    .map_err(|_| Error::closed("the consumer closed before answering the commit"))?
-            });
-        }
-        Ok(async move {
-            let outcomes = try_join_all(replies).await?;
-            let mut total = CommitOutcome::default();
-            for o in outcomes {
-                total.committed.extend(o.committed);
-                total.stale.extend(o.stale);
-                total.elapsed = total.elapsed.max(o.elapsed);
-            }
-            Ok(total)
-        })
+        driver::commit(std::mem::take(&mut self.entries), Instant::now() + timeout)
     }
 
     /// Commits the batch and waits for the broker's answer, retrying
@@ -122,8 +94,7 @@ impl CommittableOffsetBatch {
         if self.entries.is_empty() {
             return Ok(CommitOutcome::default());
         }
-        self.dispatch(crate::settings::DEFAULT_COMMIT_TIMEOUT)?
-            .await
+        self.dispatch(crate::settings::DEFAULT_COMMIT_TIMEOUT).await
     }
 }
 

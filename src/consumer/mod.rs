@@ -16,25 +16,24 @@
 //! a [`RebalanceListener`] hears every rebalance and may choose start offsets.
 
 mod control;
-mod listener;
 mod offset;
 mod source;
-mod subscription;
 
-pub use control::{
-    CommitOutcome, ConsumerMetrics, Control, DrainReport, PartitionOffset, Uncommitted,
+pub use crate::listener::RebalanceListener;
+pub use crate::outcome::{
+    CommitOutcome, ConsumerMetrics, DrainReport, PartitionOffset, Uncommitted,
 };
-pub use listener::RebalanceListener;
+pub use crate::subscription::{StartOffset, Subscription};
+pub use control::Control;
 pub use offset::{CommittableMessage, CommittableOffset};
 pub use source::{
     CommittablePartitionedSource, CommittableSource, PartitionedSource, PlainPartitionedSource,
     PlainSource,
 };
-pub use subscription::{StartOffset, Subscription};
 
 use std::sync::Arc;
 
-use crate::driver::{self, EngineConfig, EngineHandle, Outlet, SubSource};
+use crate::driver::{self, DriverConfig, DriverHandle, SourceRx, SubSource};
 use crate::error::Result;
 use crate::settings::ConsumerSettings;
 
@@ -54,13 +53,13 @@ pub fn plain_source(
     settings: ConsumerSettings,
     subscription: Subscription,
 ) -> Result<(PlainSource, Control)> {
-    let (handle, outlet) = driver::spawn(EngineConfig {
+    let (handle, outlet) = driver::spawn(DriverConfig {
         settings,
         subscription,
         committable: false,
         partitioned: false,
     })?;
-    let Outlet::Single(rx) = outlet else {
+    let SourceRx::Single(rx) = outlet else {
         unreachable!("a single stream was asked for")
     };
     Ok((PlainSource::new(handle.clone(), rx), Control::new(handle)))
@@ -77,13 +76,13 @@ pub fn committable_source(
     settings: ConsumerSettings,
     subscription: Subscription,
 ) -> Result<(CommittableSource, Control)> {
-    let (handle, outlet) = driver::spawn(EngineConfig {
+    let (handle, outlet) = driver::spawn(DriverConfig {
         settings,
         subscription,
         committable: true,
         partitioned: false,
     })?;
-    let Outlet::Single(rx) = outlet else {
+    let SourceRx::Single(rx) = outlet else {
         unreachable!("a single stream was asked for")
     };
     Ok((
@@ -160,15 +159,15 @@ fn partitioned<S>(
     settings: ConsumerSettings,
     subscription: Subscription,
     committable: bool,
-    make: fn(Arc<EngineHandle>, SubSource) -> S,
+    make: fn(Arc<DriverHandle>, SubSource) -> S,
 ) -> Result<(PartitionedSource<S>, Control)> {
-    let (handle, outlet) = driver::spawn(EngineConfig {
+    let (handle, outlet) = driver::spawn(DriverConfig {
         settings,
         subscription,
         committable,
         partitioned: true,
     })?;
-    let Outlet::Partitioned(rx) = outlet else {
+    let SourceRx::Partitioned(rx) = outlet else {
         unreachable!("sub-streams were asked for")
     };
     Ok((

@@ -1,11 +1,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
-use super::CommitOutcome;
-use crate::driver::{Command, PartitionHandle};
-use crate::error::{Error, Result};
+use crate::driver::{self, PartitionHandle};
+use crate::error::Result;
+use crate::outcome::CommitOutcome;
 use crate::record::{ConsumerRecord, TopicPartition};
 
 /// The offset to commit once a record is processed.
@@ -26,7 +24,7 @@ pub struct CommittableOffset {
 impl CommittableOffset {
     /// Topic and partition.
     pub fn topic_partition(&self) -> &TopicPartition {
-        &self.partition.tp
+        self.partition.tp()
     }
 
     /// The record's offset. The committed value is this plus one (the next
@@ -39,22 +37,16 @@ impl CommittableOffset {
     /// record's offset + 1, or with out-of-order commits the partition's
     /// watermark (`None` while no prefix is complete).
     pub(crate) fn next_to_commit(&self) -> Option<i64> {
-        match (
-            &self.partition.tracker,
-            &self.partition.link.shared.outstanding,
-        ) {
-            (Some(tracker), Some(outstanding)) => tracker.ack(self.offset, outstanding),
-            _ => Some(self.offset + 1),
-        }
+        self.partition.ack(self.offset)
     }
 
     pub(crate) fn same_partition(&self, other: &CommittableOffset) -> bool {
-        self.partition.link.id == other.partition.link.id && self.partition.tp == other.partition.tp
+        self.partition.same_partition(&other.partition)
     }
 
     /// The assignment generation the record was fetched in.
     pub fn generation(&self) -> u64 {
-        self.partition.generation
+        self.partition.generation()
     }
 
     /// Commits this offset alone and waits for the broker's answer. For
@@ -73,25 +65,18 @@ impl CommittableOffset {
             // Out-of-order commits: an earlier record is still in flight.
             return Ok(CommitOutcome::default());
         };
-        let (tx, rx) = oneshot::channel();
-        let link = self.partition.link.clone();
-        link.send(Command::Commit {
-            offsets: vec![(self.partition, next)],
-            reply: Some(tx),
-            retry_until: Some(std::time::Instant::now() + crate::settings::DEFAULT_COMMIT_TIMEOUT),
-        })?;
-        rx.await
-            .map_err(|_| Error::closed("the consumer closed before answering the commit"))?
+        let retry_until = std::time::Instant::now() + crate::settings::DEFAULT_COMMIT_TIMEOUT;
+        driver::commit(vec![(self.partition, next)], retry_until).await
     }
 }
 
 impl fmt::Debug for CommittableOffset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommittableOffset")
-            .field("topic", &self.partition.tp.topic)
-            .field("partition", &self.partition.tp.partition)
+            .field("topic", &self.partition.tp().topic)
+            .field("partition", &self.partition.tp().partition)
             .field("offset", &self.offset)
-            .field("generation", &self.partition.generation)
+            .field("generation", &self.partition.generation())
             .finish()
     }
 }

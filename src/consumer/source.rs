@@ -8,26 +8,26 @@ use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::{CommittableMessage, CommittableOffset};
 use crate::driver::{
-    Assignment, Batch, Command, EngineHandle, EngineState, PartitionHandle, SourceScope, SubSource,
+    DriverHandle, DriverState, HandOver, PartitionHandle, RecordBatch, SourceScope, SubSource,
 };
 use crate::error::Result;
 use crate::record::{ConsumerRecord, TopicPartition};
 
 /// The part shared by every source: batches in, records out one at a time.
 pub(crate) struct SourceCore {
-    rx: Receiver<Batch>,
+    rx: Receiver<RecordBatch>,
     current: Option<(Arc<PartitionHandle>, std::vec::IntoIter<ConsumerRecord>)>,
-    handle: Arc<EngineHandle>,
+    handle: Arc<DriverHandle>,
     finished: bool,
     /// A partition's sub-stream: the assignment it serves.
-    partition: Option<Arc<Assignment>>,
+    partition: Option<Arc<HandOver>>,
 }
 
 impl SourceCore {
     pub(crate) fn new(
-        handle: Arc<EngineHandle>,
-        rx: Receiver<Batch>,
-        partition: Option<Arc<Assignment>>,
+        handle: Arc<DriverHandle>,
+        rx: Receiver<RecordBatch>,
+        partition: Option<Arc<HandOver>>,
     ) -> Self {
         SourceCore {
             rx,
@@ -48,7 +48,7 @@ impl SourceCore {
                 if let Some(record) = records.next() {
                     // Registered as handed out before it is returned, so a
                     // drain or a revocation knows what to wait for.
-                    if partition.assignment.hand(record.offset) {
+                    if partition.handover().hand(record.offset) {
                         return Poll::Ready(Some(Ok(f(record, partition))));
                     }
                     // Released (revoked): the rest belongs to the next owner.
@@ -60,34 +60,25 @@ impl SourceCore {
             }
             // Out-of-order commits: wait while too many records handed out
             // are not yet covered by a committable watermark.
-            if let Some(outstanding) = &self.handle.link.shared.outstanding {
-                if outstanding.at_limit() {
-                    outstanding.waker.register(cx.waker());
-                    if outstanding.at_limit() {
-                        return Poll::Pending;
-                    }
-                }
+            if self.handle.poll_room(cx).is_pending() {
+                return Poll::Pending;
             }
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(batch)) => {
-                    // Room in the channel: let the engine fetch more.
-                    self.handle.link.wake();
-                    if batch.partition.assignment.is_released() {
+                    // Room in the channel: let the driver fetch more.
+                    self.handle.wake();
+                    if batch.partition.handover().is_released() {
                         continue; // revoked while it waited here
                     }
-                    if let (Some(tracker), Some(outstanding)) = (
-                        &batch.partition.tracker,
-                        &self.handle.link.shared.outstanding,
-                    ) {
-                        tracker.register(batch.records.iter().map(|r| r.offset), outstanding);
-                    }
+                    batch
+                        .partition
+                        .register_handed(batch.records.iter().map(|r| r.offset));
                     self.current = Some((batch.partition, batch.records.into_iter()));
                 }
                 Poll::Ready(None) => {
                     self.finished = true;
-                    // The engine ended the stream: a failure is reported once.
-                    let state = self.handle.link.shared.state.borrow().clone();
-                    if let EngineState::Closed(Err(e)) = state {
+                    // The driver ended the stream: a failure is reported once.
+                    if let DriverState::Closed(Err(e)) = self.handle.state_now() {
                         return Poll::Ready(Some(Err(e)));
                     }
                     return Poll::Ready(None);
@@ -106,7 +97,7 @@ impl Drop for SourceCore {
             Some(a) => SourceScope::Partition(a),
             None => SourceScope::All,
         };
-        let _ = self.handle.link.send(Command::SourceDropped { scope });
+        self.handle.source_dropped(scope);
     }
 }
 
@@ -121,7 +112,7 @@ pub struct PlainSource {
 }
 
 impl PlainSource {
-    pub(crate) fn new(handle: Arc<EngineHandle>, rx: Receiver<Batch>) -> Self {
+    pub(crate) fn new(handle: Arc<DriverHandle>, rx: Receiver<RecordBatch>) -> Self {
         PlainSource {
             core: SourceCore::new(handle, rx, None),
         }
@@ -129,9 +120,9 @@ impl PlainSource {
 }
 
 impl PlainSource {
-    pub(crate) fn sub_stream(handle: Arc<EngineHandle>, sub: SubSource) -> Self {
+    pub(crate) fn sub_stream(handle: Arc<DriverHandle>, sub: SubSource) -> Self {
         PlainSource {
-            core: SourceCore::new(handle, sub.rx, Some(sub.assignment)),
+            core: SourceCore::new(handle, sub.rx, Some(sub.handover)),
         }
     }
 }
@@ -147,7 +138,7 @@ impl Stream for PlainSource {
 impl fmt::Debug for PlainSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PlainSource")
-            .field("engine", &self.core.handle.link.id)
+            .field("consumer", &self.core.handle.id())
             .finish()
     }
 }
@@ -163,7 +154,7 @@ pub struct CommittableSource {
 }
 
 impl CommittableSource {
-    pub(crate) fn new(handle: Arc<EngineHandle>, rx: Receiver<Batch>) -> Self {
+    pub(crate) fn new(handle: Arc<DriverHandle>, rx: Receiver<RecordBatch>) -> Self {
         CommittableSource {
             core: SourceCore::new(handle, rx, None),
         }
@@ -171,9 +162,9 @@ impl CommittableSource {
 }
 
 impl CommittableSource {
-    pub(crate) fn sub_stream(handle: Arc<EngineHandle>, sub: SubSource) -> Self {
+    pub(crate) fn sub_stream(handle: Arc<DriverHandle>, sub: SubSource) -> Self {
         CommittableSource {
-            core: SourceCore::new(handle, sub.rx, Some(sub.assignment)),
+            core: SourceCore::new(handle, sub.rx, Some(sub.handover)),
         }
     }
 }
@@ -195,7 +186,7 @@ impl Stream for CommittableSource {
 impl fmt::Debug for CommittableSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommittableSource")
-            .field("engine", &self.core.handle.link.id)
+            .field("consumer", &self.core.handle.id())
             .finish()
     }
 }
@@ -212,9 +203,9 @@ impl fmt::Debug for CommittableSource {
 #[must_use = "streams do nothing unless polled"]
 pub struct PartitionedSource<S> {
     rx: UnboundedReceiver<SubSource>,
-    handle: Arc<EngineHandle>,
+    handle: Arc<DriverHandle>,
     finished: bool,
-    make: fn(Arc<EngineHandle>, SubSource) -> S,
+    make: fn(Arc<DriverHandle>, SubSource) -> S,
 }
 
 /// The stream of [`plain_partitioned_source`](super::plain_partitioned_source).
@@ -224,9 +215,9 @@ pub type CommittablePartitionedSource = PartitionedSource<CommittableSource>;
 
 impl<S> PartitionedSource<S> {
     pub(crate) fn new(
-        handle: Arc<EngineHandle>,
+        handle: Arc<DriverHandle>,
         rx: UnboundedReceiver<SubSource>,
-        make: fn(Arc<EngineHandle>, SubSource) -> S,
+        make: fn(Arc<DriverHandle>, SubSource) -> S,
     ) -> Self {
         PartitionedSource {
             rx,
@@ -252,9 +243,8 @@ impl<S> Stream for PartitionedSource<S> {
             }
             Poll::Ready(None) => {
                 this.finished = true;
-                let state = this.handle.link.shared.state.borrow().clone();
-                match state {
-                    EngineState::Closed(Err(e)) => Poll::Ready(Some(Err(e))),
+                match this.handle.state_now() {
+                    DriverState::Closed(Err(e)) => Poll::Ready(Some(Err(e))),
                     _ => Poll::Ready(None),
                 }
             }
@@ -267,16 +257,14 @@ impl<S> Drop for PartitionedSource<S> {
     fn drop(&mut self) {
         // No sub-streams for later assignments. Those announced but never
         // taken are dropped with the channel, which ends their delivery.
-        let _ = self.handle.link.send(Command::SourceDropped {
-            scope: SourceScope::Assignments,
-        });
+        self.handle.source_dropped(SourceScope::Assignments);
     }
 }
 
 impl<S> fmt::Debug for PartitionedSource<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PartitionedSource")
-            .field("engine", &self.handle.link.id)
+            .field("consumer", &self.handle.id())
             .finish()
     }
 }

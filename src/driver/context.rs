@@ -1,9 +1,9 @@
-//! The librdkafka consumer context: runs on the engine thread inside `poll`,
+//! The librdkafka consumer context: runs on the driver thread inside `poll`,
 //! records what happened as plain Rust values, and splits each newly assigned
 //! partition into its own queue before librdkafka starts fetching it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread::Thread;
 
 use rdkafka::client::ClientContext;
@@ -13,11 +13,11 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::partition_queue::PartitionQueue;
-use crate::consumer::RebalanceListener;
+use super::ffi::PartitionQueue;
+use super::Listener;
 use crate::record::TopicPartition;
 
-pub(crate) type EngineConsumer = BaseConsumer<EngineContext>;
+pub(crate) type DriverConsumer = BaseConsumer<DriverContext>;
 
 pub(crate) enum ContextEvent {
     Assigned(Vec<(TopicPartition, Option<PartitionQueue>)>),
@@ -25,7 +25,7 @@ pub(crate) enum ContextEvent {
         partitions: Vec<TopicPartition>,
         lost: bool,
         /// False: librdkafka still holds the partitions, waiting for the
-        /// engine to release them (rebalance-safe commits).
+        /// driver to release them (rebalance-safe commits).
         released: bool,
     },
     Committed {
@@ -42,28 +42,24 @@ pub(crate) struct CommittedPartition {
     pub(crate) error: Option<KafkaError>,
 }
 
-pub(crate) struct EngineContext {
+pub(crate) struct DriverContext {
     wake: Thread,
     events: Mutex<Vec<ContextEvent>>,
     /// Hold revocations until in-flight records are committed; cleared when
     /// the consumer closes (librdkafka then revokes from inside close).
     hold_revocations: AtomicBool,
-    pub(crate) listener: Option<Arc<dyn RebalanceListener>>,
+    pub(crate) listener: Listener,
 }
 
-impl std::fmt::Debug for EngineContext {
+impl std::fmt::Debug for DriverContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineContext").finish_non_exhaustive()
+        f.debug_struct("DriverContext").finish_non_exhaustive()
     }
 }
 
-impl EngineContext {
-    pub(crate) fn new(
-        wake: Thread,
-        hold_revocations: bool,
-        listener: Option<Arc<dyn RebalanceListener>>,
-    ) -> Self {
-        EngineContext {
+impl DriverContext {
+    pub(crate) fn new(wake: Thread, hold_revocations: bool, listener: Listener) -> Self {
+        DriverContext {
             wake,
             events: Mutex::new(Vec::new()),
             hold_revocations: AtomicBool::new(hold_revocations),
@@ -88,10 +84,10 @@ impl EngineContext {
     }
 
     /// Splits a partition's messages into their own queue, with a wake-up of
-    /// the engine thread when it becomes non-empty.
+    /// the driver thread when it becomes non-empty.
     pub(crate) fn split(
         &self,
-        consumer: &EngineConsumer,
+        consumer: &DriverConsumer,
         tp: &TopicPartition,
     ) -> Option<PartitionQueue> {
         PartitionQueue::split(consumer, tp, self.wake.clone())
@@ -100,7 +96,7 @@ impl EngineContext {
 
 /// Gives revoked partitions back to librdkafka (which then completes the
 /// rebalance), with the call the group's protocol requires.
-pub(crate) fn release(consumer: &BaseConsumer<EngineContext>, partitions: &[TopicPartition]) {
+pub(crate) fn release(consumer: &BaseConsumer<DriverContext>, partitions: &[TopicPartition]) {
     let result = match consumer.rebalance_protocol() {
         RebalanceProtocol::Cooperative => {
             let mut tpl = TopicPartitionList::with_capacity(partitions.len());
@@ -123,7 +119,7 @@ pub(crate) fn tpl_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-impl ClientContext for EngineContext {
+impl ClientContext for DriverContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         crate::logging::librdkafka_log(level, fac, message);
     }
@@ -133,10 +129,10 @@ impl ClientContext for EngineContext {
     }
 }
 
-impl ConsumerContext for EngineContext {
+impl ConsumerContext for DriverContext {
     /// Replaces rdkafka's default handling: queues are split and start
     /// offsets applied before librdkafka starts fetching, and a revocation
-    /// may be left pending for the engine to complete with [`release`].
+    /// may be left pending for the driver to complete with [`release`].
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,

@@ -1,33 +1,335 @@
-//! The consumer engine: one dedicated thread per consumer owns the librdkafka
-//! handle and every blocking call on it. Async code talks to it through
-//! commands and receives records through a bounded channel.
+//! The consumer driver: one dedicated thread per consumer owns the librdkafka
+//! handle and every blocking call on it. Async code talks to it only through
+//! the methods of [`DriverHandle`] and [`PartitionHandle`] and receives
+//! records through bounded channels; the commands and the state the thread
+//! shares with them are private to this module.
+//!
+//! Parts, each in its own file and each testable without librdkafka but the
+//! last two:
+//!
+//! - `handover`: the hand-over point between a source and the driver for one
+//!   assignment (which records reached the user);
+//! - `ack`: out-of-order acknowledgements and their watermark;
+//! - `table`: the partitions assigned now, their queues, outputs and
+//!   committed offsets;
+//! - `revocation`: revocations held until handed-out records are committed;
+//! - `pipeline`: commits: one in flight, merging, retries, stale offsets;
+//! - `delivery`: batches from partition queues to the sources;
+//! - `run`: the thread's loop, which ties the parts to the consumer;
+//! - `context` and `ffi`: librdkafka callbacks and every `unsafe` call.
 
-mod batch;
-mod commit_queue;
+mod ack;
 mod context;
-mod engine;
-mod partition_queue;
+mod delivery;
+#[cfg(any(test, feature = "testkit"))]
+pub(crate) mod fake;
+mod ffi;
+mod handover;
+mod pipeline;
+mod records;
+mod revocation;
+mod run;
+mod spawn;
+mod table;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use crate::committer::tracker::{Outstanding, PartitionTracker};
-use crate::consumer::{CommitOutcome, ConsumerMetrics, DrainReport, Subscription};
 use crate::error::{Error, Result};
+use crate::listener::RebalanceListener;
+use crate::outcome::{CommitOutcome, ConsumerMetrics, DrainReport};
 use crate::record::{ConsumerRecord, TopicPartition};
 use crate::settings::ConsumerSettings;
+use crate::subscription::Subscription;
 
-pub(crate) use engine::{spawn, Outlet};
+use ack::{AckTracker, Outstanding};
+pub(crate) use handover::HandOver;
+pub(crate) use spawn::spawn;
 
-/// What the engine hands to a source: records of one partition, in offset order.
+/// What [`spawn`] needs to know.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub(crate) struct DriverConfig {
+    pub(crate) settings: ConsumerSettings,
+    pub(crate) subscription: Subscription,
+    pub(crate) committable: bool,
+    pub(crate) partitioned: bool,
+}
+
+/// What the driver hands to a source: records of one partition, in offset order.
+#[derive(Debug)]
+pub(crate) struct RecordBatch {
     pub(crate) partition: Arc<PartitionHandle>,
     pub(crate) records: Vec<ConsumerRecord>,
+}
+
+/// The receiving end of a driver's output, held by the source.
+#[derive(Debug)]
+pub(crate) enum SourceRx {
+    /// Every partition into one stream.
+    Single(tokio::sync::mpsc::Receiver<RecordBatch>),
+    /// A sub-stream per assigned partition, announced on this channel.
+    Partitioned(tokio::sync::mpsc::UnboundedReceiver<SubSource>),
+}
+
+/// A partition's sub-stream as the driver announces it.
+#[derive(Debug)]
+pub(crate) struct SubSource {
+    pub(crate) tp: TopicPartition,
+    pub(crate) handover: Arc<HandOver>,
+    pub(crate) rx: tokio::sync::mpsc::Receiver<RecordBatch>,
+}
+
+/// Which stream a dropped source was.
+#[derive(Debug)]
+pub(crate) enum SourceScope {
+    /// The single stream of a non-partitioned source.
+    All,
+    /// The stream of sub-streams of a partitioned source.
+    Assignments,
+    /// One partition's sub-stream (of one assignment).
+    Partition(Arc<HandOver>),
+}
+
+/// Lifecycle of a driver, observed through `Control` and the sources.
+#[derive(Debug, Clone)]
+pub(crate) enum DriverState {
+    Running,
+    Stopped,
+    Closed(Result<()>),
+}
+
+/// Offsets to commit (next to read), each with its partition's assignment.
+pub(crate) type CommitOffsets = Vec<(Arc<PartitionHandle>, i64)>;
+
+/// Commands from async code to the driver thread.
+#[derive(Debug)]
+enum Command {
+    Commit {
+        offsets: CommitOffsets,
+        reply: oneshot::Sender<Result<CommitOutcome>>,
+        /// Retriable failures are retried (with backoff) until then.
+        retry_until: Instant,
+    },
+    Stop,
+    Drain {
+        deadline: Instant,
+        reply: oneshot::Sender<DrainReport>,
+    },
+    Shutdown,
+    /// A source was dropped: nothing more is delivered to it.
+    SourceDropped(SourceScope),
+    /// Every `DriverHandle` was dropped.
+    Released,
+}
+
+/// Where a link's commands go.
+#[derive(Debug)]
+enum Target {
+    /// The driver thread: a channel, and an unpark to wake it.
+    Thread {
+        commands: mpsc::Sender<Command>,
+        thread: Thread,
+    },
+    /// A test double that answers on the caller's thread.
+    #[cfg(any(test, feature = "testkit"))]
+    Fake(Arc<fake::Recorder>),
+}
+
+/// The command path to a driver and the state it shares. Held by partition
+/// handles (and so by every committable offset); does not keep the driver
+/// alive.
+#[derive(Debug)]
+struct DriverLink {
+    id: u64,
+    target: Target,
+    shared: Shared,
+}
+
+/// A new driver's id: tells consumers apart in logs and thread names.
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl DriverLink {
+    fn new(id: u64, target: Target, shared: Shared) -> Self {
+        DriverLink { id, target, shared }
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        match &self.target {
+            Target::Thread { commands, thread } => {
+                commands
+                    .send(command)
+                    .map_err(|_| Error::closed("the consumer is closed"))?;
+                thread.unpark();
+                Ok(())
+            }
+            #[cfg(any(test, feature = "testkit"))]
+            Target::Fake(recorder) => {
+                recorder.handle(command, &self.shared);
+                Ok(())
+            }
+        }
+    }
+
+    fn wake(&self) {
+        match &self.target {
+            Target::Thread { thread, .. } => thread.unpark(),
+            #[cfg(any(test, feature = "testkit"))]
+            Target::Fake(_) => {}
+        }
+    }
+}
+
+/// State the driver thread shares with async code.
+#[derive(Debug)]
+struct Shared {
+    state: watch::Sender<DriverState>,
+    counters: Counters,
+    /// With out-of-order commits: offsets handed out and not yet committable.
+    outstanding: Option<Outstanding>,
+    /// How many revocations wait for commits; committers flush at once
+    /// while it is above zero.
+    revoking: watch::Sender<usize>,
+}
+
+impl Shared {
+    fn new(max_outstanding: Option<usize>) -> Self {
+        Shared {
+            state: watch::channel(DriverState::Running).0,
+            counters: Counters::default(),
+            outstanding: max_outstanding.map(Outstanding::new),
+            revoking: watch::channel(0).0,
+        }
+    }
+
+    fn set_state(&self, state: DriverState) {
+        self.state.send_replace(state);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    batches: AtomicU64,
+    assigned_partitions: AtomicU64,
+    assignments: AtomicU64,
+    revocations: AtomicU64,
+    commits: AtomicU64,
+    commit_failures: AtomicU64,
+    commit_retries: AtomicU64,
+    commits_in_flight: AtomicU64,
+    offsets_committed: AtomicU64,
+    offsets_stale: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> ConsumerMetrics {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ConsumerMetrics {
+            records: get(&self.records),
+            batches: get(&self.batches),
+            assigned_partitions: get(&self.assigned_partitions),
+            assignments: get(&self.assignments),
+            revocations: get(&self.revocations),
+            commits: get(&self.commits),
+            commit_failures: get(&self.commit_failures),
+            commit_retries: get(&self.commit_retries),
+            commits_in_flight: get(&self.commits_in_flight),
+            offsets_committed: get(&self.offsets_committed),
+            offsets_stale: get(&self.offsets_stale),
+        }
+    }
+}
+
+/// A user's hold on a driver (the source stream and each `Control`). When the
+/// last one is dropped, the driver closes the consumer on its own thread.
+#[derive(Debug)]
+pub(crate) struct DriverHandle {
+    link: Arc<DriverLink>,
+    close_timeout: Duration,
+}
+
+impl DriverHandle {
+    /// A number that tells consumers apart in logs and `Debug` output.
+    pub(crate) fn id(&self) -> u64 {
+        self.link.id
+    }
+
+    /// How long closing the consumer may take.
+    pub(crate) fn close_timeout(&self) -> Duration {
+        self.close_timeout
+    }
+
+    /// Asks the driver to stop fetching.
+    pub(crate) fn stop(&self) -> Result<()> {
+        self.link.send(Command::Stop)
+    }
+
+    /// Asks the driver to close the consumer.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        self.link.send(Command::Shutdown)
+    }
+
+    /// Asks the driver to stop, wait until `deadline` for handed-out records
+    /// to be committed, then close; the report arrives on the receiver.
+    pub(crate) fn drain(&self, deadline: Instant) -> Result<oneshot::Receiver<DrainReport>> {
+        let (reply, rx) = oneshot::channel();
+        self.link.send(Command::Drain { deadline, reply })?;
+        Ok(rx)
+    }
+
+    /// Tells the driver a source was dropped. Never blocks.
+    pub(crate) fn source_dropped(&self, scope: SourceScope) {
+        let _ = self.link.send(Command::SourceDropped(scope));
+    }
+
+    /// The driver's lifecycle, to wait on.
+    pub(crate) fn state(&self) -> watch::Receiver<DriverState> {
+        self.link.shared.state.subscribe()
+    }
+
+    /// The driver's lifecycle now.
+    pub(crate) fn state_now(&self) -> DriverState {
+        self.link.shared.state.borrow().clone()
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn metrics(&self) -> ConsumerMetrics {
+        self.link.shared.counters.snapshot()
+    }
+
+    /// Tells the driver the source took a batch, so there is room for more.
+    pub(crate) fn wake(&self) {
+        self.link.wake();
+    }
+
+    /// With out-of-order commits: ready while fewer records than the limit
+    /// are handed out and not yet covered by a committable watermark.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.link.shared.outstanding {
+            Some(outstanding) => outstanding.poll_room(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for DriverHandle {
+    fn drop(&mut self) {
+        // Never blocks: a channel send and an unpark.
+        let _ = self.link.send(Command::Released);
+    }
 }
 
 /// One assignment of one partition: commits made through it are checked
@@ -39,240 +341,139 @@ pub(crate) struct Batch {
 /// have the consuming task and the committer fight over it.
 #[derive(Debug, Clone)]
 pub(crate) struct PartitionHandle {
-    pub(crate) tp: TopicPartition,
-    pub(crate) generation: u64,
-    pub(crate) link: Arc<EngineLink>,
+    tp: TopicPartition,
+    generation: u64,
+    link: Arc<DriverLink>,
     /// With out-of-order commits: the acknowledgements of this assignment.
-    pub(crate) tracker: Option<Arc<PartitionTracker>>,
+    acks: Option<Arc<AckTracker>>,
     /// What the source handed out of this assignment.
-    pub(crate) assignment: Arc<Assignment>,
+    handover: Arc<HandOver>,
 }
 
-/// The hand-over point between a source and the engine for one assignment:
-/// the next offset after the last record the source handed to the user, or
-/// released. A record is handed only while the assignment is not released,
-/// so once the engine releases a partition, no record of it reaches the
-/// user, and every record that did is known to the engine.
-#[derive(Debug)]
-pub(crate) struct Assignment {
-    handed_next: AtomicI64,
-}
+impl PartitionHandle {
+    pub(crate) fn tp(&self) -> &TopicPartition {
+        &self.tp
+    }
 
-impl Assignment {
-    const NONE: i64 = -1;
-    const RELEASED: i64 = i64::MIN;
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
 
-    pub(crate) fn new() -> Self {
-        Assignment {
-            handed_next: AtomicI64::new(Self::NONE),
+    pub(crate) fn handover(&self) -> &HandOver {
+        &self.handover
+    }
+
+    /// True when both come from the same consumer and partition (of any assignment).
+    pub(crate) fn same_partition(&self, other: &PartitionHandle) -> bool {
+        self.link.id == other.link.id && self.tp == other.tp
+    }
+
+    /// With out-of-order commits: records that the source hands out from
+    /// a batch, in offset order.
+    pub(crate) fn register_handed(&self, offsets: impl Iterator<Item = i64>) {
+        if let (Some(acks), Some(outstanding)) = (&self.acks, &self.link.shared.outstanding) {
+            acks.register(offsets, outstanding);
         }
     }
 
-    /// Called by the source before it hands out the record at `offset`;
-    /// false once the partition is released (the record must be dropped).
-    #[inline]
-    pub(crate) fn hand(&self, offset: i64) -> bool {
-        let current = self.handed_next.load(Ordering::Acquire);
-        current != Self::RELEASED
-            && self
-                .handed_next
-                .compare_exchange(current, offset + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-    }
-
-    /// True once released.
-    pub(crate) fn is_released(&self) -> bool {
-        self.handed_next.load(Ordering::Acquire) == Self::RELEASED
-    }
-
-    /// The next offset after the last record handed out (`None`: nothing
-    /// handed out, or released).
-    pub(crate) fn handed_next(&self) -> Option<i64> {
-        match self.handed_next.load(Ordering::Acquire) {
-            Self::NONE | Self::RELEASED => None,
-            n => Some(n),
+    /// Marks the record at `offset` processed and returns the offset to
+    /// commit: `offset + 1`, or with out-of-order commits the partition's
+    /// watermark (`None` while an earlier record is still in flight).
+    pub(crate) fn ack(&self, offset: i64) -> Option<i64> {
+        match (&self.acks, &self.link.shared.outstanding) {
+            (Some(acks), Some(outstanding)) => acks.ack(offset, outstanding),
+            _ => Some(offset + 1),
         }
     }
 
-    /// Releases the assignment if nothing was handed out since the engine
-    /// read `handed_next`; false if the source handed more meanwhile.
-    pub(crate) fn release_if(&self, handed_next: Option<i64>) -> bool {
-        let expected = handed_next.unwrap_or(Self::NONE);
-        self.handed_next
-            .compare_exchange(
-                expected,
-                Self::RELEASED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
+    /// The count of revocations that wait for commits on this consumer.
+    pub(crate) fn revoking(&self) -> watch::Receiver<usize> {
+        self.link.shared.revoking.subscribe()
     }
+}
 
-    /// Releases the assignment whatever was handed out; returns that.
-    pub(crate) fn release(&self) -> Option<i64> {
-        match self.handed_next.swap(Self::RELEASED, Ordering::AcqRel) {
-            Self::NONE | Self::RELEASED => None,
-            n => Some(n),
+/// Commits `offsets` (next offsets to read, each with its partition's
+/// assignment), one command per consumer, and returns a future of the merged
+/// outcome. The commands are sent before this returns, so dropping the
+/// future does not cancel them; retriable failures are retried until
+/// `retry_until`.
+pub(crate) fn commit(
+    offsets: CommitOffsets,
+    retry_until: Instant,
+) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static {
+    let mut by_driver: Vec<(Arc<DriverLink>, CommitOffsets)> = Vec::new();
+    for (handle, offset) in offsets {
+        match by_driver.iter_mut().find(|(l, _)| l.id == handle.link.id) {
+            Some((_, group)) => group.push((handle, offset)),
+            None => by_driver.push((handle.link.clone(), vec![(handle, offset)])),
         }
     }
-}
-
-/// The command path to an engine. Held by partition handles (and so by every
-/// committable offset); does not keep the engine alive.
-#[derive(Debug)]
-pub(crate) struct EngineLink {
-    pub(crate) id: u64,
-    commands: mpsc::Sender<Command>,
-    thread: Thread,
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl EngineLink {
-    pub(crate) fn send(&self, command: Command) -> Result<()> {
-        self.commands
-            .send(command)
-            .map_err(|_| Error::closed("the consumer is closed"))?;
-        self.thread.unpark();
-        Ok(())
-    }
-
-    pub(crate) fn wake(&self) {
-        self.thread.unpark();
-    }
-}
-
-/// A user's hold on an engine (the source stream and each `Control`). When the
-/// last one is dropped, the engine closes the consumer on its own thread.
-#[derive(Debug)]
-pub(crate) struct EngineHandle {
-    pub(crate) link: Arc<EngineLink>,
-    pub(crate) close_timeout: Duration,
-}
-
-impl Drop for EngineHandle {
-    fn drop(&mut self) {
-        // Never blocks: a channel send and an unpark.
-        let _ = self.link.send(Command::Released);
-    }
-}
-
-/// Offsets to commit for one engine: the partition's assignment and the next
-/// offset to read (last processed + 1).
-pub(crate) type CommitRequest = Vec<(Arc<PartitionHandle>, i64)>;
-
-#[derive(Debug)]
-pub(crate) enum Command {
-    Commit {
-        offsets: CommitRequest,
-        reply: Option<oneshot::Sender<Result<CommitOutcome>>>,
-        /// Retriable failures are retried (with backoff) until then.
-        retry_until: Option<Instant>,
-    },
-    Stop,
-    Drain {
-        deadline: Instant,
-        reply: oneshot::Sender<DrainReport>,
-    },
-    Shutdown,
-    /// A source was dropped: nothing more is delivered to it.
-    SourceDropped {
-        scope: SourceScope,
-    },
-    Released,
-}
-
-/// Which stream a dropped source was.
-#[derive(Debug)]
-pub(crate) enum SourceScope {
-    /// The single stream of a non-partitioned source.
-    All,
-    /// The stream of sub-streams of a partitioned source.
-    Assignments,
-    /// One partition's sub-stream (of one assignment).
-    Partition(Arc<Assignment>),
-}
-
-/// Where the engine delivers records.
-#[derive(Debug)]
-pub(crate) enum Output {
-    /// Every partition into one stream.
-    Single(tokio::sync::mpsc::Sender<Batch>),
-    /// A sub-stream per assigned partition, announced on this channel.
-    Partitioned(tokio::sync::mpsc::UnboundedSender<SubSource>),
-}
-
-/// A partition's sub-stream as the engine announces it.
-#[derive(Debug)]
-pub(crate) struct SubSource {
-    pub(crate) tp: TopicPartition,
-    pub(crate) assignment: Arc<Assignment>,
-    pub(crate) rx: tokio::sync::mpsc::Receiver<Batch>,
-}
-
-/// Lifecycle of an engine, observed through `Control`.
-#[derive(Debug, Clone)]
-pub(crate) enum EngineState {
-    Running,
-    Stopped,
-    Closed(Result<()>),
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) records: AtomicU64,
-    pub(crate) batches: AtomicU64,
-    pub(crate) assigned_partitions: AtomicU64,
-    pub(crate) assignments: AtomicU64,
-    pub(crate) revocations: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) commit_failures: AtomicU64,
-    pub(crate) commit_retries: AtomicU64,
-    pub(crate) commits_in_flight: AtomicU64,
-    pub(crate) offsets_committed: AtomicU64,
-    pub(crate) offsets_stale: AtomicU64,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) state: watch::Sender<EngineState>,
-    pub(crate) counters: Counters,
-    /// With out-of-order commits: offsets handed out and not yet committable.
-    pub(crate) outstanding: Option<Outstanding>,
-    /// How many revocations wait for commits; committers flush at once
-    /// while it is above zero.
-    pub(crate) revoking: watch::Sender<usize>,
-}
-
-impl Shared {
-    pub(crate) fn metrics(&self) -> ConsumerMetrics {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ConsumerMetrics {
-            records: get(&c.records),
-            batches: get(&c.batches),
-            assigned_partitions: get(&c.assigned_partitions),
-            assignments: get(&c.assignments),
-            revocations: get(&c.revocations),
-            commits: get(&c.commits),
-            commit_failures: get(&c.commit_failures),
-            commit_retries: get(&c.commit_retries),
-            commits_in_flight: get(&c.commits_in_flight),
-            offsets_committed: get(&c.offsets_committed),
-            offsets_stale: get(&c.offsets_stale),
+    let replies: Vec<_> = by_driver
+        .into_iter()
+        .map(|(link, offsets)| {
+            let (reply, rx) = oneshot::channel();
+            let sent = link.send(Command::Commit {
+                offsets,
+                reply,
+                retry_until,
+            });
+            async move {
+                sent?;
+                rx.await
+                    .map_err(|_| Error::closed("the consumer closed before answering the commit"))?
+            }
+        })
+        .collect();
+    async move {
+        let mut total = CommitOutcome::default();
+        for outcome in futures::future::try_join_all(replies).await? {
+            total.merge(outcome);
         }
+        Ok(total)
     }
 }
 
-/// What `spawn` needs to know.
-#[derive(Debug)]
-pub(crate) struct EngineConfig {
-    pub(crate) settings: ConsumerSettings,
-    pub(crate) subscription: Subscription,
-    pub(crate) committable: bool,
-    pub(crate) partitioned: bool,
-}
+/// The listener a driver calls, shared by the context and the loop.
+type Listener = Option<Arc<dyn RebalanceListener>>;
 
-pub(crate) fn next_engine_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link whose commands go nowhere, for unit tests of the parts.
+    pub(super) fn test_link(max_outstanding: Option<usize>) -> Arc<DriverLink> {
+        let (commands, _) = mpsc::channel();
+        Arc::new(DriverLink::new(
+            next_id(),
+            Target::Thread {
+                commands,
+                thread: std::thread::current(),
+            },
+            Shared::new(max_outstanding),
+        ))
+    }
+
+    /// A handle of `link` for `tp` in `generation`.
+    pub(super) fn test_handle(
+        link: &Arc<DriverLink>,
+        tp: &TopicPartition,
+        generation: u64,
+    ) -> Arc<PartitionHandle> {
+        Arc::new(PartitionHandle {
+            tp: tp.clone(),
+            generation,
+            link: link.clone(),
+            acks: None,
+            handover: Arc::new(HandOver::new()),
+        })
+    }
+
+    #[test]
+    fn commits_to_a_closed_driver_fail_without_hanging() {
+        let link = test_link(None);
+        let tp = TopicPartition::new("t", 0);
+        let handle = test_handle(&link, &tp, 1);
+        let result = futures::executor::block_on(commit(vec![(handle, 5)], Instant::now()));
+        assert_eq!(result.unwrap_err().kind(), crate::ErrorKind::Closed);
+    }
 }

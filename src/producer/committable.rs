@@ -1,5 +1,6 @@
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::{Sink, StreamExt};
@@ -34,15 +35,32 @@ pub(crate) fn committable_sink(
     committer_settings.validate()?;
     let core = ProducerCore::new(&producer)?;
     let max_in_flight = producer.max_in_flight;
+    // One task runs both the producer flow and the committer's batching.
     let inner = TaskSink::spawn("producer::committable_sink", 256, move |rx| async move {
-        let commits = committer::sink(committer_settings)?;
         let envelopes = rx.flat_map(futures::stream::iter);
-        // Results come in envelope order; the first failure ends the stream
-        // before any later offset reaches the committer.
-        ProducerFlow::new(core, envelopes, max_in_flight)
-            .map(|result| result.map(|r| r.into_pass_through()).map_err(Error::from))
-            .forward(commits)
-            .await
+        // Results come in envelope order; the first failure ends the offsets
+        // before any later one reaches the committer, and is returned once
+        // the offsets before it are committed.
+        let failure = Arc::new(Mutex::new(None));
+        let offsets = {
+            let failure = failure.clone();
+            ProducerFlow::new(core, envelopes, max_in_flight)
+                .map(move |result| match result {
+                    Ok(r) => Some(r.into_pass_through()),
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Error::from(e));
+                        None
+                    }
+                })
+                .take_while(|o| futures::future::ready(o.is_some()))
+                .filter_map(futures::future::ready)
+        };
+        let mut commits = committer::flow(committer_settings, offsets)?;
+        while let Some(outcome) = commits.next().await {
+            outcome?;
+        }
+        let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        failure.map_or(Ok(()), Err)
     })?;
     Ok(CommittableSink { inner })
 }

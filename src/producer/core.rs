@@ -90,25 +90,23 @@ impl ProducerContext for CoreContext {
     type DeliveryOpaque = Tracker;
 
     fn delivery(&self, result: &DeliveryResult<'_>, tracker: Tracker) {
-        let outcome = match result {
-            Ok(msg) => {
-                self.state.delivered.fetch_add(1, Ordering::Relaxed);
-                Ok(RecordMetadata {
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                })
-            }
-            Err((e, msg)) => {
-                let err = Error::with_source(
-                    ErrorKind::Delivery,
-                    format!("record not delivered: {e}"),
-                    e.clone(),
-                )
-                .at(msg.topic(), Some(msg.partition()).filter(|p| *p >= 0), None);
-                tracing::warn!(error = %err, "delivery failed");
-                Err(err)
-            }
-        };
+        let outcome =
+            match result {
+                Ok(msg) => {
+                    self.state.delivered.fetch_add(1, Ordering::Relaxed);
+                    Ok(RecordMetadata {
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                    })
+                }
+                Err((e, msg)) => {
+                    let err =
+                        Error::with_source(ErrorKind::Delivery, "record not delivered", e.clone())
+                            .at(msg.topic(), Some(msg.partition()).filter(|p| *p >= 0), None);
+                    tracing::warn!(error = %err.report(), "delivery failed");
+                    Err(err)
+                }
+            };
         match tracker.0 {
             Some(reply) => {
                 let _ = reply.send(outcome);
@@ -163,12 +161,12 @@ impl ProducerCore {
                 state: state.clone(),
             },
         )
-        .map_err(|e| {
-            Error::with_source(
-                ErrorKind::Config,
-                format!("could not create the producer: {e}"),
-                e,
-            )
+        .map_err(|e| match e {
+            // librdkafka's own words name the key or combination it refused.
+            KafkaError::ClientCreation(reason) => {
+                Error::config(format!("could not create the producer: {reason}"))
+            }
+            e => Error::with_source(ErrorKind::Config, "could not create the producer", e),
         })?;
         Ok(ProducerCore {
             producer: Some(producer),
@@ -234,12 +232,13 @@ impl ProducerCore {
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
                     return Ok(Sent::Full);
                 }
-                Err(Error::with_source(
-                    ErrorKind::Produce,
-                    format!("could not produce the record: {e}"),
-                    e,
+                Err(
+                    Error::with_source(ErrorKind::Produce, "could not produce the record", e).at(
+                        &record.topic,
+                        record.partition,
+                        None,
+                    ),
                 )
-                .at(&record.topic, record.partition, None))
             }
         }
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
-use crate::consumer::RebalanceListener;
 use crate::error::Error;
+use crate::listener::RebalanceListener;
 
 /// Where a consumer starts when its group has no committed offset for a
 /// partition (librdkafka's `auto.offset.reset`).

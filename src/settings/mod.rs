@@ -33,11 +33,11 @@ pub(crate) fn client_config(
         config.set(k.as_str(), v.as_str());
     }
     config.create_native_config().map_err(|e| match &e {
-        KafkaError::ClientConfig(_, desc, key, value) => Error::with_source(
-            crate::ErrorKind::Config,
-            format!("invalid setting `{key}` = `{value}`: {desc}"),
-            e.clone(),
-        ),
+        // librdkafka's description is the whole cause: it is the message,
+        // not a source that would print it twice.
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            Error::config(format!("invalid setting `{key}` = `{value}`: {desc}"))
+        }
         _ => Error::with_source(
             crate::ErrorKind::Config,
             "invalid client configuration",

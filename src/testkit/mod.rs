@@ -1,10 +1,18 @@
-//! A test kit: an embedded Kafka broker and a broker picker for tests.
+//! A test kit (feature `testkit`): an embedded Kafka broker, a broker
+//! picker, helpers for tests against a broker, and broker-free factories for
+//! unit tests of a pipeline.
 //!
-//! [`EmbeddedKafka`] is librdkafka's mock cluster, a Kafka-protocol broker
-//! inside the process: produce, fetch, consumer groups, offset commits,
-//! idempotent producers, and fault injection. [`TestBroker::from_env`] uses
-//! the broker named by `KAFKA_BOOTSTRAP_SERVERS` when it is set and an
-//! embedded one otherwise, so the same test runs on both.
+//! - [`EmbeddedKafka`] is librdkafka's mock cluster, a Kafka-protocol broker
+//!   inside the process: produce, fetch, consumer groups, offset commits,
+//!   idempotent producers, and fault injection. [`TestBroker::start`] uses
+//!   the broker named by `KAFKA_BOOTSTRAP_SERVERS` when it is set and an
+//!   embedded one otherwise, so the same test runs on both.
+//! - [`unique_name`], [`produce_n`], [`consume_n`], [`wait_until`] and the
+//!   group protocol presets of [`GroupProtocol`] with
+//!   [`TestBroker::group_settings`].
+//! - [`CommitRecorder`]: committable messages and a [`Control`](crate::Control)
+//!   without any broker; commits are recorded for the test to inspect. Its
+//!   documentation shows a unit test of a pipeline.
 //!
 //! # Limits of the embedded broker
 //!
@@ -17,6 +25,11 @@
 
 #[cfg(feature = "testcontainers")]
 pub mod docker;
+mod factory;
+mod helpers;
+
+pub use factory::CommitRecorder;
+pub use helpers::{consume_n, produce_n, unique_name, wait_until, wait_until_async, GroupProtocol};
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};

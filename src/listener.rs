@@ -1,3 +1,5 @@
+//! The rebalance listener: a user's hook on assignments and revocations.
+
 use crate::record::TopicPartition;
 
 /// Told of the consumer's rebalances, with plain values; can choose where

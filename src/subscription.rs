@@ -1,3 +1,5 @@
+//! What a source reads: topics, a pattern, or partitions assigned by hand.
+
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
 

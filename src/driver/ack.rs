@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 
@@ -17,8 +18,8 @@ use futures::task::AtomicWaker;
 #[derive(Debug)]
 pub(crate) struct Outstanding {
     count: AtomicUsize,
-    pub(crate) max: usize,
-    pub(crate) waker: AtomicWaker,
+    max: usize,
+    waker: AtomicWaker,
 }
 
 impl Outstanding {
@@ -30,8 +31,20 @@ impl Outstanding {
         }
     }
 
-    pub(crate) fn at_limit(&self) -> bool {
+    fn at_limit(&self) -> bool {
         self.count.load(Ordering::Acquire) >= self.max
+    }
+
+    /// Ready while below the limit; otherwise registers the waker, which an
+    /// acknowledgement or a closed assignment wakes.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.at_limit() {
+            self.waker.register(cx.waker());
+            if self.at_limit() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(())
     }
 
     fn add(&self, n: usize) {
@@ -46,9 +59,9 @@ impl Outstanding {
     }
 }
 
-/// The offsets of one assignment of one partition.
+/// The acknowledgements of one assignment of one partition.
 #[derive(Debug, Default)]
-pub(crate) struct PartitionTracker {
+pub(crate) struct AckTracker {
     inner: Mutex<Entries>,
 }
 
@@ -62,7 +75,7 @@ struct Entries {
     closed: bool,
 }
 
-impl PartitionTracker {
+impl AckTracker {
     /// Registers offsets handed out (ascending, after every earlier one).
     pub(crate) fn register(&self, offsets: impl Iterator<Item = i64>, outstanding: &Outstanding) {
         let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,7 +123,7 @@ mod tests {
     #[test]
     fn the_watermark_waits_for_the_slowest_record() {
         let out = Outstanding::new(100);
-        let t = PartitionTracker::default();
+        let t = AckTracker::default();
         t.register([10, 11, 13, 14].into_iter(), &out);
         assert_eq!(t.ack(11, &out), None);
         assert_eq!(t.ack(13, &out), None);
@@ -139,7 +152,7 @@ mod tests {
                 offsets.push(o);
             }
             let out = Outstanding::new(max);
-            let t = PartitionTracker::default();
+            let t = AckTracker::default();
             t.register(offsets.iter().copied(), &out);
             // A deterministic shuffle from the seed.
             let mut order: Vec<usize> = (0..offsets.len()).collect();

@@ -1,0 +1,52 @@
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Sink;
+
+use crate::consumer::CommittableOffset;
+use crate::error::{Error, Result};
+use crate::task_sink::TaskSink;
+
+/// The sink returned by [`sink`](super::sink).
+#[must_use = "sinks do nothing unless offsets are sent to them"]
+pub struct CommitterSink {
+    inner: TaskSink<CommittableOffset>,
+}
+
+impl CommitterSink {
+    pub(super) fn new(inner: TaskSink<CommittableOffset>) -> Self {
+        CommitterSink { inner }
+    }
+}
+
+impl fmt::Debug for CommitterSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitterSink")
+            .field("buffered", &self.inner.buffered())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink<CommittableOffset> for CommitterSink {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: CommittableOffset) -> Result<()> {
+        Pin::new(&mut self.get_mut().inner).start_send(item)
+    }
+
+    /// Hands every buffered offset to the batching task. It does not force a
+    /// commit: that happens by batch size, by interval, or on close.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    /// Commits everything received and waits for the answers.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}

@@ -1,0 +1,203 @@
+//! The batching rules on a paused clock, with offsets of a fake consumer
+//! that records commits: no broker, no real time.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::driver::fake::FakeConsumer;
+use crate::outcome::PartitionOffset;
+use crate::record::TopicPartition;
+use crate::settings::{CommitDelivery, CommitWhen};
+use crate::ErrorKind;
+
+fn offset(fake: &FakeConsumer, partition: i32, offset: i64) -> CommittableOffset {
+    let tp = TopicPartition::new("t", partition);
+    CommittableOffset {
+        partition: fake.hand_out(&tp, offset),
+        offset,
+    }
+}
+
+fn po(partition: i32, offset: i64) -> PartitionOffset {
+    PartitionOffset {
+        tp: TopicPartition::new("t", partition),
+        offset,
+    }
+}
+
+/// A flow fed through a channel and driven by a task; its items arrive on
+/// the returned receiver.
+struct Running {
+    offsets: Option<mpsc::UnboundedSender<CommittableOffset>>,
+    outcomes: mpsc::UnboundedReceiver<Result<crate::CommitOutcome>>,
+}
+
+fn run(settings: CommitterSettings) -> Running {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let offsets =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) });
+    let mut flow = flow(settings, offsets).expect("valid settings");
+    let (out_tx, outcomes) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = flow.next().await {
+            let _ = out_tx.send(item);
+        }
+    });
+    Running {
+        offsets: Some(tx),
+        outcomes,
+    }
+}
+
+impl Running {
+    fn send(&self, offset: CommittableOffset) {
+        self.offsets.as_ref().unwrap().send(offset).unwrap();
+    }
+
+    fn end(&mut self) {
+        self.offsets = None;
+    }
+
+    /// Lets the flow's task run without moving the clock.
+    async fn settle(&self) {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_batch_is_committed_at_once() {
+    let fake = FakeConsumer::new();
+    let running = run(CommitterSettings::default().max_batch(3));
+    for o in 0..3 {
+        running.send(offset(&fake, 0, o));
+    }
+    running.settle().await;
+    assert_eq!(fake.commits(), vec![vec![po(0, 3)]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_batch_waits_for_max_interval() {
+    let fake = FakeConsumer::new();
+    let mut running = run(CommitterSettings::default()
+        .max_batch(100)
+        .max_interval(Duration::from_secs(10)));
+    running.send(offset(&fake, 0, 0));
+    running.send(offset(&fake, 1, 7));
+    running.settle().await;
+    tokio::time::advance(Duration::from_millis(9_990)).await;
+    running.settle().await;
+    assert!(fake.commits().is_empty(), "committed before max_interval");
+    tokio::time::advance(Duration::from_millis(20)).await;
+    running.settle().await;
+    assert_eq!(fake.commits(), vec![vec![po(0, 1), po(1, 8)]]);
+    let outcome = running.outcomes.recv().await.unwrap().unwrap();
+    assert_eq!(outcome.committed, vec![po(0, 1), po(1, 8)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_of_the_offsets_commits_the_rest_and_ends_the_flow() {
+    let fake = FakeConsumer::new();
+    let mut running = run(CommitterSettings::default().max_interval(Duration::from_secs(3600)));
+    running.send(offset(&fake, 0, 4));
+    running.end();
+    assert!(running.outcomes.recv().await.unwrap().is_ok());
+    assert!(running.outcomes.recv().await.is_none(), "the flow ends");
+    assert_eq!(fake.committed().get(&TopicPartition::new("t", 0)), Some(&5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_commit_fails_the_flow_after_commit_timeout() {
+    let fake = FakeConsumer::new();
+    fake.hold_answers(true);
+    let mut running = run(CommitterSettings::default().commit_timeout(Duration::from_secs(15)));
+    running.send(offset(&fake, 0, 0));
+    running.end();
+    running.settle().await;
+    tokio::time::advance(Duration::from_secs(14)).await;
+    running.settle().await;
+    assert!(running.outcomes.try_recv().is_err(), "failed too early");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let err = running.outcomes.recv().await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("commit_timeout"), "{err}");
+    assert!(running.outcomes.recv().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_commit_fails_the_flow_unless_send_and_forget() {
+    let fake = FakeConsumer::new();
+    fake.fail_commits(1);
+    let mut running = run(CommitterSettings::default().max_batch(1));
+    running.send(offset(&fake, 0, 0));
+    let err = running.outcomes.recv().await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Commit);
+
+    let fake = FakeConsumer::new();
+    fake.fail_commits(1);
+    let mut running = run(CommitterSettings::default()
+        .max_batch(1)
+        .delivery(CommitDelivery::SendAndForget));
+    running.send(offset(&fake, 0, 0));
+    running.send(offset(&fake, 0, 1));
+    running.end();
+    let outcome = running.outcomes.recv().await.unwrap().unwrap();
+    assert_eq!(outcome.committed, vec![po(0, 2)]);
+    assert!(running.outcomes.recv().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn offsets_merge_while_every_commit_slot_is_busy() {
+    let fake = FakeConsumer::new();
+    fake.hold_answers(true);
+    let mut running = run(CommitterSettings::default().max_batch(1).parallelism(1));
+    for o in 0..5 {
+        running.send(offset(&fake, 0, o));
+    }
+    running.settle().await;
+    fake.hold_answers(false); // answers the first commit
+    running.settle().await;
+    running.end();
+    while running.outcomes.recv().await.is_some() {}
+    // One commit in flight; the four offsets that came meanwhile went out as one.
+    assert_eq!(fake.commits(), vec![vec![po(0, 1)], vec![po(0, 5)]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revocation_commits_the_partial_batch_at_once() {
+    let fake = FakeConsumer::new();
+    let running = run(CommitterSettings::default()
+        .max_batch(100)
+        .max_interval(Duration::from_secs(3600)));
+    running.send(offset(&fake, 0, 0));
+    running.settle().await;
+    assert!(fake.commits().is_empty());
+    fake.set_revoking(1);
+    running.settle().await;
+    assert_eq!(fake.commits(), vec![vec![po(0, 1)]]);
+    // While the revocation is held, each offset goes out without waiting.
+    running.send(offset(&fake, 0, 1));
+    running.settle().await;
+    assert_eq!(fake.commits().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_offset_observed_holds_the_newest_offset_until_a_newer_one() {
+    let fake = FakeConsumer::new();
+    let mut running = run(CommitterSettings::default()
+        .max_batch(1)
+        .when(CommitWhen::NextOffsetObserved));
+    running.send(offset(&fake, 0, 0));
+    running.settle().await;
+    assert!(fake.commits().is_empty(), "the only offset is held");
+    running.send(offset(&fake, 0, 1));
+    running.settle().await;
+    assert_eq!(fake.commits(), vec![vec![po(0, 1)]]);
+    running.end();
+    while running.outcomes.recv().await.is_some() {}
+    assert_eq!(fake.commits().last().unwrap(), &vec![po(0, 2)]);
+}

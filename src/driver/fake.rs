@@ -1,0 +1,229 @@
+//! A driver without a consumer, for broker-free tests: commits are recorded
+//! and answered on the caller's thread, and the lifecycle commands of a
+//! `Control` change its state at once. The test kit's factories build on it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::{
+    next_id, Command, DriverHandle, DriverLink, DriverState, HandOver, PartitionHandle, Shared,
+    Target,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::outcome::{CommitOutcome, DrainReport, PartitionOffset, Uncommitted};
+use crate::record::TopicPartition;
+
+type Reply = oneshot::Sender<Result<CommitOutcome>>;
+
+/// What the fake consumer saw and how it answers.
+#[derive(Default)]
+struct State {
+    /// Each commit as it arrived: partition and next offset to read.
+    commits: Vec<Vec<PartitionOffset>>,
+    /// Highest next offset committed per partition.
+    committed: BTreeMap<TopicPartition, i64>,
+    /// Answer nothing until released (a slow broker).
+    hold: bool,
+    held: Vec<(Vec<PartitionOffset>, Reply)>,
+    /// Fail this many commits with a commit error.
+    fail: usize,
+    /// What was handed out of each partition.
+    handed: Vec<(TopicPartition, Arc<HandOver>)>,
+}
+
+impl State {
+    /// Partitions whose handed-out records are not all committed.
+    fn uncommitted(&self) -> Vec<Uncommitted> {
+        self.handed
+            .iter()
+            .filter_map(|(tp, h)| {
+                let handed = h.handed_next()?;
+                let c = self.committed.get(tp).copied();
+                (c < Some(handed)).then(|| Uncommitted {
+                    tp: tp.clone(),
+                    committed_next: c,
+                    emitted_next: handed,
+                })
+            })
+            .collect()
+    }
+
+    fn drain_report(&self) -> DrainReport {
+        let uncommitted = self.uncommitted();
+        DrainReport {
+            complete: uncommitted.is_empty(),
+            committed: self
+                .committed
+                .iter()
+                .map(|(tp, offset)| PartitionOffset {
+                    tp: tp.clone(),
+                    offset: *offset,
+                })
+                .collect(),
+            uncommitted,
+        }
+    }
+}
+
+/// Records commits; answers them, or holds or fails them on request.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handles one command as the driver would, at once.
+    pub(super) fn handle(&self, command: Command, shared: &Shared) {
+        match command {
+            Command::Commit { offsets, reply, .. } => {
+                let offsets: Vec<PartitionOffset> = offsets
+                    .into_iter()
+                    .map(|(h, offset)| PartitionOffset {
+                        tp: h.tp.clone(),
+                        offset,
+                    })
+                    .collect();
+                let mut state = self.state();
+                if state.hold {
+                    state.held.push((offsets, reply));
+                } else {
+                    answer(&mut state, offsets, reply);
+                }
+            }
+            Command::Stop => {
+                if matches!(*shared.state.borrow(), DriverState::Running) {
+                    shared.set_state(DriverState::Stopped);
+                }
+            }
+            Command::Drain { reply, .. } => {
+                let _ = reply.send(self.state().drain_report());
+                shared.set_state(DriverState::Closed(Ok(())));
+            }
+            Command::Shutdown => shared.set_state(DriverState::Closed(Ok(()))),
+            Command::SourceDropped(_) | Command::Released => {}
+        }
+    }
+}
+
+fn answer(state: &mut State, offsets: Vec<PartitionOffset>, reply: Reply) {
+    if state.fail > 0 {
+        state.fail -= 1;
+        let _ = reply.send(Err(Error::new(
+            ErrorKind::Commit,
+            "commit refused by the test",
+        )));
+        return;
+    }
+    for o in &offsets {
+        let c = state.committed.entry(o.tp.clone()).or_insert(o.offset);
+        *c = (*c).max(o.offset);
+    }
+    state.commits.push(offsets.clone());
+    let _ = reply.send(Ok(CommitOutcome {
+        committed: offsets,
+        ..CommitOutcome::default()
+    }));
+}
+
+/// A consumer that exists only in the test: partition handles to build
+/// committable offsets from, and a handle for a `Control`.
+#[derive(Debug)]
+pub(crate) struct FakeConsumer {
+    link: Arc<DriverLink>,
+    recorder: Arc<Recorder>,
+}
+
+impl FakeConsumer {
+    pub(crate) fn new() -> Self {
+        let recorder = Arc::new(Recorder::default());
+        let link = Arc::new(DriverLink::new(
+            next_id(),
+            Target::Fake(recorder.clone()),
+            Shared::new(None),
+        ));
+        FakeConsumer { link, recorder }
+    }
+
+    /// The handle of `tp` (one assignment per partition), with `offset`
+    /// marked handed out.
+    pub(crate) fn hand_out(&self, tp: &TopicPartition, offset: i64) -> Arc<PartitionHandle> {
+        let mut state = self.recorder.state();
+        let handover = match state.handed.iter().find(|(t, _)| t == tp) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = Arc::new(HandOver::new());
+                state.handed.push((tp.clone(), h.clone()));
+                h
+            }
+        };
+        // Offsets may be made in any order; keep the highest handed out.
+        let next = handover.handed_next().unwrap_or(0).max(offset + 1);
+        handover.hand(next - 1);
+        Arc::new(PartitionHandle {
+            tp: tp.clone(),
+            generation: 1,
+            link: self.link.clone(),
+            acks: None,
+            handover,
+        })
+    }
+
+    /// A handle for a `Control` of this consumer.
+    pub(crate) fn control_handle(&self) -> Arc<DriverHandle> {
+        Arc::new(DriverHandle {
+            link: self.link.clone(),
+            close_timeout: Duration::from_secs(1),
+        })
+    }
+
+    pub(crate) fn commits(&self) -> Vec<Vec<PartitionOffset>> {
+        self.recorder.state().commits.clone()
+    }
+
+    pub(crate) fn committed(&self) -> BTreeMap<TopicPartition, i64> {
+        self.recorder.state().committed.clone()
+    }
+
+    /// What a drain would report now.
+    pub(crate) fn drain_report(&self) -> DrainReport {
+        self.recorder.state().drain_report()
+    }
+
+    pub(crate) fn hold_answers(&self, hold: bool) {
+        let mut state = self.recorder.state();
+        state.hold = hold;
+        if !hold {
+            for (offsets, reply) in std::mem::take(&mut state.held) {
+                answer(&mut state, offsets, reply);
+            }
+        }
+    }
+
+    pub(crate) fn fail_commits(&self, n: usize) {
+        self.recorder.state().fail = n;
+    }
+
+    /// Sets how many revocations wait for commits (committers flush while
+    /// it is above zero).
+    pub(crate) fn set_revoking(&self, n: usize) {
+        self.link.shared.revoking.send_replace(n);
+    }
+
+    /// Ends the consumer as a fatal error would.
+    pub(crate) fn fail(&self, err: Error) {
+        self.link.shared.set_state(DriverState::Closed(Err(err)));
+    }
+}

@@ -1,0 +1,254 @@
+//! Every `unsafe` call the driver makes into librdkafka, with the reason it
+//! is sound beside each block. Three things rdkafka does not wrap:
+//!
+//! - a partition's own queue ([`PartitionQueue`]), read in batches:
+//!   rdkafka's `PartitionQueue::poll` returns one message per call and
+//!   allocates per message, while `rd_kafka_consume_batch_queue` hands over
+//!   a whole batch under one queue lock; that is most of what makes the
+//!   driver cheaper per record than a raw rdkafka poll loop;
+//! - asynchronous commits whose result comes back as an event
+//!   ([`ConsumerQueueRef::commit`]): librdkafka reports the result of an
+//!   async `rd_kafka_commit` only to an `offset_commit_cb` set in the
+//!   configuration, which rdkafka does not set, so a plain async commit is
+//!   never answered; `rd_kafka_commit_queue` with the consumer's own queue
+//!   posts the result there, where the driver's poll turns it into
+//!   `ConsumerContext::commit_callback`: exactly one answer per commit;
+//! - reading a raw message's fields into a [`RecordBuilder`].
+//!
+//! Both queue references must be dropped before the consumer: a reference
+//! alive at destruction makes librdkafka wait forever (the driver's close
+//! releases them first).
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::thread::Thread;
+
+use bytes::Bytes;
+use rdkafka::bindings as rdsys;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::topic_partition_list::TopicPartitionList;
+
+use super::records::RecordBuilder;
+use crate::record::{Header, Timestamp, TopicPartition};
+
+/// A partition's queue, split off the consumer queue, with a wake-up of the
+/// driver thread when it becomes non-empty.
+pub(crate) struct PartitionQueue {
+    queue: *mut rdsys::rd_kafka_queue_t,
+    // The callback's opaque pointer points into this box.
+    _wake: Box<Thread>,
+}
+
+// SAFETY: librdkafka queues are thread-safe; the driver owns this value and
+// uses it from its own thread only.
+unsafe impl Send for PartitionQueue {}
+
+unsafe extern "C" fn on_nonempty(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the `Thread` boxed in the queue that registered this
+    // callback; the callback is disabled before the box is dropped.
+    let thread = unsafe { &*(opaque as *const Thread) };
+    thread.unpark();
+}
+
+/// Room for the message pointers of one batch read, kept between reads to
+/// reuse its allocation. Always empty between calls.
+#[derive(Default)]
+pub(crate) struct MessageBuf(Vec<*mut rdsys::rd_kafka_message_t>);
+
+// SAFETY: it holds no pointer between calls of `drain_into`.
+unsafe impl Send for MessageBuf {}
+
+impl PartitionQueue {
+    /// Splits `tp` off the consumer queue. Call it before the partition is
+    /// assigned, so that no record of it reaches the consumer queue.
+    pub(crate) fn split<C: ConsumerContext>(
+        consumer: &BaseConsumer<C>,
+        tp: &TopicPartition,
+        wake: Thread,
+    ) -> Option<Self> {
+        let topic = CString::new(tp.topic.as_bytes()).ok()?;
+        // SAFETY: the client is alive for the call; the returned reference is
+        // released in `drop`.
+        let queue = unsafe {
+            rdsys::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                tp.partition,
+            )
+        };
+        if queue.is_null() {
+            return None;
+        }
+        let wake = Box::new(wake);
+        // SAFETY: `queue` is valid; the opaque pointer lives as long as `self`.
+        unsafe {
+            rdsys::rd_kafka_queue_forward(queue, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_cb_event_enable(
+                queue,
+                Some(on_nonempty),
+                &*wake as *const Thread as *mut c_void,
+            );
+        }
+        Some(PartitionQueue { queue, _wake: wake })
+    }
+
+    /// Moves up to `max` records into `builder` without waiting. Returns the
+    /// first error a message carried, if any; every record read is kept.
+    pub(crate) fn drain_into(
+        &self,
+        builder: &mut RecordBuilder,
+        max: usize,
+        scratch: &mut MessageBuf,
+    ) -> Option<KafkaError> {
+        let scratch = &mut scratch.0;
+        scratch.clear();
+        scratch.reserve(max);
+        // SAFETY: `scratch` has room for `max` pointers; librdkafka fills the
+        // first `n` and transfers their ownership to us.
+        let n = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(self.queue, 0, scratch.as_mut_ptr(), max)
+        };
+        if n <= 0 {
+            return None;
+        }
+        // SAFETY: librdkafka initialised the first `n` entries.
+        unsafe { scratch.set_len(n as usize) };
+        let mut error = None;
+        for &msg in scratch.iter() {
+            // SAFETY: each pointer is a valid message we own until destroyed below.
+            let m = unsafe { &*msg };
+            if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                read_message(m, builder);
+            } else if error.is_none() {
+                let code: RDKafkaErrorCode = m.err.into();
+                error = Some(KafkaError::MessageConsumption(code));
+            }
+            // SAFETY: we own the message and no longer use it.
+            unsafe { rdsys::rd_kafka_message_destroy(msg) };
+        }
+        scratch.clear();
+        error
+    }
+}
+
+impl Drop for PartitionQueue {
+    fn drop(&mut self) {
+        // SAFETY: disable the callback before its opaque pointer is freed,
+        // then release our reference.
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
+
+/// Copies one valid, error-free message (alive for the call) into `builder`.
+fn read_message(m: &rdsys::rd_kafka_message_t, builder: &mut RecordBuilder) {
+    let mut ts_type = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    // SAFETY: `m` is a valid message for the call.
+    let ts = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut ts_type) };
+    let timestamp = match ts_type {
+        rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_CREATE_TIME => {
+            Timestamp::CreateTime(ts)
+        }
+        rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => {
+            Timestamp::LogAppendTime(ts)
+        }
+        _ => Timestamp::NotAvailable,
+    };
+    // SAFETY: librdkafka guarantees `key`/`payload` point to `key_len`/`len`
+    // readable bytes, or are null, for as long as the message lives.
+    let (key, payload) = unsafe { (bytes_of(m.key, m.key_len), bytes_of(m.payload, m.len)) };
+    builder.push(m.offset, timestamp, key, payload, headers_of(m));
+}
+
+/// # Safety
+/// `ptr` must be null or point to `len` readable bytes.
+unsafe fn bytes_of<'a>(ptr: *const c_void, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: per the function's contract.
+        Some(unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
+    }
+}
+
+/// The headers of a valid message, copied.
+fn headers_of(m: &rdsys::rd_kafka_message_t) -> Vec<Header> {
+    let mut hdrs: *mut rdsys::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `m` is valid; the headers belong to the message.
+    let err = unsafe { rdsys::rd_kafka_message_headers(m, &mut hdrs) };
+    if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut idx = 0;
+    loop {
+        let mut name: *const c_char = std::ptr::null();
+        let mut value: *const c_void = std::ptr::null();
+        let mut size = 0usize;
+        // SAFETY: `hdrs` is valid while the message is.
+        let err =
+            unsafe { rdsys::rd_kafka_header_get_all(hdrs, idx, &mut name, &mut value, &mut size) };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            break;
+        }
+        out.push(Header {
+            // SAFETY: header names are NUL-terminated strings owned by the message.
+            key: unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned(),
+            // SAFETY: `value` points to `size` bytes or is null.
+            value: unsafe { bytes_of(value, size) }.map(Bytes::copy_from_slice),
+        });
+        idx += 1;
+    }
+    out
+}
+
+/// A reference to the consumer queue, for commits answered on it.
+pub(crate) struct ConsumerQueueRef(*mut rdsys::rd_kafka_queue_t);
+
+// SAFETY: librdkafka queues are thread-safe; the reference is only used by
+// the driver thread and released before the consumer.
+unsafe impl Send for ConsumerQueueRef {}
+
+impl ConsumerQueueRef {
+    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<Self> {
+        // SAFETY: the client pointer is valid while `consumer` lives.
+        let q = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+        (!q.is_null()).then_some(ConsumerQueueRef(q))
+    }
+
+    /// Sends an asynchronous commit; its result arrives as an offset-commit
+    /// event on the consumer queue.
+    pub(crate) fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), KafkaError> {
+        // SAFETY: all pointers are valid for the call; librdkafka copies the list.
+        let err = unsafe {
+            rdsys::rd_kafka_commit_queue(
+                consumer.client().native_ptr(),
+                tpl.ptr(),
+                self.0,
+                None,
+                std::ptr::null_mut(),
+            )
+        };
+        let code: RDKafkaErrorCode = err.into();
+        if code == RDKafkaErrorCode::NoError {
+            Ok(())
+        } else {
+            Err(KafkaError::ConsumerCommit(code))
+        }
+    }
+}
+
+impl Drop for ConsumerQueueRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference was obtained from rd_kafka_queue_get_consumer.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0) };
+    }
+}

@@ -1,0 +1,301 @@
+//! The pipeline's rules, with a clock moved by hand and a target that
+//! records what would go to the broker.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+use super::super::tests::{test_handle, test_link};
+use super::*;
+
+#[derive(Default)]
+struct FakeTarget {
+    /// (partition, generation) pairs assigned now.
+    current: Vec<(TopicPartition, u64)>,
+    committed: HashMap<(TopicPartition, u64), i64>,
+    sends: Vec<Vec<PartitionOffset>>,
+    refuse_sends: Option<RDKafkaErrorCode>,
+    failures: usize,
+}
+
+impl CommitTarget for FakeTarget {
+    fn is_current(&self, tp: &TopicPartition, generation: u64) -> bool {
+        self.current
+            .iter()
+            .any(|(t, g)| t == tp && *g == generation)
+    }
+    fn committed_next(&self, tp: &TopicPartition, generation: u64) -> Option<i64> {
+        self.committed.get(&(tp.clone(), generation)).copied()
+    }
+    fn send(&mut self, offsets: &[PartitionOffset]) -> std::result::Result<(), KafkaError> {
+        if let Some(code) = self.refuse_sends {
+            return Err(KafkaError::ConsumerCommit(code));
+        }
+        self.sends.push(offsets.to_vec());
+        Ok(())
+    }
+    fn committed(&mut self, tp: &TopicPartition, generation: u64, next: i64) {
+        self.committed.insert((tp.clone(), generation), next);
+    }
+    fn failed(&mut self, _: &[(PartitionOffset, u64)], _: &Error, _: Instant) {
+        self.failures += 1;
+    }
+}
+
+struct Setup {
+    link: Arc<DriverLink>,
+    pipeline: CommitPipeline,
+    target: FakeTarget,
+    now: Instant,
+}
+
+fn setup() -> Setup {
+    let link = test_link(None);
+    let mut target = FakeTarget::default();
+    for p in 0..3 {
+        target.current.push((tp(p), 1));
+    }
+    Setup {
+        pipeline: CommitPipeline::new(link.clone()),
+        link,
+        target,
+        now: Instant::now(),
+    }
+}
+
+fn tp(p: i32) -> TopicPartition {
+    TopicPartition::new("t", p)
+}
+
+fn po(p: i32, offset: i64) -> PartitionOffset {
+    PartitionOffset { tp: tp(p), offset }
+}
+
+type Reply = oneshot::Receiver<Result<CommitOutcome>>;
+
+impl Setup {
+    fn submit(&mut self, offsets: &[(i32, u64, i64)]) -> Reply {
+        self.submit_until(offsets, self.now + Duration::from_secs(15))
+    }
+
+    fn submit_until(&mut self, offsets: &[(i32, u64, i64)], until: Instant) -> Reply {
+        let offsets = offsets
+            .iter()
+            .map(|&(p, g, o)| (test_handle(&self.link, &tp(p), g), o))
+            .collect();
+        let (reply, rx) = oneshot::channel();
+        self.pipeline
+            .submit(offsets, reply, until, self.now, &mut self.target);
+        rx
+    }
+
+    /// The broker answers the oldest commit sent.
+    fn answer(&mut self, error: Option<RDKafkaErrorCode>) {
+        let offsets = self.target.sends.last().expect("a commit was sent").clone();
+        let partitions = offsets
+            .iter()
+            .map(|o| CommittedPartition {
+                tp: o.tp.clone(),
+                offset: Some(o.offset),
+                error: None,
+            })
+            .collect();
+        let result = match error {
+            Some(code) => Err(KafkaError::ConsumerCommit(code)),
+            None => Ok(()),
+        };
+        self.pipeline
+            .answered(result, partitions, self.now, &mut self.target);
+    }
+
+    fn metric(&self, f: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+        f(&self.link.shared.counters).load(Ordering::Relaxed)
+    }
+}
+
+fn outcome(rx: &mut Reply) -> CommitOutcome {
+    rx.try_recv().expect("answered").expect("committed")
+}
+
+#[test]
+fn requests_made_while_a_commit_is_in_flight_merge_into_the_next() {
+    let mut s = setup();
+    let mut first = s.submit(&[(0, 1, 5)]);
+    assert_eq!(s.target.sends, vec![vec![po(0, 5)]]);
+    let mut second = s.submit(&[(0, 1, 7), (1, 1, 3)]);
+    let mut third = s.submit(&[(0, 1, 6)]);
+    assert_eq!(s.target.sends.len(), 1, "one commit in flight at a time");
+    assert_eq!(s.metric(|c| &c.commits_in_flight), 3);
+    assert_eq!(second.try_recv().unwrap_err(), TryRecvError::Empty);
+
+    s.answer(None);
+    assert_eq!(outcome(&mut first).committed, vec![po(0, 5)]);
+    // The two waiting requests went out as one commit, highest offset per partition.
+    assert_eq!(s.target.sends[1], vec![po(0, 7), po(1, 3)]);
+    s.answer(None);
+    assert_eq!(outcome(&mut second).committed, vec![po(0, 7), po(1, 3)]);
+    assert_eq!(outcome(&mut third).committed, vec![po(0, 6)]);
+    assert_eq!(s.metric(|c| &c.commits), 2);
+    assert_eq!(s.metric(|c| &c.commits_in_flight), 0);
+    assert!(!s.pipeline.is_busy());
+}
+
+#[test]
+fn offsets_of_ended_assignments_are_reported_stale_and_not_sent() {
+    let mut s = setup();
+    // Generation 2 of partition 0 is not assigned; partition 1 of generation 1 is.
+    let mut rx = s.submit(&[(0, 2, 5), (1, 1, 9)]);
+    assert_eq!(s.target.sends, vec![vec![po(1, 9)]]);
+    s.answer(None);
+    let o = outcome(&mut rx);
+    assert_eq!(o.committed, vec![po(1, 9)]);
+    assert_eq!(o.stale, vec![po(0, 5)]);
+
+    let mut only_stale = s.submit(&[(0, 2, 6)]);
+    assert_eq!(s.target.sends.len(), 1, "nothing sent for stale offsets");
+    assert_eq!(outcome(&mut only_stale).stale, vec![po(0, 6)]);
+    assert_eq!(s.metric(|c| &c.offsets_stale), 2);
+}
+
+#[test]
+fn a_partition_revoked_while_its_request_waited_is_stale_at_send_time() {
+    let mut s = setup();
+    let _first = s.submit(&[(0, 1, 1)]);
+    let mut waiting = s.submit(&[(1, 1, 4)]);
+    s.target.current.retain(|(t, _)| *t != tp(1));
+    s.answer(None);
+    assert_eq!(s.target.sends.len(), 1);
+    assert_eq!(outcome(&mut waiting).stale, vec![po(1, 4)]);
+}
+
+#[test]
+fn a_committed_offset_never_moves_back() {
+    let mut s = setup();
+    s.target.committed.insert((tp(0), 1), 10);
+    let mut rx = s.submit(&[(0, 1, 8)]);
+    assert!(s.target.sends.is_empty(), "an older offset is not sent");
+    assert_eq!(outcome(&mut rx).committed, vec![po(0, 8)]);
+    let _reply = s.submit(&[(0, 1, 11)]);
+    assert_eq!(s.target.sends, vec![vec![po(0, 11)]]);
+}
+
+#[test]
+fn a_retriable_failure_is_retried_after_a_backoff_and_then_answered() {
+    let mut s = setup();
+    let mut rx = s.submit(&[(0, 1, 5)]);
+    s.answer(Some(RDKafkaErrorCode::RequestTimedOut));
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert_eq!(s.metric(|c| &c.commit_retries), 1);
+    assert_eq!(s.metric(|c| &c.commits_in_flight), 1);
+    assert_eq!(s.target.failures, 1);
+
+    // The first backoff is 50 ms with ±25% jitter.
+    let due = s
+        .pipeline
+        .resend_due(s.now, &mut s.target)
+        .expect("a retry");
+    let wait = due - s.now;
+    assert!(
+        wait >= Duration::from_micros(37_500) && wait <= Duration::from_micros(62_500),
+        "{wait:?}"
+    );
+    s.now += Duration::from_millis(30);
+    s.pipeline.resend_due(s.now, &mut s.target);
+    assert_eq!(s.target.sends.len(), 1, "not due yet");
+    s.now = due;
+    assert_eq!(s.pipeline.resend_due(s.now, &mut s.target), None);
+    assert_eq!(s.target.sends.len(), 2);
+    s.answer(None);
+    assert_eq!(outcome(&mut rx).committed, vec![po(0, 5)]);
+    assert_eq!(s.metric(|c| &c.commit_failures), 0);
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    assert_eq!(backoff(0, 1.0), Duration::from_millis(50));
+    assert_eq!(backoff(1, 1.0), Duration::from_millis(100));
+    assert_eq!(backoff(5, 1.0), Duration::from_millis(1600));
+    assert_eq!(backoff(6, 1.0), MAX_BACKOFF);
+    assert_eq!(backoff(30, 1.25), MAX_BACKOFF.mul_f64(1.25));
+    for _ in 0..100 {
+        let j = jitter();
+        assert!((0.75..=1.25).contains(&j), "{j}");
+    }
+}
+
+#[test]
+fn retries_due_together_go_out_as_one_commit() {
+    let mut s = setup();
+    let mut a = s.submit(&[(0, 1, 5)]);
+    let mut b = s.submit(&[(1, 1, 6)]);
+    s.answer(Some(RDKafkaErrorCode::CoordinatorLoadInProgress));
+    // `b` went out merged with nothing else once `a` failed; fail it too.
+    s.answer(Some(RDKafkaErrorCode::CoordinatorLoadInProgress));
+    assert_eq!(s.target.sends.len(), 2);
+    s.now += MAX_BACKOFF * 2;
+    s.pipeline.resend_due(s.now, &mut s.target);
+    assert_eq!(s.target.sends.len(), 3);
+    assert_eq!(s.target.sends[2], vec![po(0, 5), po(1, 6)]);
+    s.answer(None);
+    outcome(&mut a);
+    outcome(&mut b);
+}
+
+#[test]
+fn a_failure_past_the_deadline_or_not_retriable_fails_the_request() {
+    let mut s = setup();
+    let until = s.now + Duration::from_millis(10);
+    let mut rx = s.submit_until(&[(0, 1, 5)], until);
+    s.answer(Some(RDKafkaErrorCode::RequestTimedOut));
+    let err = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Commit);
+    assert_eq!(err.rdkafka_code(), Some(RDKafkaErrorCode::RequestTimedOut));
+    assert_eq!(s.metric(|c| &c.commit_failures), 1);
+
+    let mut rx = s.submit(&[(0, 1, 6)]);
+    s.answer(Some(RDKafkaErrorCode::InvalidCommitOffsetSize));
+    assert!(
+        rx.try_recv().unwrap().is_err(),
+        "not retriable: fails at once"
+    );
+    assert_eq!(s.metric(|c| &c.commit_failures), 2);
+    assert_eq!(s.metric(|c| &c.commits_in_flight), 0);
+}
+
+#[test]
+fn a_group_that_moved_on_is_waited_for() {
+    let mut s = setup();
+    let mut rx = s.submit(&[(0, 1, 5)]);
+    s.answer(Some(RDKafkaErrorCode::IllegalGeneration));
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert_eq!(s.metric(|c| &c.commit_retries), 1);
+}
+
+#[test]
+fn a_refused_send_counts_as_a_failed_commit() {
+    let mut s = setup();
+    s.target.refuse_sends = Some(RDKafkaErrorCode::InvalidArgument);
+    let mut rx = s.submit(&[(0, 1, 5)]);
+    let err = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(err.coordinates().unwrap().offset, Some(5));
+    assert_eq!(s.target.failures, 1);
+}
+
+#[test]
+fn closing_answers_every_request() {
+    let mut s = setup();
+    let mut sent = s.submit(&[(0, 1, 5)]);
+    let mut queued = s.submit(&[(1, 1, 5)]);
+    s.pipeline
+        .fail_all(&Error::new(ErrorKind::Timeout, "the consumer closed"));
+    for rx in [&mut sent, &mut queued] {
+        assert_eq!(
+            rx.try_recv().unwrap().unwrap_err().kind(),
+            ErrorKind::Timeout
+        );
+    }
+    assert!(!s.pipeline.is_busy());
+    assert_eq!(s.metric(|c| &c.commits_in_flight), 0);
+}

@@ -1,0 +1,606 @@
+//! The driver thread: the only code that calls librdkafka's consumer API.
+//!
+//! Each pass: take commands, serve the main queue (rebalances, commit results,
+//! errors), then, while the sources have room, deliver from per-partition
+//! queues. When a source is not pulled its partition queues are simply not
+//! drained (librdkafka stops fetching once its prefetch limits are reached),
+//! while the main queue keeps being served, so the consumer stays in its
+//! group however long the stall lasts. Nothing is paused, so nothing
+//! prefetched is thrown away.
+
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+use super::ack::AckTracker;
+use super::context::{self, ContextEvent, DriverConsumer};
+use super::delivery::{deliver_partition, Delivered};
+use super::ffi::{ConsumerQueueRef, MessageBuf, PartitionQueue};
+use super::pipeline::{CommitPipeline, CommitTarget};
+use super::records::RecordBuilder;
+use super::revocation::RevocationHolds;
+use super::table::{Partition, PartitionTable};
+use super::{
+    Command, Counters, DriverLink, DriverState, HandOver, PartitionHandle, RecordBatch,
+    SourceScope, SubSource,
+};
+use crate::error::{Error, ErrorKind, Report, Result};
+use crate::outcome::{DrainReport, PartitionOffset};
+use crate::record::TopicPartition;
+use crate::subscription::{StartOffset, Subscription};
+
+/// Where the driver delivers records.
+pub(super) enum Output {
+    /// Every partition into one stream.
+    Single(tokio::sync::mpsc::Sender<RecordBatch>),
+    /// A sub-stream per assigned partition, announced on this channel.
+    Partitioned(tokio::sync::mpsc::UnboundedSender<SubSource>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Running,
+    Stopped,
+    Closing { deadline: Instant },
+}
+
+pub(super) struct Driver {
+    /// Where commit results arrive; released before the consumer.
+    pub(super) commit_queue: Option<ConsumerQueueRef>,
+    pub(super) consumer: Option<Arc<DriverConsumer>>,
+    pub(super) link: Arc<DriverLink>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    /// `None` once the source stopped or was dropped: nothing is delivered
+    /// to partitions assigned after that.
+    pub(super) output: Option<Output>,
+    pub(super) table: PartitionTable,
+    pub(super) holds: RevocationHolds,
+    pub(super) pipeline: CommitPipeline,
+    pub(super) builder: RecordBuilder,
+    /// Message pointers of one batch read; kept to reuse its allocation.
+    pub(super) scratch: MessageBuf,
+    /// Where the next delivery pass starts, so every partition gets its turn.
+    pub(super) rr: usize,
+    pub(super) phase: Phase,
+    pub(super) drain: Option<(Instant, oneshot::Sender<DrainReport>)>,
+    pub(super) failure: Option<Error>,
+    pub(super) buffer_batches: usize,
+    pub(super) max_batch: usize,
+    pub(super) wake_interval: Duration,
+    pub(super) close_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) bootstrap: String,
+    pub(super) committable: bool,
+    pub(super) subscription: Subscription,
+}
+
+/// The commit pipeline's view of the driver: the partition table, the held
+/// revocations and the consumer to send through.
+struct Broker<'a> {
+    table: &'a mut PartitionTable,
+    holds: &'a mut RevocationHolds,
+    consumer: Option<&'a DriverConsumer>,
+    queue: Option<&'a ConsumerQueueRef>,
+}
+
+impl CommitTarget for Broker<'_> {
+    fn is_current(&self, tp: &TopicPartition, generation: u64) -> bool {
+        self.table.is_current(tp, generation)
+    }
+
+    fn committed_next(&self, tp: &TopicPartition, generation: u64) -> Option<i64> {
+        self.table.committed_next(tp, generation)
+    }
+
+    fn send(&mut self, offsets: &[PartitionOffset]) -> std::result::Result<(), KafkaError> {
+        let (Some(consumer), Some(queue)) = (self.consumer, self.queue) else {
+            return Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::InvalidArgument,
+            ));
+        };
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for o in offsets {
+            tpl.add_partition_offset(&o.tp.topic, o.tp.partition, Offset::Offset(o.offset))?;
+        }
+        queue.commit(consumer, &tpl)
+    }
+
+    fn committed(&mut self, tp: &TopicPartition, generation: u64, next: i64) {
+        self.table.record_committed(tp, generation, next);
+    }
+
+    fn failed(&mut self, offsets: &[(PartitionOffset, u64)], err: &Error, now: Instant) {
+        self.holds
+            .commit_failed(offsets.iter().map(|(o, _)| &o.tp), err, now);
+    }
+}
+
+impl Driver {
+    fn consumer(&self) -> &Arc<DriverConsumer> {
+        self.consumer
+            .as_ref()
+            .expect("consumer is present until close")
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.link.shared.counters
+    }
+
+    /// Splits the driver into the pipeline and its view of the rest.
+    fn pipeline(&mut self) -> (&mut CommitPipeline, Broker<'_>) {
+        let broker = Broker {
+            table: &mut self.table,
+            holds: &mut self.holds,
+            consumer: self.consumer.as_deref(),
+            queue: self.commit_queue.as_ref(),
+        };
+        (&mut self.pipeline, broker)
+    }
+
+    pub(super) fn run(mut self) {
+        let span = tracing::info_span!("consumer", id = self.link.id);
+        let _guard = span.enter();
+        match self.start() {
+            Ok(()) => self.main_loop(),
+            Err(e) => {
+                tracing::error!(error = %Report(&e), "consumer failed to start");
+                self.failure = Some(e);
+            }
+        }
+        self.close();
+    }
+
+    /// Checks that the cluster answers, then subscribes or assigns.
+    fn start(&mut self) -> Result<()> {
+        let started = Instant::now();
+        if let Err(e) = self.consumer().fetch_metadata(None, self.connect_timeout) {
+            return Err(Error::with_source(
+                ErrorKind::BrokerUnreachable,
+                format!(
+                    "no broker at `{}` answered within {:?} (connect_timeout)",
+                    self.bootstrap, self.connect_timeout
+                ),
+                e,
+            ));
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "cluster answered");
+        let consumer = self.consumer().clone();
+        match self.subscription.clone() {
+            Subscription::Topics(topics) => {
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&names).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Config,
+                        format!("could not subscribe to {topics:?}"),
+                        e,
+                    )
+                })?;
+                tracing::info!(?topics, "subscribed");
+            }
+            Subscription::Pattern(pattern) => {
+                consumer.subscribe(&[pattern.as_str()]).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Config,
+                        format!("could not subscribe to pattern `{pattern}`"),
+                        e,
+                    )
+                })?;
+                tracing::info!(%pattern, "subscribed to pattern");
+            }
+            Subscription::Assignment(assignment) => {
+                let mut tpl = TopicPartitionList::with_capacity(assignment.len());
+                let mut split = Vec::with_capacity(assignment.len());
+                for (tp, start) in &assignment {
+                    let offset = match start {
+                        StartOffset::Committed => Offset::Stored,
+                        StartOffset::Beginning => Offset::Beginning,
+                        StartOffset::End => Offset::End,
+                        StartOffset::Offset(o) => Offset::Offset(*o),
+                    };
+                    tpl.add_partition_offset(&tp.topic, tp.partition, offset)
+                        .map_err(|e| {
+                            Error::with_source(ErrorKind::Config, "invalid start offset", e).at(
+                                &tp.topic,
+                                Some(tp.partition),
+                                None,
+                            )
+                        })?;
+                    split.push((tp.clone(), consumer.context().split(&consumer, tp)));
+                }
+                consumer.assign(&tpl).map_err(|e| {
+                    Error::with_source(ErrorKind::Config, "could not assign partitions", e)
+                })?;
+                drop(tpl);
+                self.on_assigned(split);
+            }
+        }
+        Ok(())
+    }
+
+    fn main_loop(&mut self) {
+        loop {
+            self.handle_commands();
+            if self.failure.is_some() || self.close_due() {
+                return;
+            }
+            let mut progressed = self.poll_main();
+            progressed |= self.handle_context_events();
+            if self.failure.is_some() {
+                return;
+            }
+            progressed |= self.deliver();
+            if !self.holds.is_empty() {
+                progressed |= self.settle_revocations(false);
+            }
+            let now = Instant::now();
+            let (pipeline, mut broker) = self.pipeline();
+            let next_retry = pipeline.resend_due(now, &mut broker);
+            self.check_drain();
+            if !progressed {
+                let wait = next_retry.map_or(self.wake_interval, |due| {
+                    due.saturating_duration_since(Instant::now())
+                        .min(self.wake_interval)
+                });
+                std::thread::park_timeout(wait);
+            }
+        }
+    }
+
+    fn close_due(&self) -> bool {
+        match self.phase {
+            Phase::Closing { deadline } => !self.pipeline.is_busy() || Instant::now() >= deadline,
+            _ => false,
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.phase == Phase::Running {
+            tracing::info!("stopping: no new records");
+            self.phase = Phase::Stopped;
+            self.table.disconnect(|_| true);
+            self.output = None;
+            self.link.shared.set_state(DriverState::Stopped);
+        }
+    }
+
+    fn begin_close(&mut self) {
+        self.stop();
+        if !matches!(self.phase, Phase::Closing { .. }) {
+            self.phase = Phase::Closing {
+                deadline: Instant::now() + self.close_timeout,
+            };
+        }
+    }
+
+    fn handle_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Commit {
+                    offsets,
+                    reply,
+                    retry_until,
+                } => {
+                    if matches!(self.phase, Phase::Closing { .. }) {
+                        let _ = reply.send(Err(Error::closed(
+                            "the consumer is closing; commit not sent",
+                        )));
+                        continue;
+                    }
+                    let (pipeline, mut broker) = self.pipeline();
+                    pipeline.submit(offsets, reply, retry_until, Instant::now(), &mut broker);
+                }
+                Command::Stop => self.stop(),
+                Command::Drain { deadline, reply } => {
+                    self.stop();
+                    self.drain = Some((deadline, reply));
+                }
+                Command::Shutdown => self.begin_close(),
+                Command::SourceDropped(scope) => match scope {
+                    SourceScope::All => {
+                        self.output = None;
+                        self.table.disconnect(|_| true);
+                    }
+                    SourceScope::Assignments => self.output = None,
+                    SourceScope::Partition(h) => self
+                        .table
+                        .disconnect(|p| Arc::ptr_eq(&p.handle.handover, &h)),
+                },
+                Command::Released => {
+                    // Commits already in flight still get their answer.
+                    tracing::debug!("all handles dropped: closing");
+                    self.begin_close();
+                }
+            }
+        }
+    }
+
+    /// Serves the main queue: rebalances, commit results, errors, and any
+    /// record that reached it before its partition was split.
+    fn poll_main(&mut self) -> bool {
+        let mut progressed = false;
+        let consumer = self.consumer().clone();
+        for _ in 0..64 {
+            let Some(result) = consumer.poll(Duration::ZERO) else {
+                break;
+            };
+            progressed = true;
+            match result {
+                Ok(msg) => {
+                    let running = self.phase == Phase::Running;
+                    let Some(p) = self.table.find_mut(msg.topic(), msg.partition()) else {
+                        continue;
+                    };
+                    if !running || !p.is_delivering() {
+                        continue;
+                    }
+                    self.builder.push_message(&msg);
+                    let records = self.builder.finish(&p.handle.tp.topic, msg.partition());
+                    p.pending.push_back(RecordBatch {
+                        partition: Arc::new(PartitionHandle::clone(&p.handle)),
+                        records,
+                    });
+                }
+                Err(e) => self.on_consumer_error(e, None),
+            }
+            if self.failure.is_some() {
+                break;
+            }
+        }
+        progressed
+    }
+
+    fn on_consumer_error(&mut self, e: KafkaError, tp: Option<&TopicPartition>) {
+        let fatal = match &e {
+            KafkaError::MessageConsumptionFatal(_) => true,
+            KafkaError::MessageConsumption(code) => matches!(
+                code,
+                RDKafkaErrorCode::AutoOffsetReset
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::Fatal
+            ),
+            _ => false,
+        };
+        if fatal {
+            let mut err = Error::with_source(ErrorKind::Consume, "consumer failed", e);
+            if let Some(tp) = tp {
+                err = err.at(&tp.topic, Some(tp.partition), None);
+            }
+            tracing::error!(error = %Report(&err), "fatal consumer error");
+            self.failure = Some(err);
+        } else {
+            tracing::warn!(error = %e, partition = ?tp, "consumer error (librdkafka retries)");
+        }
+    }
+
+    fn handle_context_events(&mut self) -> bool {
+        let events = self.consumer().context().take_events();
+        let any = !events.is_empty();
+        for event in events {
+            match event {
+                ContextEvent::Assigned(split) => self.on_assigned(split),
+                ContextEvent::Revoked {
+                    partitions,
+                    lost,
+                    released,
+                } => self.on_revoked(partitions, lost, released),
+                ContextEvent::Committed { result, partitions } => {
+                    let (pipeline, mut broker) = self.pipeline();
+                    pipeline.answered(result, partitions, Instant::now(), &mut broker);
+                }
+                ContextEvent::RebalanceFailed(e) => tracing::warn!(error = %e, "rebalance error"),
+            }
+        }
+        any
+    }
+
+    fn on_assigned(&mut self, split: Vec<(TopicPartition, Option<PartitionQueue>)>) {
+        let generation = self.table.next_generation();
+        Counters::add(&self.counters().assignments, 1);
+        let tps: Vec<String> = split.iter().map(|(tp, _)| tp.to_string()).collect();
+        tracing::info!(partitions = ?tps, generation, "partitions assigned");
+        for (tp, queue) in split {
+            if queue.is_none() {
+                tracing::warn!(partition = %tp, "could not split the partition queue; its records arrive on the main queue");
+            }
+            let handover = Arc::new(HandOver::new());
+            let out = match &self.output {
+                Some(Output::Single(tx)) => Some(tx.clone()),
+                Some(Output::Partitioned(announce)) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(self.buffer_batches);
+                    let sub = SubSource {
+                        tp: tp.clone(),
+                        handover: handover.clone(),
+                        rx,
+                    };
+                    announce.send(sub).is_ok().then_some(tx)
+                }
+                None => None,
+            };
+            let handle = Arc::new(PartitionHandle {
+                tp,
+                generation,
+                link: self.link.clone(),
+                acks: self
+                    .link
+                    .shared
+                    .outstanding
+                    .as_ref()
+                    .map(|_| Arc::new(AckTracker::default())),
+                handover,
+            });
+            self.table.insert(Partition::new(handle, queue, out));
+        }
+        self.update_assigned();
+    }
+
+    fn on_revoked(&mut self, revoked: Vec<TopicPartition>, lost: bool, released: bool) {
+        Counters::add(&self.counters().revocations, 1);
+        let tps: Vec<String> = revoked.iter().map(|tp| tp.to_string()).collect();
+        if released {
+            tracing::info!(partitions = ?tps, lost, "partitions revoked");
+            self.notify_revoked(&revoked, lost);
+            self.table.forget(|tp| revoked.contains(tp));
+            self.update_assigned();
+            return;
+        }
+        // Rebalance-safe: nothing more of these partitions is handed out;
+        // librdkafka keeps them until the records already handed out are
+        // committed (see `settle_revocations`).
+        tracing::info!(partitions = ?tps, timeout = ?self.holds.timeout(), "partitions revoked: waiting for in-flight records to be committed");
+        self.table.start_revoking(&revoked);
+        self.holds.hold(revoked, Instant::now());
+        self.link.shared.revoking.send_modify(|n| *n += 1);
+        self.update_assigned();
+        self.settle_revocations(false);
+    }
+
+    fn update_assigned(&self) {
+        self.counters().assigned_partitions.store(
+            self.table.live() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn notify_revoked(&self, partitions: &[TopicPartition], lost: bool) {
+        if let Some(listener) = &self.consumer().context().listener {
+            if lost {
+                listener.on_lost(partitions);
+            } else {
+                listener.on_revoked(partitions);
+            }
+        }
+    }
+
+    /// Completes the held revocations that may complete now (all of them
+    /// when `all`, as on close), giving their partitions back to librdkafka.
+    fn settle_revocations(&mut self, all: bool) -> bool {
+        let settled = self.holds.settle(&self.table, Instant::now(), all);
+        let any = !settled.is_empty();
+        for s in settled {
+            tracing::info!(partitions = ?s.partitions, waited = ?s.waited, "revoked partitions released");
+            self.notify_revoked(&s.partitions, false);
+            self.table.forget(|tp| s.partitions.contains(tp));
+            context::release(self.consumer(), &s.partitions);
+            self.link
+                .shared
+                .revoking
+                .send_modify(|n| *n = n.saturating_sub(1));
+            self.update_assigned();
+        }
+        any
+    }
+
+    /// Moves records to the sources while they have room: per partition,
+    /// what waits in its pending list, then at most one new batch per pass,
+    /// so the main queue and commands are served between passes.
+    fn deliver(&mut self) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        let n = self.table.len();
+        let mut progressed = false;
+        let mut errors = Vec::new();
+        let mut closed = false;
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            let Driver {
+                table,
+                builder,
+                scratch,
+                link,
+                max_batch,
+                ..
+            } = self;
+            let p = table.get_mut(i);
+            let mut read_errors = Vec::new();
+            let read = |p: &Partition, b: &mut RecordBuilder| {
+                p.queue.as_ref()?.drain_into(b, *max_batch, scratch)
+            };
+            match deliver_partition(p, builder, &link.shared.counters, read, &mut read_errors) {
+                Delivered::Some => progressed = true,
+                Delivered::Nothing => {}
+                Delivered::Closed => {
+                    p.disconnect();
+                    closed = true;
+                }
+            }
+            errors.extend(read_errors.into_iter().map(|e| (p.handle.tp.clone(), e)));
+        }
+        self.rr = self.rr.wrapping_add(1);
+        // The one stream of a non-partitioned source is gone: stop them all.
+        if closed && matches!(self.output, Some(Output::Single(_))) {
+            tracing::debug!("the source was dropped; no more records are fetched");
+            self.output = None;
+            self.table.disconnect(|_| true);
+        }
+        for (tp, e) in errors {
+            self.on_consumer_error(e, Some(&tp));
+        }
+        progressed
+    }
+
+    fn check_drain(&mut self) {
+        let Some((deadline, _)) = &self.drain else {
+            return;
+        };
+        let settled = !self.committable || (!self.pipeline.is_busy() && self.table.all_committed());
+        if settled || Instant::now() >= *deadline {
+            self.begin_close();
+        }
+    }
+
+    /// Answers what is pending, leaves the group and destroys the consumer,
+    /// all on this thread, then ends the source with the outcome.
+    fn close(&mut self) {
+        self.table.disconnect(|_| true);
+        let report = self.table.drain_report();
+        // librdkafka waits for held revocations even while closing.
+        if self.consumer.is_some() {
+            self.settle_revocations(true);
+        }
+        self.pipeline.fail_all(&Error::new(
+            ErrorKind::Timeout,
+            "the consumer closed before the commit was acknowledged",
+        ));
+        // Closing gives up every partition still assigned.
+        let remaining = self.table.all();
+        if !remaining.is_empty() && self.consumer.is_some() {
+            self.notify_revoked(&remaining, false);
+        }
+        // Partition queues and the commit queue reference the consumer:
+        // release them before it.
+        self.table.forget(|_| true);
+        self.commit_queue = None;
+        if let Some(consumer) = self.consumer.take() {
+            drop(consumer.context().take_events());
+            consumer.context().stop_holding_revocations();
+            let listener = consumer.context().listener.clone();
+            tracing::info!("closing the consumer");
+            // rdkafka's drop leaves the group (serving the final revocation on
+            // this thread) and destroys the handle. `Control::shutdown` bounds
+            // how long a caller waits for it.
+            drop(consumer);
+            if let Some(listener) = listener {
+                listener.on_stopped();
+            }
+        }
+        let result = match self.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        tracing::info!(ok = result.is_ok(), "consumer closed");
+        // The state is set before the source's channel closes, so the source
+        // sees the failure that ended it.
+        self.link.shared.set_state(DriverState::Closed(result));
+        self.output = None;
+        if let Some((_, reply)) = self.drain.take() {
+            let _ = reply.send(report);
+        }
+    }
+}

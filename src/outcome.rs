@@ -1,0 +1,90 @@
+//! What commits, drains and the consumer report: plain values shared by the
+//! consumer API and the driver. Imports nothing but the record types.
+
+use std::time::Duration;
+
+use crate::record::TopicPartition;
+
+/// A partition and an offset: for commits, the next offset to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffset {
+    /// Topic and partition.
+    pub tp: TopicPartition,
+    /// The offset (for a commit: last processed + 1).
+    pub offset: i64,
+}
+
+/// What one commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitOutcome {
+    /// Offsets the broker acknowledged.
+    pub committed: Vec<PartitionOffset>,
+    /// Offsets not committed because their partition was revoked since the
+    /// record was fetched. Its next owner reads those records again.
+    pub stale: Vec<PartitionOffset>,
+    /// How long the commit took.
+    pub elapsed: Duration,
+}
+
+impl CommitOutcome {
+    /// Adds another commit's outcome to this one (the elapsed time is the longer one).
+    pub(crate) fn merge(&mut self, other: CommitOutcome) {
+        self.committed.extend(other.committed);
+        self.stale.extend(other.stale);
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
+/// A partition whose records were handed out but not all committed at the end
+/// of a drain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Uncommitted {
+    /// Topic and partition.
+    pub tp: TopicPartition,
+    /// The committed next offset, if anything was committed.
+    pub committed_next: Option<i64>,
+    /// The offset after the last record handed out.
+    pub emitted_next: i64,
+}
+
+/// What [`Control::drain_and_shutdown`](crate::Control::drain_and_shutdown) achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainReport {
+    /// True when every record handed out had its offset committed before the deadline.
+    pub complete: bool,
+    /// The committed next offset of each partition this consumer committed.
+    pub committed: Vec<PartitionOffset>,
+    /// Partitions with records handed out but not committed.
+    pub uncommitted: Vec<Uncommitted>,
+}
+
+/// Counters of one consumer, read with [`Control::metrics`](crate::Control::metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerMetrics {
+    /// Records handed to the source.
+    pub records: u64,
+    /// Batches handed to the source.
+    pub batches: u64,
+    /// Partitions assigned now.
+    pub assigned_partitions: u64,
+    /// Assignment events (rebalances that gave partitions).
+    pub assignments: u64,
+    /// Revocation events (rebalances that took partitions away).
+    pub revocations: u64,
+    /// Commits acknowledged by the broker.
+    pub commits: u64,
+    /// Commits that failed (after their retries).
+    pub commit_failures: u64,
+    /// Commit attempts retried after a retriable failure.
+    pub commit_retries: u64,
+    /// Commits sent or waiting for a retry, not answered yet.
+    pub commits_in_flight: u64,
+    /// Partition offsets committed, summed over commits.
+    pub offsets_committed: u64,
+    /// Offsets not committed because their partition had been revoked.
+    pub offsets_stale: u64,
+}

@@ -1,0 +1,235 @@
+//! Broker-free factories for unit tests of a user's pipeline (Alpakka's
+//! `ConsumerResultFactory` and `ConsumerControlFactory`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::consumer::{CommittableMessage, CommittableOffset, Control};
+use crate::driver::fake::FakeConsumer;
+use crate::error::Result;
+use crate::outcome::{DrainReport, PartitionOffset};
+use crate::record::{ConsumerRecord, Timestamp, TopicPartition};
+
+/// A consumer that exists only in a test: it makes [`CommittableMessage`]s
+/// and [`CommittableOffset`]s whose commits (through a committer, a batch or
+/// `commit()`) are recorded here instead of going to a broker, and a
+/// [`Control`] whose `stop`, `shutdown` and `drain_and_shutdown` take effect
+/// at once.
+///
+/// Commits are answered on the caller's thread, so a test on a paused tokio
+/// clock stays deterministic. Each partition has one assignment: no offset is
+/// ever stale.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures::{Stream, StreamExt};
+/// use reactive_kafka::testkit::CommitRecorder;
+/// use reactive_kafka::{committer, CommittableMessage, CommitterSettings, TopicPartition};
+///
+/// /// The pipeline under test: keeps even payloads, commits every offset.
+/// async fn pipeline(
+///     source: impl Stream<Item = reactive_kafka::Result<CommittableMessage>> + Send + 'static,
+/// ) -> reactive_kafka::Result<usize> {
+///     let kept = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+///     let counter = kept.clone();
+///     source
+///         .map(move |msg| {
+///             let msg = msg?;
+///             if msg.record.payload().is_some_and(|p| p[0] % 2 == 0) {
+///                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///             }
+///             Ok(msg.offset)
+///         })
+///         .forward(committer::sink(CommitterSettings::default())?)
+///         .await?;
+///     Ok(kept.load(std::sync::atomic::Ordering::Relaxed))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let recorder = CommitRecorder::new();
+/// let messages = (0..10).map(|i| recorder.message("orders", 0, i, None, vec![i as u8]));
+/// let (source, _control) = recorder.source(messages);
+/// assert_eq!(pipeline(source).await.unwrap(), 5);
+/// // Every record's offset was committed: the next one to read is 10.
+/// assert_eq!(recorder.committed()[&TopicPartition::new("orders", 0)], 10);
+/// # }
+/// ```
+pub struct CommitRecorder {
+    fake: FakeConsumer,
+}
+
+impl fmt::Debug for CommitRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitRecorder")
+            .field("committed", &self.committed())
+            .finish()
+    }
+}
+
+impl Default for CommitRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CommitRecorder {
+    /// A recorder with nothing committed.
+    pub fn new() -> Self {
+        CommitRecorder {
+            fake: FakeConsumer::new(),
+        }
+    }
+
+    /// The offset of the record at `offset` of `topic`/`partition`, as a
+    /// committable source would hand it out.
+    pub fn offset(&self, topic: &str, partition: i32, offset: i64) -> CommittableOffset {
+        let tp = TopicPartition::new(topic, partition);
+        CommittableOffset {
+            partition: self.fake.hand_out(&tp, offset),
+            offset,
+        }
+    }
+
+    /// A record with its committable offset, as a committable source would
+    /// hand it out (create time now, no headers).
+    pub fn message(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<Bytes>,
+        payload: impl Into<Bytes>,
+    ) -> CommittableMessage {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        CommittableMessage {
+            record: ConsumerRecord {
+                topic: topic.into(),
+                partition,
+                offset,
+                timestamp: Timestamp::CreateTime(now),
+                key,
+                payload: Some(payload.into()),
+                headers: Vec::new(),
+            },
+            offset: self.offset(topic, partition, offset),
+        }
+    }
+
+    /// A stream of `messages`, shaped like a committable source's, and a
+    /// [`Control`] of this recorder.
+    pub fn source(
+        &self,
+        messages: impl IntoIterator<Item = CommittableMessage>,
+    ) -> (BoxStream<'static, Result<CommittableMessage>>, Control) {
+        let messages: Vec<_> = messages.into_iter().map(Ok).collect();
+        (futures::stream::iter(messages).boxed(), self.control())
+    }
+
+    /// A [`Control`] of this recorder: `stop` stops and `shutdown` closes at
+    /// once; `drain_and_shutdown` reports what this recorder committed
+    /// against what its factories handed out.
+    pub fn control(&self) -> Control {
+        Control::new(self.fake.control_handle())
+    }
+
+    /// The highest committed offset (the next to read) of each partition.
+    pub fn committed(&self) -> BTreeMap<TopicPartition, i64> {
+        self.fake.committed()
+    }
+
+    /// Every commit in the order it arrived, each with its offsets.
+    pub fn commits(&self) -> Vec<Vec<PartitionOffset>> {
+        self.fake.commits()
+    }
+
+    /// What [`Control::drain_and_shutdown`] would report now.
+    pub fn drain_report(&self) -> DrainReport {
+        self.fake.drain_report()
+    }
+
+    /// While `true`, commits are not answered (a slow broker); set it back
+    /// to `false` to answer the ones held, in order.
+    pub fn hold_answers(&self, hold: bool) {
+        self.fake.hold_answers(hold);
+    }
+
+    /// Sets how many revocations the consumer holds for commits: while it
+    /// is above zero, committers commit each offset without waiting for
+    /// their batch to fill, as during a rebalance.
+    pub fn set_revocations_held(&self, n: usize) {
+        self.fake.set_revoking(n);
+    }
+
+    /// Ends the consumer with an [`ErrorKind::Consume`](crate::ErrorKind::Consume)
+    /// error carrying `message`, as a fatal consumer error would: the
+    /// [`Control`]'s `is_shutdown` resolves with it.
+    pub fn fail_consumer(&self, message: &str) {
+        self.fake.fail(crate::error::Error::new(
+            crate::ErrorKind::Consume,
+            message.to_owned(),
+        ));
+    }
+
+    /// Fails the next `n` commits with an [`ErrorKind::Commit`](crate::ErrorKind::Commit) error.
+    pub fn fail_next_commits(&self, n: usize) {
+        self.fake.fail_commits(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{committer, CommitterSettings, ErrorKind};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_control_drains_against_what_was_handed_out() {
+        let recorder = CommitRecorder::new();
+        let a = recorder.offset("t", 0, 4);
+        let _b = recorder.offset("t", 1, 0);
+        a.commit().await.unwrap();
+        let report = recorder
+            .control()
+            .drain_and_shutdown(Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(!report.complete);
+        assert_eq!(report.uncommitted.len(), 1);
+        assert_eq!(report.uncommitted[0].tp, TopicPartition::new("t", 1));
+        assert_eq!(report.committed[0].offset, 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_consumer_is_reported_by_its_control() {
+        let recorder = CommitRecorder::new();
+        let control = recorder.control();
+        assert!(!control.is_closed());
+        recorder.fail_consumer("broken");
+        let err = control.is_shutdown().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Consume);
+        assert_eq!(err.to_string(), "broken");
+    }
+
+    #[tokio::test]
+    async fn refused_commits_fail_the_committer() {
+        let recorder = CommitRecorder::new();
+        recorder.fail_next_commits(1);
+        let (source, control) = recorder.source([recorder.message("t", 0, 0, None, "x")]);
+        let err = source
+            .map(|m| m.map(|m| m.offset))
+            .forward(committer::sink(CommitterSettings::default()).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Commit);
+        control.shutdown().await.unwrap();
+        assert!(control.is_closed());
+        assert!(recorder.committed().is_empty());
+    }
+}
