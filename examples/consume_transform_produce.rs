@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use reactive_kafka::producer::{self, Envelope};
 use reactive_kafka::serde::Json;
-use reactive_kafka::testkit::TestBroker;
+use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
     consumer, AutoOffsetReset, CommittableMessage, CommitterSettings, ConsumerSettings,
     ProducerRecord, ProducerSettings, Subscription,
@@ -96,14 +96,10 @@ fn transform(
 async fn run() -> reactive_kafka::Result<bool> {
     let broker = TestBroker::start().await?;
     let brokers = broker.bootstrap_servers().to_owned();
-    let id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
     let (orders, invoices, dead_letters) = (
-        format!("orders-{id}"),
-        format!("invoices-{id}"),
-        format!("orders-dead-letter-{id}"),
+        unique_name("orders"),
+        unique_name("invoices"),
+        unique_name("orders-dead-letter"),
     );
     for topic in [&orders, &invoices, &dead_letters] {
         broker.create_topic(topic, 2).await?;
@@ -131,7 +127,7 @@ async fn run() -> reactive_kafka::Result<bool> {
     sink.close().await?;
 
     // The pipeline.
-    let group = format!("invoicing-{id}");
+    let group = unique_name("invoicing");
     let settings = ConsumerSettings::new(&brokers)
         .group_id(&group)
         .auto_offset_reset(AutoOffsetReset::Earliest);

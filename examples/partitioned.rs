@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reactive_kafka::consumer::{self, CommittablePartitionedSource, RebalanceListener};
-use reactive_kafka::testkit::TestBroker;
+use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
     committer, producer, AutoOffsetReset, CommitterSettings, ConsumerSettings, Control,
     ProducerRecord, ProducerSettings, Subscription, TopicPartition,
@@ -105,11 +105,7 @@ async fn main() -> ExitCode {
 async fn run() -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let broker = TestBroker::start().await?;
     let brokers = broker.bootstrap_servers().to_owned();
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let topic = format!("partitioned-{run_id}");
+    let topic = unique_name("partitioned");
     broker.create_topic(&topic, PARTITIONS).await?;
 
     let mut sink = producer::plain_sink(ProducerSettings::new(&brokers))?;
@@ -124,7 +120,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     sink.close().await?;
     println!("produced {RECORDS} records to {PARTITIONS} partitions");
 
-    let group = format!("partitioned-{run_id}");
+    let group = unique_name("partitioned");
     // The KIP-848 group protocol (Apache Kafka 4.0 or newer, and the embedded
     // broker): incremental rebalances run by the broker. Remove the property
     // for an older broker.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use reactive_kafka::testkit::TestBroker;
+use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
     committer, consumer, producer, AutoOffsetReset, CommitterSettings, ConsumerSettings,
     ProducerRecord, ProducerSettings, Subscription,
@@ -47,12 +47,9 @@ async fn run() -> reactive_kafka::Result<bool> {
     // KAFKA_BOOTSTRAP_SERVERS if set, the embedded broker otherwise.
     let broker = TestBroker::start().await?;
     let brokers = broker.bootstrap_servers().to_owned();
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let topic = format!("quickstart-orders-{run_id}");
-    let group = format!("quickstart-billing-{run_id}");
+    // Names of their own, so that runs against one broker do not meet.
+    let topic = unique_name("quickstart-orders");
+    let group = unique_name("quickstart-billing");
     broker.create_topic(&topic, PARTITIONS).await?;
     println!(
         "broker: {} ({})",

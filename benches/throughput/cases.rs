@@ -12,7 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
-use reactive_kafka::testkit::TestBroker;
+use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
     committer, consumer, producer, CommitterSettings, ConsumerSettings, ProducerRecord,
     Subscription,
@@ -116,11 +116,15 @@ impl Case {
             Case::RawStreamConsumer => raw_stream_consumer(plan).await,
             Case::RawPartitionQueues => blocking(plan, raw_partition_queues).await,
             Case::PlainSource => {
-                plain_source(plan, consumer_settings(&plan.servers, &unique("plain"))).await
+                plain_source(
+                    plan,
+                    consumer_settings(&plan.servers, &unique_name("plain")),
+                )
+                .await
             }
             // librdkafka's own fetch.queue.backoff.ms, which this crate overrides.
             Case::PlainSourceSlowBackoff => {
-                let settings = consumer_settings(&plan.servers, &unique("plain-1000"))
+                let settings = consumer_settings(&plan.servers, &unique_name("plain-1000"))
                     .property("fetch.queue.backoff.ms", "1000");
                 plain_source(plan, settings).await
             }
@@ -168,7 +172,7 @@ impl<'a> Plan<'a> {
         let plan = Plan {
             broker,
             servers: broker.bootstrap_servers().to_owned(),
-            topic: unique(&format!("bench-{size}")),
+            topic: unique_name(&format!("bench-{size}")),
             partitions,
             records,
             size,
@@ -207,22 +211,13 @@ impl<'a> Plan<'a> {
     }
 
     async fn fresh_topic(&self) -> String {
-        let topic = unique(&format!("bench-out-{}", self.size));
+        let topic = unique_name(&format!("bench-out-{}", self.size));
         self.broker
             .create_topic(&topic, self.partitions)
             .await
             .expect("topic");
         topic
     }
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn consumer_config(servers: &str, group: &str) -> ClientConfig {
@@ -284,7 +279,7 @@ fn deadline() -> Instant {
 
 /// The raw loop users write first: poll, touch the payload, count.
 fn raw_base_consumer(servers: &str, topic: &str, n: usize) -> Duration {
-    let consumer: BaseConsumer = consumer_config(servers, &unique("raw"))
+    let consumer: BaseConsumer = consumer_config(servers, &unique_name("raw"))
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -331,7 +326,7 @@ where
 
 /// rdkafka's own async stream.
 async fn raw_stream_consumer(plan: &Plan<'_>) -> Duration {
-    let consumer: StreamConsumer = consumer_config(&plan.servers, &unique("raw-stream"))
+    let consumer: StreamConsumer = consumer_config(&plan.servers, &unique_name("raw-stream"))
         .create()
         .expect("consumer");
     consumer
@@ -351,7 +346,7 @@ async fn raw_stream_consumer(plan: &Plan<'_>) -> Duration {
 /// thread per partition, the main queue polled by this thread.
 fn raw_partition_queues(servers: &str, topic: &str, n: usize) -> Duration {
     let consumer: Arc<BaseConsumer> = Arc::new(
-        consumer_config(servers, &unique("raw-pq"))
+        consumer_config(servers, &unique_name("raw-pq"))
             .create()
             .expect("consumer"),
     );
@@ -414,7 +409,7 @@ async fn plain_source(plan: &Plan<'_>, settings: ConsumerSettings) -> Duration {
 /// At-least-once by hand: store each offset, commit asynchronously every
 /// 1000 records, commit synchronously at the end.
 fn raw_commit_loop(servers: &str, topic: &str, n: usize) -> Duration {
-    let consumer: BaseConsumer = consumer_config(servers, &unique("raw-commit"))
+    let consumer: BaseConsumer = consumer_config(servers, &unique_name("raw-commit"))
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -455,7 +450,7 @@ fn raw_commit_loop(servers: &str, topic: &str, n: usize) -> Duration {
 /// trivial async step runs 16 at a time (every 7th record yields once, so
 /// completions interleave) and the contiguous watermark is committed.
 async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration {
-    let mut settings = consumer_settings(&plan.servers, &unique("committable"));
+    let mut settings = consumer_settings(&plan.servers, &unique_name("committable"));
     if out_of_order {
         settings = settings.out_of_order_commits(10_000);
     }
@@ -494,7 +489,7 @@ async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration 
 /// through a committer sink of its own, as a task; timed from the first
 /// record to the last partition's final commit.
 async fn partitioned_committer(plan: &Plan<'_>) -> Duration {
-    let settings = consumer_settings(&plan.servers, &unique("partitioned"));
+    let settings = consumer_settings(&plan.servers, &unique_name("partitioned"));
     let (mut source, control) = consumer::committable_partitioned_source(
         settings,
         Subscription::topics([plan.topic.as_str()]),
@@ -616,7 +611,7 @@ async fn producer_flow(plan: &Plan<'_>, topic: &str) -> Duration {
 /// must stay bounded by librdkafka's prefetch limit plus the source's buffers.
 pub(crate) async fn slow_downstream(plan: &Plan<'_>, duration: Duration) -> Row {
     let start_rss = reset_peak_rss();
-    let settings = consumer_settings(&plan.servers, &unique("slow"))
+    let settings = consumer_settings(&plan.servers, &unique_name("slow"))
         .property("queued.max.messages.kbytes", "8192");
     let (mut source, control) =
         consumer::plain_source(settings, Subscription::topics([plan.topic.as_str()]))

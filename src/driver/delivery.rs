@@ -78,104 +78,110 @@ pub(crate) fn deliver_partition(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{test_handle, test_link};
+    use super::super::DriverLink;
     use super::*;
     use crate::record::{Timestamp, TopicPartition};
     use std::sync::atomic::Ordering;
+    use tokio::sync::mpsc::Receiver;
 
-    fn records(
-        from: i64,
-        n: i64,
-    ) -> impl FnOnce(&Partition, &mut RecordBuilder) -> Option<KafkaError> {
-        move |_, b| {
+    type Read = Box<dyn FnOnce(&Partition, &mut RecordBuilder) -> Option<KafkaError>>;
+
+    /// Reads records `from..from + n`.
+    fn records(from: i64, n: i64) -> Read {
+        Box::new(move |_, b| {
             for o in from..from + n {
                 b.push(o, Timestamp::NotAvailable, None, Some(b"x"), Vec::new());
             }
             None
+        })
+    }
+
+    fn unread() -> Read {
+        Box::new(|_, _| panic!("not read"))
+    }
+
+    /// One partition whose stream holds `capacity` batches.
+    struct Fixture {
+        link: Arc<DriverLink>,
+        p: Partition,
+        builder: RecordBuilder,
+        errors: Vec<KafkaError>,
+        rx: Receiver<RecordBatch>,
+    }
+
+    impl Fixture {
+        fn new(capacity: usize) -> Self {
+            let link = test_link(None);
+            let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+            let handle = test_handle(&link, &TopicPartition::new("t", 0), 1);
+            Fixture {
+                p: Partition::new(handle, None, Some(tx)),
+                link,
+                builder: RecordBuilder::default(),
+                errors: Vec::new(),
+                rx,
+            }
+        }
+
+        fn deliver(&mut self, read: Read) -> Delivered {
+            let counters = &self.link.shared.counters;
+            deliver_partition(
+                &mut self.p,
+                &mut self.builder,
+                counters,
+                read,
+                &mut self.errors,
+            )
+        }
+
+        fn next_offset(&mut self) -> i64 {
+            self.rx.try_recv().unwrap().records[0].offset()
         }
     }
 
     #[test]
     fn a_full_stream_keeps_the_batch_pending_and_gets_it_first_later() {
-        let link = test_link(None);
-        let tp = TopicPartition::new("t", 0);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let mut p = Partition::new(test_handle(&link, &tp, 1), None, Some(tx));
-        let mut b = RecordBuilder::default();
-        let counters = &link.shared.counters;
-        let mut errors = Vec::new();
-
-        let d = deliver_partition(&mut p, &mut b, counters, records(0, 3), &mut errors);
-        assert_eq!(d, Delivered::Some);
+        let mut f = Fixture::new(1);
+        assert_eq!(f.deliver(records(0, 3)), Delivered::Some);
         // The stream is full: nothing is read.
-        let d = deliver_partition(
-            &mut p,
-            &mut b,
-            counters,
-            |_, _| panic!("not read"),
-            &mut errors,
-        );
-        assert_eq!(d, Delivered::Nothing);
-        assert_eq!(rx.try_recv().unwrap().records.len(), 3);
-        let d = deliver_partition(&mut p, &mut b, counters, records(3, 2), &mut errors);
-        assert_eq!(d, Delivered::Some);
-        assert_eq!(rx.try_recv().unwrap().records[0].offset(), 3);
+        assert_eq!(f.deliver(unread()), Delivered::Nothing);
+        assert_eq!(f.rx.try_recv().unwrap().records.len(), 3);
+        assert_eq!(f.deliver(records(3, 2)), Delivered::Some);
+        assert_eq!(f.next_offset(), 3);
+        let counters = &f.link.shared.counters;
         assert_eq!(counters.records.load(Ordering::Relaxed), 5);
         assert_eq!(counters.batches.load(Ordering::Relaxed), 2);
-        assert!(errors.is_empty());
+        assert!(f.errors.is_empty());
     }
 
     #[test]
     fn pending_batches_go_before_new_ones_and_a_revoked_partition_gets_nothing() {
-        let link = test_link(None);
-        let tp = TopicPartition::new("t", 0);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let mut p = Partition::new(test_handle(&link, &tp, 1), None, Some(tx));
-        let mut b = RecordBuilder::default();
-        records(0, 2)(&p, &mut b);
+        let mut f = Fixture::new(4);
+        records(0, 2)(&f.p, &mut f.builder);
         let first = RecordBatch {
-            partition: p.handle.clone(),
-            records: b.finish("t", 0),
+            partition: f.p.handle.clone(),
+            records: f.builder.finish("t", 0),
         };
-        p.pending.push_back(first);
-        let mut errors = Vec::new();
-        let counters = &link.shared.counters;
-        deliver_partition(&mut p, &mut b, counters, records(2, 1), &mut errors);
-        assert_eq!(rx.try_recv().unwrap().records[0].offset(), 0);
-        assert_eq!(rx.try_recv().unwrap().records[0].offset(), 2);
+        f.p.pending.push_back(first);
+        f.deliver(records(2, 1));
+        assert_eq!(f.next_offset(), 0);
+        assert_eq!(f.next_offset(), 2);
 
-        p.revoking = true;
-        let d = deliver_partition(
-            &mut p,
-            &mut b,
-            counters,
-            |_, _| panic!("not read"),
-            &mut errors,
-        );
-        assert_eq!(d, Delivered::Nothing);
+        f.p.revoking = true;
+        assert_eq!(f.deliver(unread()), Delivered::Nothing);
     }
 
     #[test]
     fn a_dropped_stream_is_reported_closed_and_read_errors_are_kept() {
-        let link = test_link(None);
-        let tp = TopicPartition::new("t", 0);
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        drop(rx);
-        let mut p = Partition::new(test_handle(&link, &tp, 1), None, Some(tx));
-        let mut b = RecordBuilder::default();
-        let mut errors = Vec::new();
-        let d = deliver_partition(
-            &mut p,
-            &mut b,
-            &link.shared.counters,
-            |_, b| {
-                b.push(0, Timestamp::NotAvailable, None, None, Vec::new());
-                Some(KafkaError::MessageConsumption(
-                    rdkafka::error::RDKafkaErrorCode::NotImplemented,
-                ))
-            },
-            &mut errors,
-        );
-        assert_eq!(d, Delivered::Closed);
-        assert_eq!(errors.len(), 1);
+        let mut f = Fixture::new(4);
+        f.rx.close();
+        let failing: Read = Box::new(|_, b| {
+            b.push(0, Timestamp::NotAvailable, None, None, Vec::new());
+            Some(KafkaError::MessageConsumption(
+                rdkafka::error::RDKafkaErrorCode::NotImplemented,
+            ))
+        });
+        assert_eq!(f.deliver(failing), Delivered::Closed);
+        assert_eq!(f.errors.len(), 1);
     }
 }

@@ -468,6 +468,17 @@ mod tests {
         })
     }
 
+    /// A table with `tps` assigned in generation 1.
+    pub(super) fn test_table(tps: &[TopicPartition]) -> table::PartitionTable {
+        let link = test_link(None);
+        let mut table = table::PartitionTable::default();
+        let g = table.next_generation();
+        for tp in tps {
+            table.insert(table::Partition::new(test_handle(&link, tp, g), None, None));
+        }
+        table
+    }
+
     #[test]
     fn commits_to_a_closed_driver_fail_without_hanging() {
         let link = test_link(None);

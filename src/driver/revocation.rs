@@ -142,18 +142,12 @@ impl RevocationHolds {
 
 #[cfg(test)]
 mod tests {
-    use super::super::table::Partition;
-    use super::super::tests::{test_handle, test_link};
+    use super::super::tests::test_table;
     use super::*;
     use crate::ErrorKind;
 
     fn revoking_table(tps: &[TopicPartition]) -> PartitionTable {
-        let link = test_link(None);
-        let mut table = PartitionTable::default();
-        let g = table.next_generation();
-        for tp in tps {
-            table.insert(Partition::new(test_handle(&link, tp, g), None, None));
-        }
+        let mut table = test_table(tps);
         table.start_revoking(tps);
         table
     }

@@ -230,18 +230,8 @@ impl PartitionTable {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{test_handle, test_link};
+    use super::super::tests::{test_handle, test_link, test_table as table_with};
     use super::*;
-
-    fn table_with(tps: &[TopicPartition]) -> PartitionTable {
-        let link = test_link(None);
-        let mut table = PartitionTable::default();
-        let g = table.next_generation();
-        for tp in tps {
-            table.insert(Partition::new(test_handle(&link, tp, g), None, None));
-        }
-        table
-    }
 
     #[test]
     fn a_new_assignment_replaces_the_old_one_and_releases_it() {

@@ -3,13 +3,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
-use futures::{SinkExt, Stream, StreamExt};
-use reactive_kafka::testkit::TestBroker;
-use reactive_kafka::{producer, ProducerRecord};
+use futures::{Stream, StreamExt};
+use reactive_kafka::testkit::{self, TestBroker};
 
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
@@ -26,26 +24,15 @@ pub fn init_tracing() {
 
 /// A name no other test (or earlier run against the same broker) uses.
 pub fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        nanos % 1_000_000_000
-    )
+    testkit::unique_name(prefix)
 }
 
 /// The broker for this test and a fresh topic on it.
 pub async fn broker_with_topic(prefix: &str, partitions: i32) -> (TestBroker, String) {
     init_tracing();
     let broker = TestBroker::start().await.expect("test broker");
-    let topic = unique(prefix);
-    broker
-        .create_topic(&topic, partitions)
+    let topic = broker
+        .unique_topic(prefix, partitions)
         .await
         .expect("create topic");
     (broker, topic)
@@ -54,15 +41,9 @@ pub async fn broker_with_topic(prefix: &str, partitions: i32) -> (TestBroker, St
 /// Produces `n` records `key-i` / `value-i`, record `i` to partition
 /// `i % partitions`, and waits for every acknowledgement.
 pub async fn produce_n(broker: &TestBroker, topic: &str, n: usize, partitions: i32) {
-    let mut sink = producer::plain_sink(broker.producer_settings()).expect("producer");
-    for i in 0..n {
-        let record = ProducerRecord::new(topic)
-            .partition((i % partitions as usize) as i32)
-            .key(format!("key-{i}"))
-            .payload(format!("value-{i}"));
-        sink.feed(record).await.expect("produce");
-    }
-    sink.close().await.expect("flush");
+    testkit::produce_n(broker, topic, n, partitions)
+        .await
+        .expect("produce");
 }
 
 /// Takes `n` items from a stream, failing the test if that takes longer than `limit`.
@@ -70,21 +51,10 @@ pub async fn take_n<S, T>(stream: &mut S, n: usize, limit: Duration) -> Vec<T>
 where
     S: Stream<Item = reactive_kafka::Result<T>> + Unpin,
 {
-    let mut out = Vec::with_capacity(n);
-    let result = tokio::time::timeout(limit, async {
-        while out.len() < n {
-            match stream.next().await {
-                Some(Ok(item)) => out.push(item),
-                Some(Err(e)) => panic!("stream failed after {} items: {e}", out.len()),
-                None => panic!("stream ended after {} of {n} items", out.len()),
-            }
-        }
-    })
-    .await;
-    if result.is_err() {
-        panic!("only {} of {n} items within {limit:?}", out.len());
+    match testkit::consume_n(stream, n, limit).await {
+        Ok(items) => items,
+        Err(e) => panic!("{e}"),
     }
-    out
 }
 
 /// Committed offsets of `group` for each partition of `topic` (`None` where
@@ -136,16 +106,7 @@ pub fn committable(
     .expect("committable source")
 }
 
-/// The group protocols and assignors a consumer can run with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// Classic protocol, `range` assignor: every rebalance revokes everything.
-    Eager,
-    /// Classic protocol, `cooperative-sticky`: only moved partitions are revoked.
-    Cooperative,
-    /// KIP-848 `consumer` protocol: the broker assigns, incrementally.
-    Consumer,
-}
+pub use reactive_kafka::testkit::GroupProtocol as Protocol;
 
 /// Consumer settings for `group` with the given protocol.
 pub fn group_settings(
@@ -153,34 +114,13 @@ pub fn group_settings(
     group: &str,
     protocol: Protocol,
 ) -> reactive_kafka::ConsumerSettings {
-    match protocol {
-        Protocol::Eager => broker
-            .consumer_settings(group)
-            .property("partition.assignment.strategy", "range"),
-        Protocol::Cooperative => broker
-            .consumer_settings(group)
-            .property("partition.assignment.strategy", "cooperative-sticky"),
-        // `session.timeout.ms` and `heartbeat.interval.ms` belong to the
-        // broker with this protocol and must not be set on the client.
-        Protocol::Consumer => reactive_kafka::ConsumerSettings::new(broker.bootstrap_servers())
-            .group_id(group)
-            .auto_offset_reset(reactive_kafka::AutoOffsetReset::Earliest)
-            .property("group.protocol", "consumer")
-            .property("fetch.wait.max.ms", "20")
-            .property("topic.metadata.refresh.interval.ms", "1000")
-            .connect_timeout(Duration::from_secs(20)),
-    }
+    broker.group_settings(group, protocol)
 }
 
 /// Waits until `done` holds, polling every 20 ms; panics with `what` after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+pub async fn wait_until(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    if let Err(e) = testkit::wait_until(what, limit, done).await {
+        panic!("{e}");
     }
 }
 
