@@ -26,7 +26,7 @@ pub enum ErrorKind {
     Produce,
     /// The broker did not acknowledge a produced record.
     Delivery,
-    /// The consumer or producer is closed, or its engine stopped.
+    /// The consumer or producer is closed, or its consumer thread stopped.
     Closed,
     /// An operation did not finish within its deadline.
     Timeout,

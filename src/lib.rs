@@ -146,7 +146,8 @@
 //!
 //! - `json`: [`serde::Json`], a serializer and deserializer for serde types.
 //! - `testkit`: [`testkit::EmbeddedKafka`] (librdkafka's in-process mock
-//!   cluster) and [`testkit::TestBroker`].
+//!   cluster), [`testkit::TestBroker`], test helpers, and
+//!   [`testkit::CommitRecorder`] for broker-free unit tests of a pipeline.
 //! - `testcontainers`: `testkit::docker`, an `apache/kafka` container for
 //!   tests on machines with Docker.
 

@@ -48,7 +48,7 @@ use crate::settings::ConsumerSettings;
 ///
 /// Offsets are not committed: `enable.auto.commit` is off unless you set it
 /// with [`ConsumerSettings::property`] (then librdkafka commits what the
-/// engine has fetched, which is at-most-once for records still in flight).
+/// consumer has fetched, which is at-most-once for records still in flight).
 pub fn plain_source(
     settings: ConsumerSettings,
     subscription: Subscription,

@@ -36,9 +36,9 @@ pub(crate) type Delivery = std::result::Result<RecordMetadata, Error>;
 
 /// The delivery opaque: `None` for records nobody waits for individually (no
 /// allocation), or the sender of the record's answer.
-pub(crate) struct Tracker(Option<Box<oneshot::Sender<Delivery>>>);
+pub(crate) struct DeliveryReply(Option<Box<oneshot::Sender<Delivery>>>);
 
-impl IntoOpaque for Tracker {
+impl IntoOpaque for DeliveryReply {
     fn into_ptr(self) -> *mut c_void {
         match self.0 {
             None => std::ptr::null_mut(),
@@ -48,10 +48,10 @@ impl IntoOpaque for Tracker {
 
     unsafe fn from_ptr(ptr: *mut c_void) -> Self {
         if ptr.is_null() {
-            Tracker(None)
+            DeliveryReply(None)
         } else {
             // SAFETY: a non-null pointer was made by `into_ptr` from a Box, once.
-            Tracker(Some(unsafe {
+            DeliveryReply(Some(unsafe {
                 Box::from_raw(ptr as *mut oneshot::Sender<Delivery>)
             }))
         }
@@ -87,9 +87,9 @@ impl ClientContext for CoreContext {
 }
 
 impl ProducerContext for CoreContext {
-    type DeliveryOpaque = Tracker;
+    type DeliveryOpaque = DeliveryReply;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Tracker) {
+    fn delivery(&self, result: &DeliveryResult<'_>, reply: DeliveryReply) {
         let outcome =
             match result {
                 Ok(msg) => {
@@ -107,7 +107,7 @@ impl ProducerContext for CoreContext {
                     Err(err)
                 }
             };
-        match tracker.0 {
+        match reply.0 {
             Some(reply) => {
                 let _ = reply.send(outcome);
             }
@@ -193,13 +193,14 @@ impl ProducerCore {
         let Some(producer) = &self.producer else {
             return Err(Error::closed("the producer is closed"));
         };
-        let (tracker, rx) = if track {
+        let (reply, rx) = if track {
             let (tx, rx) = oneshot::channel();
-            (Tracker(Some(Box::new(tx))), Some(rx))
+            (DeliveryReply(Some(Box::new(tx))), Some(rx))
         } else {
-            (Tracker(None), None)
+            (DeliveryReply(None), None)
         };
-        let mut base = BaseRecord::<[u8], [u8], Tracker>::with_opaque_to(&record.topic, tracker);
+        let mut base =
+            BaseRecord::<[u8], [u8], DeliveryReply>::with_opaque_to(&record.topic, reply);
         if let Some(k) = &record.key {
             base = base.key(k.as_ref());
         }
@@ -226,7 +227,7 @@ impl ProducerCore {
         match producer.send(base) {
             Ok(()) => Ok(Sent::Queued(rx)),
             Err((e, _)) => {
-                // The returned record still owns its tracker; dropping it
+                // The returned record still owns its reply; dropping it
                 // drops the answer's sender.
                 self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {

@@ -31,7 +31,7 @@ pub enum AutoOffsetReset {
 /// |---|---|---|---|
 /// | `fetch.queue.backoff.ms` | 1000 | 10 | librdkafka stops fetching a partition for this long each time its prefetch queue reaches `queued.min.messages` or `queued.max.messages.kbytes`: with 1000, a consumer that keeps its queues full stalls a second at a time |
 /// | `enable.auto.commit` | true | false | offsets are committed by the committer after processing (at-least-once); set it back to `true` only with [`plain_source`](crate::consumer::plain_source) |
-/// | `enable.auto.offset.store` | true | false | librdkafka would store an offset when the engine fetches a record, before your code has processed it |
+/// | `enable.auto.offset.store` | true | false | librdkafka would store an offset when the consumer fetches a record, before your code has processed it |
 ///
 /// Every other librdkafka key keeps librdkafka's default and can be set with
 /// [`property`](ConsumerSettings::property).
@@ -110,13 +110,13 @@ impl ConsumerSettings {
         self
     }
 
-    /// Most records the engine hands to the stream in one batch. Default 1000.
+    /// Most records the consumer thread hands to the stream in one batch. Default 1000.
     pub fn max_batch_records(mut self, n: usize) -> Self {
         self.max_batch_records = n;
         self
     }
 
-    /// How many batches may wait between the engine and the stream. With
+    /// How many batches may wait between the consumer thread and the stream. With
     /// [`max_batch_records`](Self::max_batch_records) it bounds the records
     /// this crate holds beyond librdkafka's own prefetch queue
     /// (`queued.max.messages.kbytes`). Default 8.
@@ -140,7 +140,7 @@ impl ConsumerSettings {
         self
     }
 
-    /// The longest the engine sleeps without looking at its queues, a
+    /// The longest the consumer thread sleeps without looking at its queues, a
     /// fallback for missed wake-ups. Default 100 ms.
     pub fn wake_interval(mut self, interval: Duration) -> Self {
         self.wake_interval = interval;
