@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rdkafka::error::KafkaError;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::ffi::PartitionQueue;
 use super::records::RecordBuilder;
 use super::table::Partition;
 use super::{Counters, PartitionHandle, RecordBatch};
@@ -29,10 +30,10 @@ pub(crate) fn deliver_partition(
     p: &mut Partition,
     builder: &mut RecordBuilder,
     counters: &Counters,
-    read: impl FnOnce(&Partition, &mut RecordBuilder) -> Option<KafkaError>,
+    read: impl FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<KafkaError>,
     errors: &mut Vec<KafkaError>,
 ) -> Delivered {
-    let Some(out) = p.out.clone().filter(|_| !p.revoking) else {
+    let Some(out) = p.out.as_ref().filter(|_| !p.revoking) else {
         return Delivered::Nothing;
     };
     let mut delivered = Delivered::Nothing;
@@ -47,7 +48,7 @@ pub(crate) fn deliver_partition(
                 let Some(read) = read.take() else {
                     return delivered;
                 };
-                if let Some(e) = read(p, builder) {
+                if let Some(e) = read(&p.queue, builder) {
                     errors.push(e);
                 }
                 if builder.is_empty() {
@@ -84,7 +85,7 @@ mod tests {
     use std::sync::atomic::Ordering;
     use tokio::sync::mpsc::Receiver;
 
-    type Read = Box<dyn FnOnce(&Partition, &mut RecordBuilder) -> Option<KafkaError>>;
+    type Read = Box<dyn FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<KafkaError>>;
 
     /// Reads records `from..from + n`.
     fn records(from: i64, n: i64) -> Read {
@@ -157,7 +158,7 @@ mod tests {
     #[test]
     fn pending_batches_go_before_new_ones_and_a_revoked_partition_gets_nothing() {
         let mut f = Fixture::new(4);
-        records(0, 2)(&f.p, &mut f.builder);
+        records(0, 2)(&None, &mut f.builder);
         let first = RecordBatch {
             partition: f.p.handle.clone(),
             records: f.builder.finish("t", 0),

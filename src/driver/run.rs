@@ -519,8 +519,8 @@ impl Driver {
             } = self;
             let p = table.get_mut(i);
             let mut read_errors = Vec::new();
-            let read = |p: &Partition, b: &mut RecordBuilder| {
-                p.queue.as_ref()?.drain_into(b, *max_batch, scratch)
+            let read = |queue: &Option<PartitionQueue>, b: &mut RecordBuilder| {
+                queue.as_ref()?.drain_into(b, *max_batch, scratch)
             };
             match deliver_partition(p, builder, &link.shared.counters, read, &mut read_errors) {
                 Delivered::Some => progressed = true,

@@ -39,7 +39,7 @@ pub(crate) fn client_config(
             Error::config(format!("invalid setting `{key}` = `{value}`: {desc}"))
         }
         _ => Error::with_source(
-            crate::ErrorKind::Config,
+            crate::error::ErrorKind::Config,
             "invalid client configuration",
             e.clone(),
         ),
