@@ -63,6 +63,7 @@ struct Inner {
 
 /// Where in Kafka an error happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Coordinates {
     /// The topic.
     pub topic: String,

@@ -205,10 +205,21 @@ async fn a_slow_broker_bounds_records_in_flight() {
         producer::flow(broker.producer_settings().max_in_flight(100), envelopes).unwrap();
     let mut max_in_flight = 0;
     let mut count = 0;
-    while let Some(result) = tokio::time::timeout(Duration::from_secs(60), flow.next())
-        .await
-        .expect("progress")
-    {
+    loop {
+        // Sampled when the flow waits: it has taken every envelope it may,
+        // so the window is as full as it gets. (Sampled only after results,
+        // it could miss the full window: a burst of acknowledgements empties
+        // it before the next envelopes are taken.)
+        let next = match futures::poll!(flow.next()) {
+            std::task::Poll::Ready(next) => next,
+            std::task::Poll::Pending => {
+                max_in_flight = max_in_flight.max(flow.in_flight());
+                tokio::time::timeout(Duration::from_secs(60), flow.next())
+                    .await
+                    .expect("progress")
+            }
+        };
+        let Some(result) = next else { break };
         assert_eq!(
             *result.expect("delivered").pass_through(),
             count,

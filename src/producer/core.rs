@@ -25,6 +25,7 @@ use crate::settings::ProducerSettings;
 
 /// Where a record was written (its topic is the record's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordMetadata {
     /// The partition the record was written to.
     pub partition: i32,

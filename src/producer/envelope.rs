@@ -116,6 +116,7 @@ impl<P> ProducerResult<P> {
 
 /// An envelope at least one record of which was not delivered: the error,
 /// every record of the envelope, and its pass-through value, so nothing is lost.
+#[non_exhaustive]
 pub struct ProduceFailure<P> {
     /// The first error among the envelope's records.
     pub error: Error,
