@@ -65,6 +65,20 @@ impl<T> TaskSink<T> {
             .map(|r| r.and(Err(Error::closed("the sink's task has stopped"))))
     }
 
+    /// Ready with the task's failure once it ended before the sink was
+    /// closed; otherwise pending, with `cx` woken when the task ends.
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match self.poll_stopped(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// True once the task ended (an atomic load: cheap enough per item).
+    fn ended(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     /// Hands the local buffer to the task.
     fn poll_send_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.buf.is_empty() {
@@ -86,8 +100,15 @@ impl<T> Unpin for TaskSink<T> {}
 impl<T> Sink<T> for TaskSink<T> {
     type Error = Error;
 
+    /// Fails at once when the task has failed, without waiting for the
+    /// buffer to fill.
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
+        if this.ended() {
+            if let Poll::Ready(result) = this.poll_ended(cx) {
+                return Poll::Ready(result);
+            }
+        }
         if this.buf.len() >= this.chunk {
             ready!(this.poll_send_buf(cx))?;
         }
@@ -99,11 +120,18 @@ impl<T> Sink<T> for TaskSink<T> {
         Ok(())
     }
 
+    /// Hands the buffer to the task, and fails once the task has failed.
+    /// It also registers the caller to be woken when the task ends:
+    /// `StreamExt::forward` flushes whenever its stream has nothing, so a
+    /// pipeline whose source is idle still hears of a failure at once.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send_buf(cx))?;
         if ready!(Pin::new(&mut this.tx).poll_flush(cx)).is_err() {
             return this.poll_stopped(cx);
+        }
+        if let Poll::Ready(result) = this.poll_ended(cx) {
+            return Poll::Ready(result);
         }
         Poll::Ready(Ok(()))
     }

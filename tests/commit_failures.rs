@@ -83,7 +83,11 @@ async fn a_non_retriable_commit_error_fails_the_committer_naming_the_offsets() {
         (topic.as_str(), Some(0), Some(10))
     );
     assert_eq!(control.metrics().commit_retries, 0, "not retriable");
-    control.shutdown().await.unwrap();
+    // The failed committer ended its consumer with the same error.
+    assert_eq!(
+        control.shutdown().await.unwrap_err().kind(),
+        ErrorKind::Commit
+    );
 }
 
 /// The partial batch is committed on each kind of stop: stream end (close),

@@ -108,7 +108,12 @@ async fn through_committable_sink(
     )
     .await
     .expect("the sink fails rather than hangs");
-    control.shutdown().await.unwrap();
+    let closed = control.shutdown().await;
+    // A failed sink ends its consumer with the same error.
+    match &result {
+        Ok(()) => closed.unwrap(),
+        Err(e) => assert_eq!(closed.unwrap_err().kind(), e.kind()),
+    }
     result
 }
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::consumer::CommittableOffset;
-use crate::driver::{self, CommitOffsets};
+use crate::driver::{self, CommitOffsets, PartitionHandle};
 use crate::error::Result;
 use crate::outcome::CommitOutcome;
 
@@ -72,6 +72,17 @@ impl CommittableOffsetBatch {
     /// How many partitions the batch commits.
     pub fn partitions(&self) -> usize {
         self.entries.len()
+    }
+
+    /// One partition handle of each consumer the batch commits for.
+    pub(crate) fn consumers(&self) -> Vec<Arc<PartitionHandle>> {
+        let mut out: Vec<Arc<PartitionHandle>> = Vec::new();
+        for (h, _) in &self.entries {
+            if !out.iter().any(|o| o.same_consumer(h)) {
+                out.push(h.clone());
+            }
+        }
+        out
     }
 
     /// Sends the batch's commits (one per consumer) and returns a future of

@@ -80,6 +80,7 @@ impl CommitterFlow {
         let timeout = self.settings.commit_timeout;
         let delivery = self.settings.delivery;
         let offsets = self.batch.len();
+        let consumers = self.batch.consumers();
         let commit = self.batch.dispatch(timeout);
         self.in_flight.push(
             async move {
@@ -96,7 +97,13 @@ impl CommitterFlow {
                         tracing::warn!(error = %Report(&e), "commit failed (send-and-forget: ignored)");
                         Ok(None)
                     }
-                    (Err(e), CommitDelivery::WaitForAck) => Err(e),
+                    (Err(e), CommitDelivery::WaitForAck) => {
+                        // The pipeline fails: so do the consumers it commits for.
+                        for consumer in &consumers {
+                            consumer.fail_consumer(e.clone());
+                        }
+                        Err(e)
+                    }
                 }
             }
             .boxed(),

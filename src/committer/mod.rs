@@ -12,6 +12,15 @@
 //! fill, so the revocation completes as soon as the records are processed.
 //! A committer watches the consumer of the first offset it receives; one
 //! committer shared by several consumers flushes early only for that one.
+//!
+//! A commit that fails (after its retries, with
+//! [`CommitDelivery::WaitForAck`](crate::CommitDelivery::WaitForAck)) fails
+//! the committer and ends the consumers it commits for with the same error:
+//! their streams end with it, `Control::is_shutdown` resolves with it, and
+//! their held revocations are released. A pipeline
+//! `source.map(..).forward(committer::sink(..))` hears of it at once, also
+//! while its source is idle: the sink's `poll_flush`, which `forward` calls
+//! whenever the stream has nothing, returns the error.
 
 mod batch;
 mod flow;

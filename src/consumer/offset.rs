@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::driver::{self, PartitionHandle};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::outcome::CommitOutcome;
 use crate::record::{ConsumerRecord, TopicPartition};
 
@@ -42,6 +42,14 @@ impl CommittableOffset {
 
     pub(crate) fn same_partition(&self, other: &CommittableOffset) -> bool {
         self.partition.same_partition(&other.partition)
+    }
+
+    /// Ends the consumer this offset came from with `err`, as the pipeline
+    /// that processes its records has failed: its stream ends with the
+    /// error, `Control::is_shutdown` resolves with it, and its held
+    /// revocations are released.
+    pub(crate) fn fail_consumer(&self, err: Error) {
+        self.partition.fail_consumer(err);
     }
 
     /// The assignment generation the record was fetched in.

@@ -113,6 +113,11 @@ impl Recorder {
                 shared.set_state(DriverState::Closed(Ok(())));
             }
             Command::Shutdown => shared.set_state(DriverState::Closed(Ok(()))),
+            Command::Fail(err) => {
+                if !matches!(*shared.state.borrow(), DriverState::Closed(_)) {
+                    shared.set_state(DriverState::Closed(Err(err)));
+                }
+            }
             Command::SourceDropped(_) | Command::Released => {}
         }
     }

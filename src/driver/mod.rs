@@ -126,6 +126,8 @@ enum Command {
     SourceDropped(SourceScope),
     /// Every `DriverHandle` was dropped.
     Released,
+    /// The pipeline that commits for this consumer failed: close with this error.
+    Fail(Error),
 }
 
 /// Where a link's commands go.
@@ -384,6 +386,17 @@ impl PartitionHandle {
             (Some(acks), Some(outstanding)) => acks.ack(offset, outstanding),
             _ => Some(offset + 1),
         }
+    }
+
+    /// True when both come from the same consumer.
+    pub(crate) fn same_consumer(&self, other: &PartitionHandle) -> bool {
+        self.link.id == other.link.id
+    }
+
+    /// Ends this consumer with `err`: the pipeline that commits for it
+    /// failed. Never blocks; ignored once the consumer is closed.
+    pub(crate) fn fail_consumer(&self, err: Error) {
+        let _ = self.link.send(Command::Fail(err));
     }
 
     /// The count of revocations that wait for commits on this consumer.

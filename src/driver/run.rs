@@ -310,6 +310,12 @@ impl Driver {
                         .table
                         .disconnect(|p| Arc::ptr_eq(&p.handle.handover, &h)),
                 },
+                Command::Fail(err) => {
+                    if self.failure.is_none() {
+                        tracing::error!(error = %Report(&err), "the pipeline of this consumer failed; closing the consumer");
+                        self.failure = Some(err);
+                    }
+                }
                 Command::Released => {
                     // Commits already in flight still get their answer.
                     tracing::debug!("all handles dropped: closing");

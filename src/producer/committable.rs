@@ -47,8 +47,9 @@ pub(crate) fn committable_sink(
             ProducerFlow::new(core, envelopes, max_in_flight)
                 .map(move |result| match result {
                     Ok(r) => Some(r.into_pass_through()),
-                    Err(e) => {
-                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Error::from(e));
+                    Err(f) => {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((f.error, f.pass_through));
                         None
                     }
                 })
@@ -60,7 +61,15 @@ pub(crate) fn committable_sink(
             outcome?;
         }
         let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
-        failure.map_or(Ok(()), Err)
+        match failure {
+            // The offsets before it are committed: now the consumer of the
+            // failed record hears of it (its stream ends with the error).
+            Some((err, offset)) => {
+                offset.fail_consumer(err.clone());
+                Err(err)
+            }
+            None => Ok(()),
+        }
     })?;
     Ok(CommittableSink { inner })
 }

@@ -62,6 +62,11 @@ where
 /// delivered, and in envelope order. The first failed envelope fails the sink
 /// before any later offset is committed, so no record is skipped.
 ///
+/// A failed envelope fails the sink at once (its `poll_flush` returns the
+/// error, so `StreamExt::forward` ends even while its source is idle), after
+/// the offsets before it are committed; the consumer of the failed record
+/// then ends with the same error.
+///
 /// Must be created inside a tokio runtime. Closing it waits until everything
 /// is produced and committed.
 pub fn committable_sink(

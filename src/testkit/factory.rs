@@ -228,8 +228,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Commit);
-        control.shutdown().await.unwrap();
-        assert!(control.is_closed());
+        // The failed committer ended the consumer with its error.
+        assert_eq!(
+            control.is_shutdown().await.unwrap_err().kind(),
+            ErrorKind::Commit
+        );
         assert!(recorder.committed().is_empty());
     }
 }
