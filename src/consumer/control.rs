@@ -63,15 +63,26 @@ impl Control {
     /// handed out has had its offset committed (through any committer), then
     /// shuts down. The report says what was committed and what was not.
     ///
+    /// Every call gets the same report: calls made at the same time, and
+    /// calls made after the consumer closed (then the report says what was
+    /// committed when it closed). A drain asked for while the consumer is
+    /// still connecting returns at once, without waiting for the connect
+    /// timeout.
+    ///
     /// Records are "handed out" when the stream returned them; if the stream
     /// is dropped, records it held but never returned do not count. A record
     /// your pipeline filters out must still have its offset committed, or a
     /// later one of the same partition, for the drain to complete early.
     pub async fn drain_and_shutdown(&self, timeout: Duration) -> Result<DrainReport> {
-        let rx = self.handle.drain(Instant::now() + timeout)?;
-        let report = rx.await;
+        // A consumer that is closed already answers with its final report.
+        let report = match self.handle.drain(Instant::now() + timeout) {
+            Ok(rx) => rx.await.ok(),
+            Err(_) => None,
+        };
         self.wait_closed(self.close_wait()).await?;
-        report.map_err(|_| Error::closed("the consumer closed before the drain finished"))
+        report
+            .or_else(|| self.handle.final_report())
+            .ok_or_else(|| Error::closed("the consumer closed before the drain finished"))
     }
 
     /// Resolves when the consumer is closed: `Ok` after a clean shutdown, the

@@ -34,7 +34,7 @@ mod table;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -200,6 +200,9 @@ struct Shared {
     /// How many revocations wait for commits; committers flush at once
     /// while it is above zero.
     revoking: watch::Sender<usize>,
+    /// What was committed and what was not when the consumer closed: the
+    /// report of every drain asked for after that.
+    final_report: OnceLock<DrainReport>,
 }
 
 impl Shared {
@@ -209,6 +212,7 @@ impl Shared {
             counters: Counters::default(),
             outstanding: max_outstanding.map(Outstanding::new),
             revoking: watch::channel(0).0,
+            final_report: OnceLock::new(),
         }
     }
 
@@ -290,6 +294,11 @@ impl DriverHandle {
         let (reply, rx) = oneshot::channel();
         self.link.send(Command::Drain { deadline, reply })?;
         Ok(rx)
+    }
+
+    /// The drain report of a consumer that has closed.
+    pub(crate) fn final_report(&self) -> Option<DrainReport> {
+        self.link.shared.final_report.get().cloned()
     }
 
     /// Tells the driver a source was dropped. Never blocks.

@@ -42,6 +42,17 @@ pub(super) enum Output {
     Partitioned(tokio::sync::mpsc::UnboundedSender<SubSource>),
 }
 
+/// How long one try to reach the cluster at start-up waits, so that
+/// commands are served between tries.
+const CONNECT_TRY: Duration = Duration::from_millis(200);
+
+/// How start-up ended.
+enum Started {
+    Running,
+    /// A shutdown or a drain came before the cluster answered.
+    Closing,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
     Running,
@@ -67,7 +78,8 @@ pub(super) struct Driver {
     /// Where the next delivery pass starts, so every partition gets its turn.
     pub(super) rr: usize,
     pub(super) phase: Phase,
-    pub(super) drain: Option<(Instant, oneshot::Sender<DrainReport>)>,
+    /// A drain's deadline and everyone waiting for its report.
+    pub(super) drain: Option<(Instant, Vec<oneshot::Sender<DrainReport>>)>,
     pub(super) failure: Option<Error>,
     pub(super) buffer_batches: usize,
     pub(super) max_batch: usize,
@@ -146,7 +158,8 @@ impl Driver {
         let span = tracing::info_span!("consumer", id = self.link.id);
         let _guard = span.enter();
         match self.start() {
-            Ok(()) => self.main_loop(),
+            Ok(Started::Running) => self.main_loop(),
+            Ok(Started::Closing) => {}
             Err(e) => {
                 tracing::error!(error = %Report(&e), "consumer failed to start");
                 self.failure = Some(e);
@@ -156,19 +169,10 @@ impl Driver {
     }
 
     /// Checks that the cluster answers, then subscribes or assigns.
-    fn start(&mut self) -> Result<()> {
-        let started = Instant::now();
-        if let Err(e) = self.consumer().fetch_metadata(None, self.connect_timeout) {
-            return Err(Error::with_source(
-                ErrorKind::BrokerUnreachable,
-                format!(
-                    "no broker at `{}` answered within {:?} (connect_timeout)",
-                    self.bootstrap, self.connect_timeout
-                ),
-                e,
-            ));
+    fn start(&mut self) -> Result<Started> {
+        if !self.await_cluster()? {
+            return Ok(Started::Closing);
         }
-        tracing::debug!(elapsed = ?started.elapsed(), "cluster answered");
         let consumer = self.consumer().clone();
         match self.subscription.clone() {
             Subscription::Topics(topics) => {
@@ -219,7 +223,42 @@ impl Driver {
                 self.on_assigned(split);
             }
         }
-        Ok(())
+        Ok(Started::Running)
+    }
+
+    /// Waits until the cluster answers, at most `connect_timeout`, serving
+    /// commands between short tries so that a shutdown or a drain during
+    /// start-up takes effect at once. False: asked to close meanwhile.
+    fn await_cluster(&mut self) -> Result<bool> {
+        let started = Instant::now();
+        let deadline = started + self.connect_timeout;
+        loop {
+            let try_started = Instant::now();
+            let slice = deadline
+                .saturating_duration_since(try_started)
+                .min(CONNECT_TRY);
+            let Err(e) = self.consumer().fetch_metadata(None, slice) else {
+                tracing::debug!(elapsed = ?started.elapsed(), "cluster answered");
+                return Ok(true);
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::with_source(
+                    ErrorKind::BrokerUnreachable,
+                    format!(
+                        "no broker at `{}` answered within {:?} (connect_timeout)",
+                        self.bootstrap, self.connect_timeout
+                    ),
+                    e,
+                ));
+            }
+            // A try that failed early (connection refused) waits out its slice.
+            std::thread::park_timeout(slice.saturating_sub(try_started.elapsed()));
+            self.handle_commands();
+            if self.drain.is_some() || matches!(self.phase, Phase::Closing { .. }) {
+                tracing::info!("closing before the cluster answered");
+                return Ok(false);
+            }
+        }
     }
 
     fn main_loop(&mut self) {
@@ -297,7 +336,14 @@ impl Driver {
                 Command::Stop => self.stop(),
                 Command::Drain { deadline, reply } => {
                     self.stop();
-                    self.drain = Some((deadline, reply));
+                    // Every drain gets the same report, at the earliest deadline.
+                    match &mut self.drain {
+                        Some((d, replies)) => {
+                            *d = (*d).min(deadline);
+                            replies.push(reply);
+                        }
+                        None => self.drain = Some((deadline, vec![reply])),
+                    }
                 }
                 Command::Shutdown => self.begin_close(),
                 Command::SourceDropped(scope) => match scope {
@@ -603,10 +649,11 @@ impl Driver {
         tracing::info!(ok = result.is_ok(), "consumer closed");
         // The state is set before the source's channel closes, so the source
         // sees the failure that ended it.
+        let _ = self.link.shared.final_report.set(report.clone());
         self.link.shared.set_state(DriverState::Closed(result));
         self.output = None;
-        if let Some((_, reply)) = self.drain.take() {
-            let _ = reply.send(report);
+        for reply in self.drain.take().into_iter().flat_map(|(_, r)| r) {
+            let _ = reply.send(report.clone());
         }
     }
 }
