@@ -71,8 +71,9 @@
 //!   sub-stream (or its share of the stream) ends at once: no further record
 //!   of it is handed out, and records that were buffered but not pulled are
 //!   dropped (the next owner reads them). The revocation is then held until
-//!   every record already handed to you is committed; the committer commits
-//!   its partial batch as soon as a revocation starts. Only then does the
+//!   every record already handed to you is committed; a committer commits
+//!   what it holds of the revoked partitions as soon as the revocation
+//!   starts. Only then does the
 //!   partition go to its next owner. You must commit the offset of every
 //!   record you take (also of records you skip), or the revocation waits for
 //!   them until the [revoke timeout](ConsumerSettings::revoke_timeout)

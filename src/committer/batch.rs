@@ -74,6 +74,12 @@ impl CommittableOffsetBatch {
         self.entries.len()
     }
 
+    /// True when an offset of a partition whose revocation is held is in
+    /// the batch (a scan of one entry per partition).
+    pub(crate) fn has_revoking(&self) -> bool {
+        self.entries.iter().any(|(h, _)| h.handover().is_revoking())
+    }
+
     /// One partition handle of each consumer the batch commits for.
     pub(crate) fn consumers(&self) -> Vec<Arc<PartitionHandle>> {
         let mut out: Vec<Arc<PartitionHandle>> = Vec::new();

@@ -153,15 +153,16 @@ impl Stream for CommitterFlow {
                 return Poll::Ready(None);
             }
             let room = this.in_flight.len() < this.settings.parallelism;
-            // A full batch, the stream's end or a held revocation dispatches
-            // as soon as a commit slot is free. Until then offsets keep
-            // merging into the batch: a slow broker means fewer, larger
-            // commits, not a slower stream.
+            // A full batch, the stream's end or an offset of a partition
+            // whose revocation is held dispatches as soon as a commit slot is
+            // free. Until then offsets keep merging into the batch: a slow
+            // broker means fewer, larger commits, not a slower stream, and
+            // the partitions that are not revoked batch as usual.
             if room
                 && !this.batch.is_empty()
                 && (this.upstream_done
                     || this.batch.len() >= this.settings.max_batch
-                    || this.revocations > 0)
+                    || (this.revocations > 0 && this.batch.has_revoking()))
             {
                 this.dispatch();
                 continue;

@@ -7,9 +7,11 @@
 //! flight. Commits run on the consumer's own thread, never on a tokio worker.
 //!
 //! When the consumer starts holding a revocation (rebalance-safe commits),
-//! the committer commits its partial batch at once, and while a revocation is
-//! held it commits each arriving chunk without waiting for the batch to
-//! fill, so the revocation completes as soon as the records are processed.
+//! the committer commits its partial batch at once if it holds an offset of
+//! a revoked partition, and while the revocation is held it commits each
+//! arriving chunk that does without waiting for the batch to fill, so the
+//! revocation completes as soon as the records are processed. Offsets of
+//! the partitions the consumer keeps batch as usual.
 //! A committer watches the consumer of the first offset it receives; one
 //! committer shared by several consumers flushes early only for that one.
 //!

@@ -176,13 +176,37 @@ async fn a_revocation_commits_the_partial_batch_at_once() {
     running.send(offset(&fake, 0, 0));
     running.settle().await;
     assert!(fake.commits().is_empty());
-    fake.set_revoking(1);
+    fake.hold_revocation(&TopicPartition::new("t", 0));
     running.settle().await;
     assert_eq!(fake.commits(), vec![vec![po(0, 1)]]);
     // While the revocation is held, each offset goes out without waiting.
     running.send(offset(&fake, 0, 1));
     running.settle().await;
     assert_eq!(fake.commits().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitions_that_are_not_revoked_keep_batching_during_a_revocation() {
+    let fake = FakeConsumer::new();
+    let running = run(CommitterSettings::default()
+        .max_batch(100)
+        .max_interval(Duration::from_secs(3600)));
+    running.send(offset(&fake, 0, 0));
+    running.settle().await;
+    fake.hold_revocation(&TopicPartition::new("t", 0));
+    running.settle().await;
+    assert_eq!(fake.commits().len(), 1, "the revoked partition's offset");
+    // Offsets of another partition do not go out one commit each.
+    for o in 0..10 {
+        running.send(offset(&fake, 1, o));
+        running.settle().await;
+    }
+    assert_eq!(fake.commits().len(), 1, "{:?}", fake.commits());
+    // An offset of the revoked partition takes them along.
+    running.send(offset(&fake, 0, 1));
+    running.settle().await;
+    assert_eq!(fake.commits().len(), 2);
+    assert_eq!(fake.commits()[1], vec![po(1, 10), po(0, 2)]);
 }
 
 #[tokio::test(start_paused = true)]

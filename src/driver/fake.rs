@@ -221,10 +221,15 @@ impl FakeConsumer {
         self.recorder.state().fail = n;
     }
 
-    /// Sets how many revocations wait for commits (committers flush while
-    /// it is above zero).
-    pub(crate) fn set_revoking(&self, n: usize) {
-        self.link.shared.revoking.send_replace(n);
+    /// Holds a revocation of `tp`, as the driver does with rebalance-safe
+    /// commits: committers send its offsets at once.
+    pub(crate) fn hold_revocation(&self, tp: &TopicPartition) {
+        let state = self.recorder.state();
+        if let Some((_, h)) = state.handed.iter().find(|(t, _)| t == tp) {
+            h.start_revoking();
+        }
+        drop(state);
+        self.link.shared.revoking.send_modify(|n| *n += 1);
     }
 
     /// Ends the consumer as a fatal error would.

@@ -8,11 +8,14 @@
 //! record of it reaches the user, and every record that did is known to the
 //! driver: a revocation waits exactly for those.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 #[derive(Debug)]
 pub(crate) struct HandOver {
     handed_next: AtomicI64,
+    /// The partition's revocation is held for commits: committers send its
+    /// offsets without waiting for their batch to fill.
+    revoking: AtomicBool,
 }
 
 impl HandOver {
@@ -22,6 +25,7 @@ impl HandOver {
     pub(crate) fn new() -> Self {
         HandOver {
             handed_next: AtomicI64::new(Self::NONE),
+            revoking: AtomicBool::new(false),
         }
     }
 
@@ -35,6 +39,16 @@ impl HandOver {
                 .handed_next
                 .compare_exchange(current, offset + 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+    }
+
+    /// Marks the partition's revocation held.
+    pub(crate) fn start_revoking(&self) {
+        self.revoking.store(true, Ordering::Release);
+    }
+
+    /// True while (or once) the partition's revocation is held.
+    pub(crate) fn is_revoking(&self) -> bool {
+        self.revoking.load(Ordering::Acquire)
     }
 
     /// True once released.

@@ -179,6 +179,7 @@ impl PartitionTable {
             .filter(|p| revoked.contains(&p.handle.tp))
         {
             p.revoking = true;
+            p.handle.handover.start_revoking();
             p.disconnect();
         }
     }

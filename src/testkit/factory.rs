@@ -160,11 +160,14 @@ impl CommitRecorder {
         self.fake.hold_answers(hold);
     }
 
-    /// Sets how many revocations the consumer holds for commits: while it
-    /// is above zero, committers commit each offset without waiting for
-    /// their batch to fill, as during a rebalance.
-    pub fn set_revocations_held(&self, n: usize) {
-        self.fake.set_revoking(n);
+    /// Holds a revocation of `topic`/`partition` for commits, as a
+    /// consumer with rebalance-safe commits does during a rebalance:
+    /// committers send that partition's offsets without waiting for their
+    /// batch to fill (other partitions batch as usual). Make an offset of
+    /// the partition first; the hold lasts as long as the recorder.
+    pub fn hold_revocation(&self, topic: &str, partition: i32) {
+        self.fake
+            .hold_revocation(&TopicPartition::new(topic, partition));
     }
 
     /// Ends the consumer with an [`ErrorKind::Consume`](crate::ErrorKind::Consume)
