@@ -67,10 +67,7 @@ impl Subscription {
             Subscription::Topics(t) if t.is_empty() => {
                 Err(Error::config("invalid subscription: no topics"))
             }
-            Subscription::Topics(t) => match t.iter().find(|t| t.is_empty()) {
-                Some(_) => Err(Error::config("invalid subscription: empty topic name")),
-                None => Ok(()),
-            },
+            Subscription::Topics(t) => t.iter().try_for_each(|t| validate_topic(t)),
             Subscription::Pattern(p) if !p.starts_with('^') => Err(Error::config(format!(
                 "invalid subscription pattern `{p}`: a pattern must start with `^`"
             ))),
@@ -78,15 +75,60 @@ impl Subscription {
             Subscription::Assignment(a) if a.is_empty() => {
                 Err(Error::config("invalid subscription: no partitions"))
             }
-            Subscription::Assignment(a) => match a
-                .iter()
-                .find(|(tp, _)| tp.partition < 0 || tp.topic.is_empty())
-            {
-                Some((tp, _)) => Err(Error::config(format!(
-                    "invalid subscription: bad partition `{tp}`"
-                ))),
-                None => Ok(()),
-            },
+            Subscription::Assignment(a) => a.iter().try_for_each(|(tp, _)| {
+                validate_topic(&tp.topic)?;
+                match tp.partition {
+                    p if p < 0 => Err(Error::config(format!(
+                        "invalid subscription: bad partition `{tp}`"
+                    ))),
+                    _ => Ok(()),
+                }
+            }),
         }
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `a-z A-Z 0-9 . _ -`, and not
+/// `.` or `..`. A name that breaks it would never be assigned: the consumer
+/// would wait forever.
+fn validate_topic(topic: &str) -> Result<()> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let reason = if topic.is_empty() {
+        Some("empty topic name".to_owned())
+    } else if topic.len() > 249 {
+        Some(format!(
+            "topic name of {} characters (at most 249)",
+            topic.len()
+        ))
+    } else if topic == "." || topic == ".." {
+        Some(format!("topic name `{topic}`"))
+    } else {
+        topic.chars().find(|c| !legal(*c)).map(|c| {
+            format!(
+                "topic name `{topic}`: `{c}` is not allowed (only a-z, A-Z, 0-9, `.`, `_`, `-`)"
+            )
+        })
+    };
+    match reason {
+        Some(reason) => Err(Error::config(format!("invalid subscription: {reason}"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        for good in ["orders", "a.b_c-D9", &"x".repeat(249)] {
+            assert!(validate_topic(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "bad topic!", "ünïcode", &"x".repeat(250)] {
+            let err = validate_topic(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config);
+        }
+        let err = validate_topic("bad topic!").unwrap_err().to_string();
+        assert!(err.contains("bad topic!") && err.contains("` `"), "{err}");
     }
 }

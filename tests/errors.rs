@@ -61,6 +61,18 @@ async fn invalid_combinations_fail_at_construction() {
     assert_eq!(err.kind(), ErrorKind::Config);
 }
 
+/// An illegal topic name would never be assigned: it fails at construction.
+#[tokio::test]
+async fn an_invalid_topic_name_fails_at_construction_naming_it() {
+    let err = consumer::plain_source(
+        ConsumerSettings::new("127.0.0.1:1").group_id("g"),
+        Subscription::topics(["bad topic!"]),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("bad topic!"), "{err}");
+}
+
 #[tokio::test]
 async fn a_bad_producer_key_fails_at_construction_naming_it() {
     let err = producer::plain_sink(ProducerSettings::new("127.0.0.1:1").property("acks", "most"))

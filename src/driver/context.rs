@@ -125,7 +125,7 @@ impl ClientContext for DriverContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "reactive_kafka::consumer", %error, reason, "librdkafka reported an error");
+        crate::logging::librdkafka_error("consumer", &error, reason);
     }
 }
 

@@ -83,7 +83,7 @@ impl ClientContext for CoreContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "reactive_kafka::producer", %error, reason, "librdkafka reported an error");
+        crate::logging::librdkafka_error("producer", &error, reason);
     }
 }
 
