@@ -53,12 +53,18 @@ pub struct Uncommitted {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DrainReport {
-    /// True when every record handed out had its offset committed before the deadline.
+    /// True when every record handed out had its offset committed before the
+    /// deadline: nothing `uncommitted`, nothing `lost`.
     pub complete: bool,
     /// The committed next offset of each partition this consumer committed.
     pub committed: Vec<PartitionOffset>,
     /// Partitions with records handed out but not committed.
     pub uncommitted: Vec<Uncommitted>,
+    /// Partitions lost while records handed out of them were not all
+    /// committed: the consumer left the group without a clean revocation
+    /// (session timeout, fencing), so those offsets could not be committed
+    /// and the partition's next owner reads those records again.
+    pub lost: Vec<Uncommitted>,
 }
 
 /// Counters of one consumer, read with [`Control::metrics`](crate::Control::metrics).

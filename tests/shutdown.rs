@@ -65,3 +65,44 @@ async fn concurrent_and_repeated_drains_get_the_same_report() {
         .expect("a drain after close");
     assert_eq!(again, a);
 }
+
+/// Kafka's API key of Heartbeat requests.
+const HEARTBEAT: i16 = 12;
+
+/// Partitions lost with records taken and not committed: the drain report
+/// says so instead of calling the drain complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_reports_partitions_lost_with_uncommitted_records() {
+    let (broker, topic) = broker_with_topic("drain-lost", 1).await;
+    let Some(embedded) = broker.embedded() else {
+        println!(
+            "skipped: losing partitions is forced by error injection, which needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
+        );
+        return;
+    };
+    produce_n(&broker, &topic, 100, 1).await;
+    let group = unique("g-drain-lost");
+    let (mut source, control) = committable(&broker, &group, &topic);
+    let _taken = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    let revocations = control.metrics().revocations;
+    embedded.fail_requests(
+        HEARTBEAT,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID,
+        1,
+    );
+    wait_until("partitions lost", Duration::from_secs(20), || {
+        control.metrics().revocations > revocations
+    })
+    .await;
+    let report = control
+        .drain_and_shutdown(Duration::from_millis(500))
+        .await
+        .expect("a report");
+    assert!(
+        !report.complete,
+        "10 records taken, none committed: {report:?}"
+    );
+    assert_eq!(report.lost.len(), 1, "{report:?}");
+    assert_eq!(report.lost[0].emitted_next, 10);
+    assert_eq!(report.lost[0].committed_next, None);
+}

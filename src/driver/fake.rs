@@ -64,6 +64,7 @@ impl State {
                 })
                 .collect(),
             uncommitted,
+            lost: Vec::new(),
         }
     }
 }

@@ -497,7 +497,11 @@ impl Driver {
         if released {
             tracing::info!(partitions = ?tps, lost, "partitions revoked");
             self.notify_revoked(&revoked, lost);
-            self.table.forget(|tp| revoked.contains(tp));
+            if lost {
+                self.table.forget_lost(&revoked);
+            } else {
+                self.table.forget(|tp| revoked.contains(tp));
+            }
             self.update_assigned();
             return;
         }

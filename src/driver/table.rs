@@ -79,6 +79,8 @@ impl Partition {
 pub(crate) struct PartitionTable {
     partitions: Vec<Partition>,
     generation: u64,
+    /// Partitions lost with records handed out and not committed.
+    lost: Vec<Uncommitted>,
 }
 
 impl PartitionTable {
@@ -145,6 +147,9 @@ impl PartitionTable {
         {
             p.committed_next = Some(p.committed_next.map_or(next, |o| o.max(next)));
         }
+        // Records lost earlier and committed since (read again): no longer lost.
+        self.lost
+            .retain(|l| !(l.tp == *tp && next >= l.emitted_next));
     }
 
     /// Drops the partitions that match: no record of them is handed out any
@@ -162,6 +167,18 @@ impl PartitionTable {
             }
             false
         });
+    }
+
+    /// Forgets partitions that were lost, keeping what they had handed out
+    /// and not committed for the drain report.
+    pub(crate) fn forget_lost(&mut self, lost: &[TopicPartition]) {
+        let uncommitted = self
+            .partitions
+            .iter()
+            .filter(|p| lost.contains(&p.handle.tp))
+            .filter_map(Partition::uncommitted);
+        self.lost.extend(uncommitted);
+        self.forget(|tp| lost.contains(tp));
     }
 
     /// Stops delivering to the partitions that match.
@@ -222,9 +239,10 @@ impl PartitionTable {
             .filter_map(Partition::uncommitted)
             .collect();
         DrainReport {
-            complete: uncommitted.is_empty(),
+            complete: uncommitted.is_empty() && self.lost.is_empty(),
             committed,
             uncommitted,
+            lost: self.lost.clone(),
         }
     }
 }
@@ -291,5 +309,28 @@ mod tests {
         assert_eq!(delivering, vec![b]);
         table.forget(|tp| *tp == a);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn lost_partitions_with_uncommitted_records_make_a_drain_incomplete() {
+        let (a, b) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+        let mut table = table_with(&[a.clone(), b.clone()]);
+        for p in table.iter() {
+            assert!(p.handle.handover.hand(4));
+        }
+        table.record_committed(&b, 1, 5);
+        table.forget_lost(&[a.clone(), b.clone()]);
+        assert_eq!(table.len(), 0);
+        let report = table.drain_report();
+        assert!(!report.complete);
+        assert_eq!(report.lost.len(), 1, "b had every record committed");
+        assert_eq!(report.lost[0].tp, a);
+        assert_eq!(report.lost[0].emitted_next, 5);
+        // Assigned again, read again and committed: no longer lost.
+        let link = test_link(None);
+        let g = table.next_generation();
+        table.insert(Partition::new(test_handle(&link, &a, g), None, None));
+        table.record_committed(&a, g, 5);
+        assert!(table.drain_report().complete);
     }
 }
