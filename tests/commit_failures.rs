@@ -10,9 +10,6 @@ use rdkafka::types::RDKafkaRespErr;
 use reactive_kafka::{committer, CommitterSettings, ErrorKind};
 use support::*;
 
-/// Kafka's API key of OffsetCommit requests.
-const OFFSET_COMMIT: i16 = 8;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retriable_commit_errors_are_retried_until_the_commit_succeeds() {
     let (broker, topic) = broker_with_topic("retry", 1).await;

@@ -99,12 +99,7 @@ async fn bad_committer_settings_fail_at_construction() {
 #[tokio::test]
 async fn an_unreachable_broker_fails_within_the_connect_timeout() {
     init_tracing();
-    // A port that was just free: bind, read the port, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let settings = ConsumerSettings::new(format!("127.0.0.1:{port}"))
         .group_id("g")
         .connect_timeout(Duration::from_secs(2));
@@ -136,11 +131,7 @@ async fn an_unreachable_broker_fails_within_the_connect_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_fails_a_producer_sink_within_message_timeout() {
     use futures::SinkExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let settings =
         ProducerSettings::new(format!("127.0.0.1:{port}")).property("message.timeout.ms", "1500");
     let mut sink = producer::plain_sink(settings).unwrap();

@@ -11,9 +11,6 @@ use reactive_kafka::producer::{self, Envelope};
 use reactive_kafka::{committer, CommitterSettings, ErrorKind, ProducerRecord};
 use support::*;
 
-/// Kafka's API key of OffsetCommit requests.
-const OFFSET_COMMIT: i16 = 8;
-
 /// How long after its failure a pipeline on an idle source may take to end.
 const AT_ONCE: Duration = Duration::from_secs(1);
 

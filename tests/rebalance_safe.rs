@@ -271,9 +271,6 @@ impl RebalanceListener for Recorder {
     }
 }
 
-/// Kafka's API key of Heartbeat requests.
-const HEARTBEAT: i16 = 12;
-
 /// Lost partitions (the broker no longer knows the member) are released at
 /// once, without waiting for records in flight, and their offsets are not
 /// committed: another member may own them already.

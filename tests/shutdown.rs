@@ -13,11 +13,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_during_start_up_returns_within_its_timeout() {
     init_tracing();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let settings = ConsumerSettings::new(format!("127.0.0.1:{port}"))
         .group_id("g")
         .connect_timeout(Duration::from_secs(30));
@@ -65,9 +61,6 @@ async fn concurrent_and_repeated_drains_get_the_same_report() {
         .expect("a drain after close");
     assert_eq!(again, a);
 }
-
-/// Kafka's API key of Heartbeat requests.
-const HEARTBEAT: i16 = 12;
 
 /// Partitions lost with records taken and not committed: the drain report
 /// says so instead of calling the drain complete.

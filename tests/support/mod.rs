@@ -22,6 +22,19 @@ pub fn init_tracing() {
     });
 }
 
+/// Kafka's API key of OffsetCommit requests (for the embedded broker's error injection).
+pub const OFFSET_COMMIT: i16 = 8;
+/// Kafka's API key of Heartbeat requests.
+pub const HEARTBEAT: i16 = 12;
+
+/// A port on 127.0.0.1 that was free a moment ago: nothing listens on it.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A name no other test (or earlier run against the same broker) uses.
 pub fn unique(prefix: &str) -> String {
     testkit::unique_name(prefix)
