@@ -115,6 +115,21 @@ impl Error {
         self
     }
 
+    /// The same error with `note` after its message; kind, coordinates,
+    /// source and record are kept.
+    pub(crate) fn with_note(&self, note: &str) -> Self {
+        let i = &self.inner;
+        Error {
+            inner: Arc::new(Inner {
+                kind: i.kind,
+                message: format!("{}; {note}", i.message),
+                coordinates: i.coordinates.clone(),
+                source: i.source.clone(),
+                record: i.record.clone(),
+            }),
+        }
+    }
+
     /// Attaches the record the error is about. Only used while the error is
     /// being built.
     pub(crate) fn with_record(mut self, record: crate::record::ConsumerRecord) -> Self {

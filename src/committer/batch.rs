@@ -104,7 +104,7 @@ impl CommittableOffsetBatch {
     }
 
     /// Commits the batch and waits for the broker's answer, retrying
-    /// retriable failures for up to 15 s.
+    /// retriable failures for up to 60 s (the default `commit_timeout`).
     ///
     /// Cancel safety: dropping the future does not cancel the commit.
     pub async fn commit(mut self) -> Result<CommitOutcome> {

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::CommittableOffsetBatch;
 use crate::consumer::CommittableOffset;
-use crate::error::{Error, ErrorKind, Report, Result};
+use crate::error::{Report, Result};
 use crate::outcome::CommitOutcome;
 use crate::settings::{CommitDelivery, CommitWhen, CommitterSettings};
 
@@ -76,21 +76,19 @@ impl CommitterFlow {
     }
 
     /// Sends the batch and adds the wait for its answer to `in_flight`.
+    ///
+    /// No timer of ours races the commit: the consumer retries retriable
+    /// failures until `commit_timeout`, and a commit librdkafka has sent is
+    /// answered by the broker or fails after librdkafka's
+    /// `socket.timeout.ms`. (A timer here once failed commits that the
+    /// broker acknowledged a moment later, after a freeze.)
     fn dispatch(&mut self) {
-        let timeout = self.settings.commit_timeout;
         let delivery = self.settings.delivery;
-        let offsets = self.batch.len();
         let consumers = self.batch.consumers();
-        let commit = self.batch.dispatch(timeout);
+        let commit = self.batch.dispatch(self.settings.commit_timeout);
         self.in_flight.push(
             async move {
-                let result = match tokio::time::timeout(timeout, commit).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("commit of {offsets} offsets not acknowledged within {timeout:?} (commit_timeout)"),
-                    )),
-                };
+                let result = commit.await;
                 match (result, delivery) {
                     (Ok(outcome), _) => Ok(Some(outcome)),
                     (Err(e), CommitDelivery::SendAndForget) => {

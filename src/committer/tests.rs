@@ -110,21 +110,22 @@ async fn the_end_of_the_offsets_commits_the_rest_and_ends_the_flow() {
     assert_eq!(fake.committed().get(&TopicPartition::new("t", 0)), Some(&5));
 }
 
+/// A commit the consumer still holds (librdkafka waits for the broker) is
+/// not failed by a timer of the committer: it ends with the broker's answer.
 #[tokio::test(start_paused = true)]
-async fn an_unanswered_commit_fails_the_flow_after_commit_timeout() {
+async fn a_commit_in_flight_is_not_failed_by_a_timer() {
     let fake = FakeConsumer::new();
     fake.hold_answers(true);
     let mut running = run(CommitterSettings::default().commit_timeout(Duration::from_secs(15)));
     running.send(offset(&fake, 0, 0));
     running.end();
     running.settle().await;
-    tokio::time::advance(Duration::from_secs(14)).await;
+    tokio::time::advance(Duration::from_secs(120)).await;
     running.settle().await;
-    assert!(running.outcomes.try_recv().is_err(), "failed too early");
-    tokio::time::advance(Duration::from_secs(2)).await;
-    let err = running.outcomes.recv().await.unwrap().unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(err.to_string().contains("commit_timeout"), "{err}");
+    assert!(running.outcomes.try_recv().is_err(), "failed by a timer");
+    fake.hold_answers(false);
+    let outcome = running.outcomes.recv().await.unwrap().unwrap();
+    assert_eq!(outcome.committed, vec![po(0, 1)]);
     assert!(running.outcomes.recv().await.is_none());
 }
 

@@ -61,7 +61,7 @@ impl CommittableOffset {
     /// throughput, batch commits with [`committer::sink`](crate::committer::sink).
     ///
     /// Retriable failures (coordinator moves, rebalances in progress,
-    /// timeouts) are retried with backoff for up to 15 s (the committer's
+    /// timeouts) are retried with backoff for up to 60 s (the committer's
     /// default `commit_timeout`). With
     /// [`out_of_order_commits`](crate::ConsumerSettings::out_of_order_commits)
     /// the partition's watermark is committed, and nothing while an earlier

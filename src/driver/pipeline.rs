@@ -234,6 +234,14 @@ impl CommitPipeline {
         let retry =
             (err.is_retriable() || group_moved_on(&err)) && now + wait < request.retry_until;
         if !retry {
+            let err = match request.attempt {
+                0 => err,
+                retries => err.with_note(&format!(
+                    "gave up after {} attempts over {:?} (retried until commit_timeout)",
+                    retries + 1,
+                    now.saturating_duration_since(request.started)
+                )),
+            };
             Counters::add(&self.counters().commit_failures, 1);
             self.update_in_flight();
             tracing::warn!(error = %Report(&err), elapsed = ?now.saturating_duration_since(request.started), "commit failed");

@@ -3,7 +3,7 @@ use std::time::Duration;
 use crate::error::Error;
 
 /// The default [`CommitterSettings::commit_timeout`].
-pub(crate) const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether the committer waits for the broker to acknowledge a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl Default for CommitterSettings {
 
 impl CommitterSettings {
     /// The defaults: batches of 1000, at least every 10 s, 100 commits in
-    /// flight, waiting for acknowledgements, 15 s commit timeout.
+    /// flight, waiting for acknowledgements, 60 s commit timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -83,10 +83,15 @@ impl CommitterSettings {
         self
     }
 
-    /// How long one commit may take, retries included, before it fails with
-    /// a timeout. Retriable failures (coordinator moves, rebalances in
-    /// progress, request timeouts) are retried with capped exponential
-    /// backoff and jitter within it. Default 15 s.
+    /// How long the retriable failures of one commit are retried
+    /// (coordinator moves, rebalances in progress, request timeouts, a
+    /// broker restarting), with capped exponential backoff and jitter; the
+    /// failure after that fails the commit, saying how many attempts it made
+    /// and for how long. A commit librdkafka has sent is not abandoned by a
+    /// timer: the broker answers it, or librdkafka fails it after its
+    /// `socket.timeout.ms` (60 s by default), so every commit is answered
+    /// within `commit_timeout` plus `socket.timeout.ms`. Default 60 s, longer
+    /// than a broker restart (7 to 22 s measured on Apache Kafka 4.1).
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.commit_timeout = timeout;
         self

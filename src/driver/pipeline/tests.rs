@@ -265,6 +265,24 @@ fn a_failure_past_the_deadline_or_not_retriable_fails_the_request() {
 }
 
 #[test]
+fn a_request_that_runs_out_of_retries_says_how_long_it_tried() {
+    let mut s = setup();
+    // Retried once (first backoff 37.5 to 62.5 ms), not twice (second
+    // backoff 75 to 125 ms from 100 ms passes the deadline), whatever the jitter.
+    let until = s.now + Duration::from_millis(150);
+    let mut rx = s.submit_until(&[(0, 1, 5)], until);
+    s.answer(Some(RDKafkaErrorCode::RequestTimedOut));
+    s.now += Duration::from_millis(100);
+    s.pipeline.resend_due(s.now, &mut s.target);
+    s.answer(Some(RDKafkaErrorCode::RequestTimedOut));
+    let err = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(err.rdkafka_code(), Some(RDKafkaErrorCode::RequestTimedOut));
+    let msg = err.to_string();
+    assert!(msg.contains("gave up after 2 attempts over 100ms"), "{msg}");
+    assert!(msg.contains("commit_timeout"), "{msg}");
+}
+
+#[test]
 fn a_group_that_moved_on_is_waited_for() {
     let mut s = setup();
     let mut rx = s.submit(&[(0, 1, 5)]);
