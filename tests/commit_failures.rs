@@ -13,10 +13,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retriable_commit_errors_are_retried_until_the_commit_succeeds() {
     let (broker, topic) = broker_with_topic("retry", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!(
-            "skipped: error injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
-        );
+    let Some(embedded) = embedded_or_skip(&broker, "error injection") else {
         return;
     };
     produce_n(&broker, &topic, 10, 1).await;
@@ -49,10 +46,7 @@ async fn retriable_commit_errors_are_retried_until_the_commit_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_retriable_commit_error_fails_the_committer_naming_the_offsets() {
     let (broker, topic) = broker_with_topic("commitfail", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!(
-            "skipped: error injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
-        );
+    let Some(embedded) = embedded_or_skip(&broker, "error injection") else {
         return;
     };
     produce_n(&broker, &topic, 10, 1).await;
@@ -138,10 +132,7 @@ async fn the_partial_batch_is_committed_when_the_stream_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_commit_never_moves_the_offset_back() {
     let (broker, topic) = broker_with_topic("noback", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!(
-            "skipped: error injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
-        );
+    let Some(embedded) = embedded_or_skip(&broker, "error injection") else {
         return;
     };
     produce_n(&broker, &topic, 20, 1).await;

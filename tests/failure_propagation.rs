@@ -17,10 +17,7 @@ const AT_ONCE: Duration = Duration::from_secs(1);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_committer_ends_an_idle_pipeline_and_its_consumer_at_once() {
     let (broker, topic) = broker_with_topic("failed-committer", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!(
-            "skipped: commit error injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
-        );
+    let Some(embedded) = embedded_or_skip(&broker, "commit error injection") else {
         return;
     };
     produce_n(&broker, &topic, 5, 1).await;

@@ -156,10 +156,7 @@ async fn the_committable_sink_commits_only_delivered_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_produce_errors_keep_offsets_uncommitted() {
     let (broker, input) = broker_with_topic("inject-in", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!(
-            "skipped: fault injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
-        );
+    let Some(embedded) = embedded_or_skip(&broker, "fault injection") else {
         return;
     };
     let output = unique("inject-out");
@@ -197,8 +194,7 @@ async fn injected_produce_errors_keep_offsets_uncommitted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_broker_bounds_records_in_flight() {
     let (broker, topic) = broker_with_topic("slow", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!("skipped: round-trip delay injection needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
+    let Some(embedded) = embedded_or_skip(&broker, "round-trip delay injection") else {
         return;
     };
     set_round_trip_time(embedded, Duration::from_millis(200));

@@ -277,10 +277,9 @@ impl RebalanceListener for Recorder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_partitions_are_released_at_once_and_not_committed() {
     let (broker, topic) = broker_with_topic("safe-lost", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!(
-            "skipped: losing partitions is forced by error injection, which needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
-        );
+    let Some(embedded) =
+        embedded_or_skip(&broker, "forcing the loss of partitions by error injection")
+    else {
         return;
     };
     produce_n(&broker, &topic, 100, 1).await;

@@ -67,10 +67,9 @@ async fn concurrent_and_repeated_drains_get_the_same_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_reports_partitions_lost_with_uncommitted_records() {
     let (broker, topic) = broker_with_topic("drain-lost", 1).await;
-    let Some(embedded) = broker.embedded() else {
-        println!(
-            "skipped: losing partitions is forced by error injection, which needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)"
-        );
+    let Some(embedded) =
+        embedded_or_skip(&broker, "forcing the loss of partitions by error injection")
+    else {
         return;
     };
     produce_n(&broker, &topic, 100, 1).await;

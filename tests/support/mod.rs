@@ -27,6 +27,20 @@ pub const OFFSET_COMMIT: i16 = 8;
 /// Kafka's API key of Heartbeat requests.
 pub const HEARTBEAT: i16 = 12;
 
+/// The embedded broker of `broker`, or `None` after printing why the test
+/// is skipped: `what` (fault injection) needs it, and
+/// `KAFKA_BOOTSTRAP_SERVERS` named another broker.
+pub fn embedded_or_skip<'a>(
+    broker: &'a TestBroker,
+    what: &str,
+) -> Option<&'a reactive_kafka::testkit::EmbeddedKafka> {
+    let embedded = broker.embedded();
+    if embedded.is_none() {
+        println!("skipped: {what} needs the embedded broker (KAFKA_BOOTSTRAP_SERVERS is set)");
+    }
+    embedded
+}
+
 /// A port on 127.0.0.1 that was free a moment ago: nothing listens on it.
 pub fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
