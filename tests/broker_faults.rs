@@ -13,21 +13,32 @@ use futures::StreamExt;
 use reactive_kafka::{committer, CommitterSettings, Subscription};
 use support::*;
 
-/// Runs `scripts/kafka-local <verb>`; false when that broker is not the one in use.
-fn kafka_local(verb: &str) -> bool {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka-local");
-    Command::new("bash")
-        .args([script, verb])
-        .status()
-        .is_ok_and(|s| s.success())
+/// Runs `scripts/kafka-local <verb>` on a blocking thread; false when that
+/// broker is not the one in use.
+async fn kafka_local(verb: &'static str) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka-local");
+        Command::new("bash")
+            .args([script, verb])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .await
+    .unwrap_or(false)
 }
 
-/// Thaws the broker even if the test fails half-way.
-struct Thaw;
+/// Thaws the broker if the test panics while it is frozen (a panic leaves
+/// no async context: the guard starts the script and does not wait for it).
+struct Thaw {
+    armed: bool,
+}
 
 impl Drop for Thaw {
     fn drop(&mut self) {
-        kafka_local("resume");
+        if self.armed {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka-local");
+            let _ = Command::new("bash").args([script, "resume"]).spawn();
+        }
     }
 }
 
@@ -37,7 +48,7 @@ impl Drop for Thaw {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_in_flight_survives_a_broker_freeze_longer_than_the_commit_timeout() {
     let (broker, topic) = broker_with_topic("freeze", 1).await;
-    if broker.is_embedded() || !kafka_local("status") {
+    if broker.is_embedded() || !kafka_local("status").await {
         println!("skipped: needs Apache Kafka from scripts/kafka-local (KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092), which the test freezes");
         return;
     }
@@ -56,8 +67,8 @@ async fn a_commit_in_flight_survives_a_broker_freeze_longer_than_the_commit_time
     let taken = take_n(&mut source, 10, Duration::from_secs(30)).await;
     let commit_timeout = Duration::from_secs(5);
     let freeze = Duration::from_secs(12);
-    assert!(kafka_local("pause"), "the broker freezes");
-    let thaw = Thaw;
+    assert!(kafka_local("pause").await, "the broker freezes");
+    let mut thaw = Thaw { armed: true };
     let started = Instant::now();
     let offsets = futures::stream::iter(taken.into_iter().map(|m| m.offset));
     let mut flow = committer::flow(
@@ -67,7 +78,8 @@ async fn a_commit_in_flight_survives_a_broker_freeze_longer_than_the_commit_time
     .unwrap();
     let commit = tokio::spawn(async move { flow.next().await });
     tokio::time::sleep(freeze).await;
-    drop(thaw);
+    assert!(kafka_local("resume").await, "the broker thaws");
+    thaw.armed = false;
     let outcome = tokio::time::timeout(Duration::from_secs(60), commit)
         .await
         .expect("answered after the thaw")

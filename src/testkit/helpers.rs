@@ -112,15 +112,6 @@ pub enum GroupProtocol {
     Consumer,
 }
 
-impl GroupProtocol {
-    /// Every protocol, for tests that run on each.
-    pub const ALL: [GroupProtocol; 3] = [
-        GroupProtocol::Eager,
-        GroupProtocol::Cooperative,
-        GroupProtocol::Consumer,
-    ];
-}
-
 impl TestBroker {
     /// Consumer settings for `group` on this broker with `protocol`, and the
     /// test settings of [`consumer_settings`](Self::consumer_settings).
