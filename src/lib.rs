@@ -74,10 +74,11 @@
 //!   every record already handed to you is committed; a committer commits
 //!   what it holds of the revoked partitions as soon as the revocation
 //!   starts. Only then does the
-//!   partition go to its next owner. You must commit the offset of every
-//!   record you take (also of records you skip), or the revocation waits for
-//!   them until the [revoke timeout](ConsumerSettings::revoke_timeout)
-//!   (default: half of `max.poll.interval.ms`).
+//!   partition go to its next owner. Commit the offset of every record you
+//!   take (also of records you skip), or drop the offsets you will not
+//!   commit: while one is held anywhere, the revocation waits for it until
+//!   the [revoke timeout](ConsumerSettings::revoke_timeout) (default 30 s,
+//!   at most half of `max.poll.interval.ms`).
 //! - **What can still be read twice:** records processed but not committed
 //!   when the revoke timeout passes, when a commit of them fails, or when
 //!   partitions are *lost* (the consumer was expelled from the group, for

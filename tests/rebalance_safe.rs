@@ -189,6 +189,50 @@ async fn an_unpulled_sub_stream_does_not_hold_a_revocation() {
     first_control.shutdown().await.unwrap();
 }
 
+/// A committable source whose offsets are dropped (no committer attached):
+/// nothing can ever commit its records, so a revocation is released at once
+/// instead of stalling the group for the revoke timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_with_no_offset_left_to_commit_is_released_at_once() {
+    let partitions = 2;
+    let (broker, topic) = broker_with_topic("safe-uncommitted", partitions).await;
+    produce_n(&broker, &topic, 2_000, partitions).await;
+    let group = unique("g-safe-uncommitted");
+    let revoke_timeout = Duration::from_secs(60);
+    let settings =
+        group_settings(&broker, &group, Protocol::Consumer).revoke_timeout(revoke_timeout);
+    let (mut first, first_control) =
+        consumer::committable_source(settings.clone(), Subscription::topics([topic.as_str()]))
+            .unwrap();
+    // Records are taken and their offsets dropped, never committed.
+    let taken = take_n(&mut first, 10, Duration::from_secs(30)).await;
+    drop(taken);
+    let drain = tokio::spawn(async move {
+        while let Some(m) = first.next().await {
+            drop(m.unwrap().offset);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+
+    let (mut second, second_control) =
+        consumer::committable_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    let joined = tokio::time::Instant::now();
+    tokio::time::timeout(revoke_timeout, second.next())
+        .await
+        .expect("the revocation waited for offsets nobody holds")
+        .unwrap()
+        .unwrap();
+    println!("the second member read after {:?}", joined.elapsed());
+    assert!(
+        joined.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        joined.elapsed()
+    );
+    second_control.shutdown().await.unwrap();
+    first_control.shutdown().await.unwrap();
+    drain.await.unwrap();
+}
+
 /// Two members started at the same moment: the first one's partitions are
 /// assigned and revoked again at once. Neither stream hangs and every
 /// record is consumed.

@@ -184,6 +184,7 @@ impl FakeConsumer {
             link: self.link.clone(),
             acks: None,
             handover,
+            copies: Arc::new(()),
         })
     }
 

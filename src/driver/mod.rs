@@ -359,6 +359,10 @@ pub(crate) struct PartitionHandle {
     acks: Option<Arc<AckTracker>>,
     /// What the source handed out of this assignment.
     handover: Arc<HandOver>,
+    /// Counts the copies of this handle: the partition table's and one per
+    /// record batch (shared by the batch's records and offsets, committer
+    /// batches and commits in flight). Cloned per batch, never per record.
+    copies: Arc<()>,
 }
 
 impl PartitionHandle {
@@ -372,6 +376,13 @@ impl PartitionHandle {
 
     pub(crate) fn handover(&self) -> &HandOver {
         &self.handover
+    }
+
+    /// True while a copy of this handle other than this one exists: called
+    /// on the partition table's, false means no offset of the assignment is
+    /// left anywhere, so no commit of it can come.
+    pub(crate) fn has_copies(&self) -> bool {
+        Arc::strong_count(&self.copies) > 1
     }
 
     /// True when both come from the same consumer and partition (of any assignment).
@@ -487,6 +498,7 @@ mod tests {
             link: link.clone(),
             acks: None,
             handover: Arc::new(HandOver::new()),
+            copies: Arc::new(()),
         })
     }
 

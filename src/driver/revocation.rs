@@ -2,8 +2,11 @@
 //! committed (rebalance-safe commits). Every rule about how long a
 //! revocation may wait lives here:
 //!
-//! - at most the revoke timeout (from the settings: half of
-//!   `max.poll.interval.ms` unless set), after which the partitions are
+//! - not at all once no copy of a partition's handle is left outside the
+//!   partition table: no record batch, offset, committer batch or commit in
+//!   flight holds one, so no commit of it can come;
+//! - at most the revoke timeout (from the settings: 30 s, or half of
+//!   `max.poll.interval.ms` when lower), after which the partitions are
 //!   released with records not committed, which their next owner reads again;
 //! - once a commit of its partitions failed, at most
 //!   [`HOLD_AFTER_FAILED_COMMIT`] longer (see [`RevocationHolds::commit_failed`]).
@@ -114,6 +117,15 @@ impl RevocationHolds {
                 if p.committed_up_to(handed) && h.release_if(handed) {
                     continue;
                 }
+                if !p.handle.has_copies() && h.release_if(handed) {
+                    tracing::info!(
+                        partition = %p.handle.tp,
+                        handed_next = ?handed,
+                        committed_next = ?p.committed_next,
+                        "partition released with records not committed: no offset of them is left to commit; the next owner reads them again"
+                    );
+                    continue;
+                }
                 if expired {
                     let handed = h.release();
                     tracing::warn!(
@@ -142,7 +154,10 @@ impl RevocationHolds {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::super::tests::test_table;
+    use super::super::PartitionHandle;
     use super::*;
     use crate::ErrorKind;
 
@@ -171,6 +186,7 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         let mut table = revoking_table(std::slice::from_ref(&tp));
         let handle = table.iter().next().unwrap().handle.clone();
+        let _offsets = PartitionHandle::clone(&handle); // a batch's offsets, held
         assert!(handle.handover.hand(41));
         let mut holds = RevocationHolds::new(Duration::from_secs(10));
         let now = Instant::now();
@@ -185,10 +201,31 @@ mod tests {
     }
 
     #[test]
+    fn a_hold_settles_once_no_offset_is_left_to_commit() {
+        let tp = TopicPartition::new("t", 0);
+        let table = revoking_table(std::slice::from_ref(&tp));
+        let handle = table.iter().next().unwrap().handle.clone();
+        let batch = PartitionHandle::clone(&handle);
+        let committer_batch = Arc::new(batch.clone());
+        drop(batch);
+        assert!(handle.handover.hand(7));
+        let mut holds = RevocationHolds::new(Duration::from_secs(60));
+        let now = Instant::now();
+        holds.hold(vec![tp.clone()], now);
+        // A committer still holds an offset: the commit may come.
+        assert!(holds.settle(&table, now, false).is_empty());
+        drop(committer_batch);
+        let settled = holds.settle(&table, now, false);
+        assert_eq!(settled.len(), 1);
+        assert!(handle.handover.is_released());
+    }
+
+    #[test]
     fn the_revoke_timeout_releases_uncommitted_partitions() {
         let tp = TopicPartition::new("t", 0);
         let table = revoking_table(std::slice::from_ref(&tp));
         let handle = table.iter().next().unwrap().handle.clone();
+        let _offsets = PartitionHandle::clone(&handle);
         assert!(handle.handover.hand(0));
         let mut holds = RevocationHolds::new(Duration::from_secs(10));
         let now = Instant::now();
@@ -206,7 +243,9 @@ mod tests {
     fn a_failed_commit_shortens_only_the_holds_of_its_partitions() {
         let (a, b) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
         let table = revoking_table(&[a.clone(), b.clone()]);
+        let mut _offsets = Vec::new();
         for p in table.iter() {
+            _offsets.push(PartitionHandle::clone(&p.handle));
             assert!(p.handle.handover.hand(0));
         }
         let mut holds = RevocationHolds::new(Duration::from_secs(60));

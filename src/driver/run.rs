@@ -485,6 +485,7 @@ impl Driver {
                     .as_ref()
                     .map(|_| Arc::new(AckTracker::default())),
                 handover,
+                copies: Arc::new(()),
             });
             self.table.insert(Partition::new(handle, queue, out));
         }
