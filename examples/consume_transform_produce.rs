@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use reactive_kafka::consumer::DrainingControl;
 use reactive_kafka::producer::{self, Envelope};
 use reactive_kafka::serde::Json;
 use reactive_kafka::testkit::{unique_name, TestBroker};
@@ -138,24 +139,28 @@ async fn run() -> reactive_kafka::Result<bool> {
         CommitterSettings::default(),
     )?;
     let (inv, dlq) = (invoices.clone(), dead_letters.clone());
-    let pipeline = tokio::spawn(
+    let mut pipeline = DrainingControl::spawn(
+        control,
         source
             .take(ORDERS as usize)
             .map(move |msg| transform(msg?, &inv, &dlq))
             .forward(sink),
     );
-    match tokio::time::timeout(Duration::from_secs(120), pipeline).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(e)) => {
-            eprintln!("pipeline task failed: {e}");
-            return Ok(false);
-        }
-        Err(_) => {
-            eprintln!("pipeline did not finish within 120 s");
-            return Ok(false);
-        }
+    // Until the pipeline has taken every order, the process is asked to stop
+    // (Ctrl-C, SIGTERM) or 120 s passed; then the one shutdown order: drain,
+    // wait for the pipeline, close.
+    tokio::select! {
+        _ = pipeline.ended() => {}
+        _ = consumer::shutdown_signal() => println!("asked to stop: draining"),
+        _ = tokio::time::sleep(Duration::from_secs(120)) => println!("gave up waiting after 120 s"),
     }
-    let report = control.drain_and_shutdown(Duration::from_secs(30)).await?;
+    let report = match pipeline.drain_and_shutdown(Duration::from_secs(30)).await {
+        Ok(drained) => drained.report,
+        Err(e) => {
+            eprintln!("pipeline failed: {}", e.report());
+            return Ok(false);
+        }
+    };
 
     // Check: counts on both outputs, and the committed input offsets.
     let count = |topic: String, n: u64| {

@@ -17,12 +17,14 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use reactive_kafka::consumer::{self, CommittablePartitionedSource, RebalanceListener};
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use reactive_kafka::consumer::{
+    self, CommittablePartitionedSource, DrainingControl, RebalanceListener,
+};
 use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
-    committer, producer, AutoOffsetReset, CommitterSettings, ConsumerSettings, Control,
-    ProducerRecord, ProducerSettings, Subscription, TopicPartition,
+    committer, producer, AutoOffsetReset, CommitterSettings, ConsumerSettings, ProducerRecord,
+    ProducerSettings, Subscription, TopicPartition,
 };
 
 const RECORDS: usize = 40_000;
@@ -54,40 +56,42 @@ fn member(
     settings: ConsumerSettings,
     topic: &str,
     seen: Arc<Mutex<Vec<u32>>>,
-) -> reactive_kafka::Result<(tokio::task::JoinHandle<()>, Control)> {
+) -> reactive_kafka::Result<DrainingControl<()>> {
     let settings = settings.rebalance_listener(Announce(name));
-    let (partitions, control): (CommittablePartitionedSource, Control) =
+    let (partitions, control): (CommittablePartitionedSource, consumer::Control) =
         consumer::committable_partitioned_source(settings, Subscription::topics([topic]))?;
-    let task = tokio::spawn(partitions.for_each_concurrent(None, move |next| {
-        let seen = seen.clone();
-        async move {
-            let Ok((_tp, source)) = next else { return };
-            let committed = source
-                .then(|msg| {
-                    let seen = seen.clone();
-                    async move {
-                        let msg = msg?;
-                        // "Processing": note the record, now and then take a moment.
-                        let i: usize =
-                            std::str::from_utf8(msg.record.payload().unwrap_or_default())
-                                .ok()
-                                .and_then(|s| s.parse().ok())
-                                .unwrap_or(0);
-                        seen.lock().unwrap()[i] += 1;
-                        if i % 500 == 0 {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
+    // One committer per partition; the first failure of any partition ends
+    // the member's pipeline (and its consumer) with that error.
+    let pipeline = DrainingControl::spawn(
+        control,
+        partitions.try_for_each_concurrent(None, move |(_tp, source)| {
+            let seen = seen.clone();
+            async move {
+                source
+                    .then(move |msg| {
+                        let seen = seen.clone();
+                        async move {
+                            let msg = msg?;
+                            // "Processing": note the record, now and then take a moment.
+                            let i: usize =
+                                std::str::from_utf8(msg.record.payload().unwrap_or_default())
+                                    .ok()
+                                    .and_then(|s| s.parse().ok())
+                                    .unwrap_or(0);
+                            seen.lock().unwrap()[i] += 1;
+                            if i % 500 == 0 {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            Ok(msg.offset)
                         }
-                        Ok(msg.offset)
-                    }
-                })
-                .forward(committer::sink(CommitterSettings::default()).expect("committer"))
-                .await;
-            if let Err(e) = committed {
-                eprintln!("{name}: a partition's pipeline failed: {e}");
+                    })
+                    .forward(committer::sink(CommitterSettings::default())?)
+                    .await
+                    .inspect_err(|e| eprintln!("{name}: a partition's pipeline failed: {e}"))
             }
-        }
-    }));
-    Ok((task, control))
+        }),
+    );
+    Ok(pipeline)
 }
 
 #[tokio::main]
@@ -132,12 +136,12 @@ async fn run() -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let processed =
         |seen: &Mutex<Vec<u32>>| seen.lock().unwrap().iter().filter(|n| **n > 0).count();
 
-    let (first, first_control) = member("first", settings.clone(), &topic, seen.clone())?;
+    let first = member("first", settings.clone(), &topic, seen.clone())?;
     while processed(&seen) < RECORDS / 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("half processed: a second member joins");
-    let (second, second_control) = member("second", settings, &topic, seen.clone())?;
+    let second = member("second", settings, &topic, seen.clone())?;
     // Done when every partition's committed offset reached its end (record
     // i went to partition i % PARTITIONS).
     let parts = PARTITIONS as usize;
@@ -147,18 +151,28 @@ async fn run() -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut committed = BTreeMap::new();
-    while tokio::time::Instant::now() < deadline {
-        committed = broker.committed_offsets(&group, &topic, PARTITIONS).await?;
-        if at_end(&committed) {
-            break;
+    let wait_for_end = async {
+        while tokio::time::Instant::now() < deadline {
+            committed = broker.committed_offsets(&group, &topic, PARTITIONS).await?;
+            if at_end(&committed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, reactive_kafka::Error>(())
+    };
+    tokio::select! {
+        waited = wait_for_end => waited?,
+        _ = consumer::shutdown_signal() => println!("asked to stop: draining"),
     }
-    for (task, control) in [(first, first_control), (second, second_control)] {
-        let report = control.drain_and_shutdown(Duration::from_secs(30)).await?;
-        let _ = task.await;
-        if !report.complete {
-            println!("drain left offsets uncommitted: {:?}", report.uncommitted);
+    // The one shutdown order, per member: drain, wait for the pipeline, close.
+    for pipeline in [first, second] {
+        let drained = pipeline.drain_and_shutdown(Duration::from_secs(30)).await?;
+        if !drained.report.complete {
+            println!(
+                "drain left offsets uncommitted: {:?}",
+                drained.report.uncommitted
+            );
         }
     }
 

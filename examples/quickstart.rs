@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use reactive_kafka::consumer::DrainingControl;
 use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
     committer, consumer, producer, AutoOffsetReset, CommitterSettings, ConsumerSettings,
@@ -93,10 +94,13 @@ async fn run() -> reactive_kafka::Result<bool> {
     let consumed = Arc::new(AtomicU64::new(0));
     let revenue = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let pipeline = {
+    let mut pipeline = {
         let consumed = consumed.clone();
         let revenue = revenue.clone();
-        tokio::spawn(
+        let committer = committer::sink(CommitterSettings::default())?;
+        // The control and the pipeline's task together: one call drains,
+        // waits for the pipeline and returns its result with the report.
+        DrainingControl::spawn(control, async move {
             source
                 .map(move |msg| {
                     let msg = msg?;
@@ -112,27 +116,34 @@ async fn run() -> reactive_kafka::Result<bool> {
                     consumed.fetch_add(1, Ordering::Relaxed);
                     Ok(msg.offset)
                 })
-                .forward(committer::sink(CommitterSettings::default())?),
-        )
+                .forward(committer)
+                .await
+        })
     };
 
-    // 3. When everything was consumed, drain (commit what is in flight) and shut down.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while consumed.load(Ordering::Relaxed) < RECORDS
-        && Instant::now() < deadline
-        && !pipeline.is_finished()
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // 3. Run until everything was consumed, the process is asked to stop
+    //    (Ctrl-C, SIGTERM) or the pipeline fails; then drain (commit what is
+    //    in flight), wait for the pipeline and shut down: the one shutdown order.
+    let all_consumed = async {
+        while consumed.load(Ordering::Relaxed) < RECORDS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = all_consumed => {}
+        _ = consumer::shutdown_signal() => println!("asked to stop: draining"),
+        _ = pipeline.ended() => {}
+        _ = tokio::time::sleep(Duration::from_secs(120)) => println!("gave up waiting after 120 s"),
     }
     let consume_secs = started.elapsed().as_secs_f64();
-    let report = control.drain_and_shutdown(Duration::from_secs(30)).await?;
-    match pipeline.await {
-        Ok(result) => result?,
+    let metrics_control = pipeline.control().clone();
+    let report = match pipeline.drain_and_shutdown(Duration::from_secs(30)).await {
+        Ok(drained) => drained.report,
         Err(e) => {
-            eprintln!("pipeline task failed: {e}");
+            eprintln!("pipeline failed: {}", e.report());
             return Ok(false);
         }
-    }
+    };
 
     // 4. Summary.
     let consumed = consumed.load(Ordering::Relaxed);
@@ -155,7 +166,7 @@ async fn run() -> reactive_kafka::Result<bool> {
                 .map_or("none".to_string(), |c| c.to_string())
         );
     }
-    let metrics = control.metrics();
+    let metrics = metrics_control.metrics();
     println!(
         "commits: {}, offsets committed: {}, stale: {}",
         metrics.commits, metrics.offsets_committed, metrics.offsets_stale

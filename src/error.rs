@@ -35,6 +35,9 @@ pub enum ErrorKind {
     /// A record's key or payload could not be deserialized; the record is
     /// attached ([`Error::record`]).
     Deserialize,
+    /// Your own processing failed: an error made with [`Error::processing`]
+    /// to end a pipeline whose stream and sink speak this crate's error.
+    Processing,
 }
 
 /// The error type of every fallible operation in this crate.
@@ -143,6 +146,13 @@ impl Error {
     /// there is one (deserialization errors): route it to a dead-letter topic.
     pub fn record(&self) -> Option<&crate::record::ConsumerRecord> {
         self.inner.record.as_deref()
+    }
+
+    /// An error of your own processing, to end a pipeline (for example
+    /// `source.map(..).forward(sink)`) with it. Its kind is
+    /// [`ErrorKind::Processing`]; name the record it is about in `message`.
+    pub fn processing(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Processing, message)
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {

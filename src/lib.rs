@@ -172,7 +172,7 @@ pub mod testkit;
 pub use committer::CommittableOffsetBatch;
 pub use consumer::{
     CommitOutcome, CommittableMessage, CommittableOffset, ConsumerMetrics, Control, DrainReport,
-    PartitionOffset, StartOffset, Subscription,
+    Drained, DrainingControl, PartitionOffset, StartOffset, Subscription,
 };
 pub use error::{Coordinates, Error, ErrorKind, Report, Result};
 pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};

@@ -3,9 +3,13 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reactive_kafka::{consumer, ConsumerSettings, Subscription};
+use futures::StreamExt;
+use reactive_kafka::consumer::DrainingControl;
+use reactive_kafka::{committer, consumer, CommitterSettings, ConsumerSettings, Subscription};
 use support::*;
 
 /// Nothing listens on the port and the connect timeout is long: a drain
@@ -97,4 +101,94 @@ async fn a_drain_reports_partitions_lost_with_uncommitted_records() {
     assert_eq!(report.lost.len(), 1, "{report:?}");
     assert_eq!(report.lost[0].emitted_next, 10);
     assert_eq!(report.lost[0].committed_next, None);
+}
+
+/// The one shutdown order: a `DrainingControl` drains the consumer, lets the
+/// committer commit what the pipeline processed, and returns the pipeline's
+/// own output with a complete report. A new member of the group then reads
+/// only what was not processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_control_returns_the_pipeline_output_and_commits_everything() {
+    let (broker, topic) = broker_with_topic("draining", 2).await;
+    let n = 2_000;
+    produce_n(&broker, &topic, n, 2).await;
+    let group = unique("g-draining");
+    let (source, control) = committable(&broker, &group, &topic);
+    let processed = Arc::new(AtomicUsize::new(0));
+    let counter = processed.clone();
+    let pipeline = DrainingControl::spawn(control, async move {
+        source
+            .map(move |m| {
+                let m = m?;
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(m.offset)
+            })
+            .forward(committer::sink(CommitterSettings::default())?)
+            .await?;
+        Ok("pipeline output")
+    });
+    wait_until("some records processed", Duration::from_secs(30), || {
+        processed.load(Ordering::SeqCst) >= 100
+    })
+    .await;
+    assert!(!pipeline.is_ended());
+    let drained = pipeline
+        .drain_and_shutdown(Duration::from_secs(10))
+        .await
+        .expect("drained");
+    assert_eq!(drained.output, "pipeline output");
+    assert!(drained.report.complete, "{:?}", drained.report);
+    let committed: i64 = drained.report.committed.iter().map(|p| p.offset).sum();
+    let processed = processed.load(Ordering::SeqCst);
+    assert_eq!(committed as usize, processed, "{:?}", drained.report);
+
+    // The rest, and nothing else, is read by the next member.
+    let (mut next, next_control) = committable(&broker, &group, &topic);
+    let rest = take_n(&mut next, n - processed, Duration::from_secs(30)).await;
+    assert_eq!(rest.len(), n - processed);
+    let extra = tokio::time::timeout(Duration::from_secs(2), next.next()).await;
+    assert!(
+        extra.is_err(),
+        "a processed record was read again: {extra:?}"
+    );
+    next_control.shutdown().await.unwrap();
+}
+
+/// A pipeline that fails: `ended` resolves without a shutdown signal, and
+/// `drain_and_shutdown` returns the pipeline's error, not a report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_control_returns_the_pipeline_failure() {
+    let (broker, topic) = broker_with_topic("draining-fail", 1).await;
+    produce_n(&broker, &topic, 100, 1).await;
+    let group = unique("g-draining-fail");
+    let (source, control) = committable(&broker, &group, &topic);
+    let mut pipeline = DrainingControl::spawn(control, async move {
+        source
+            .map(|m| {
+                let m = m?;
+                if m.record.offset() == 42 {
+                    return Err(reactive_kafka::Error::processing(
+                        "processing failed at offset 42",
+                    ));
+                }
+                Ok(m.offset)
+            })
+            .forward(committer::sink(CommitterSettings::default())?)
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(30), pipeline.ended())
+        .await
+        .expect("the failed pipeline ended");
+    assert!(pipeline.is_ended());
+    let started = Instant::now();
+    let err = pipeline
+        .drain_and_shutdown(Duration::from_secs(5))
+        .await
+        .expect_err("the pipeline failed");
+    assert!(err.to_string().contains("offset 42"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
 }

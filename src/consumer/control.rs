@@ -113,7 +113,7 @@ impl Control {
 
     /// How long `shutdown` and `drain_and_shutdown` wait for the close:
     /// twice the close timeout and a second, for the final revocation.
-    fn close_wait(&self) -> Duration {
+    pub(crate) fn close_wait(&self) -> Duration {
         self.handle.close_timeout() * 2 + Duration::from_secs(1)
     }
 

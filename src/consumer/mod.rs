@@ -10,12 +10,15 @@
 //!   stream of `(partition, sub-stream)` pairs, one sub-stream per assigned
 //!   partition, each with its own backpressure.
 //!
-//! Each returns a [`Control`] to stop, drain and shut the consumer down.
+//! Each returns a [`Control`] to stop, drain and shut the consumer down;
+//! [`DrainingControl`] pairs it with the pipeline's task for the one
+//! shutdown order that loses nothing.
 //! Committable sources hold a revocation until the records they handed out
 //! are committed ([rebalance-safe commits](ConsumerSettings::rebalance_safe_commits));
 //! a [`RebalanceListener`] hears every rebalance and may choose start offsets.
 
 mod control;
+mod draining;
 mod offset;
 mod source;
 
@@ -25,6 +28,7 @@ pub use crate::outcome::{
 };
 pub use crate::subscription::{StartOffset, Subscription};
 pub use control::Control;
+pub use draining::{shutdown_signal, Drained, DrainingControl};
 pub use offset::{CommittableMessage, CommittableOffset};
 pub use source::{
     CommittablePartitionedSource, CommittableSource, PartitionedSource, PlainPartitionedSource,
