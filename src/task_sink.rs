@@ -1,13 +1,19 @@
 //! A sink that hands its items, in chunks, to a task that does the work (and
 //! may fail); closing it waits for the task. Used by the committer and the
 //! committable producer sink.
+//!
+//! Clones share the task: each has its own buffer and its own slot in the
+//! channel, and each hears of the task's failure. Closing a clone hands
+//! over its items; closing the last one also waits for the task.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures::channel::mpsc;
+use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Sink};
-use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
@@ -15,8 +21,27 @@ pub(crate) struct TaskSink<T> {
     buf: Vec<T>,
     chunk: usize,
     tx: mpsc::Sender<Vec<T>>,
-    task: Option<JoinHandle<Result<()>>>,
+    /// How the task ended, for every clone.
+    end: Shared<BoxFuture<'static, Result<()>>>,
+    /// Set by the task as it ends (cheap to check per item).
+    finished: Arc<AtomicBool>,
+    /// Counts the clones: the last one to close waits for the task.
+    clones: Arc<()>,
     result: Option<Result<()>>,
+}
+
+impl<T> Clone for TaskSink<T> {
+    fn clone(&self) -> Self {
+        TaskSink {
+            buf: Vec::with_capacity(self.chunk),
+            chunk: self.chunk,
+            tx: self.tx.clone(),
+            end: self.end.clone(),
+            finished: self.finished.clone(),
+            clones: self.clones.clone(),
+            result: None,
+        }
+    }
 }
 
 impl<T: Send + 'static> TaskSink<T> {
@@ -30,12 +55,31 @@ impl<T: Send + 'static> TaskSink<T> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config(format!("{name} must be created inside a tokio runtime")))?;
         let (tx, rx) = mpsc::channel(4);
-        let task = runtime.spawn(work(rx));
+        let finished = Arc::new(AtomicBool::new(false));
+        let work = work(rx);
+        let task = {
+            let finished = finished.clone();
+            runtime.spawn(async move {
+                let result = work.await;
+                finished.store(true, Ordering::Release);
+                result
+            })
+        };
+        let end = async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::closed(format!("the task ended abnormally: {e}"))),
+            }
+        }
+        .boxed()
+        .shared();
         Ok(TaskSink {
             buf: Vec::with_capacity(chunk),
             chunk,
             tx,
-            task: Some(task),
+            end,
+            finished,
+            clones: Arc::new(()),
             result: None,
         })
     }
@@ -48,13 +92,8 @@ impl<T> TaskSink<T> {
 
     /// Waits for the task to end and returns how it ended.
     fn poll_task(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if let Some(task) = &mut self.task {
-            let joined = ready!(task.poll_unpin(cx));
-            self.task = None;
-            self.result = Some(match joined {
-                Ok(r) => r,
-                Err(e) => Err(Error::closed(format!("the task ended abnormally: {e}"))),
-            });
+        if self.result.is_none() {
+            self.result = Some(ready!(self.end.poll_unpin(cx)));
         }
         Poll::Ready(self.result.clone().unwrap_or(Ok(())))
     }
@@ -76,7 +115,7 @@ impl<T> TaskSink<T> {
 
     /// True once the task ended (an atomic load: cheap enough per item).
     fn ended(&self) -> bool {
-        self.task.as_ref().is_none_or(|t| t.is_finished())
+        self.result.is_some() || self.finished.load(Ordering::Acquire)
     }
 
     /// Hands the local buffer to the task.
@@ -136,11 +175,21 @@ impl<T> Sink<T> for TaskSink<T> {
         Poll::Ready(Ok(()))
     }
 
+    /// Hands over the buffer. The last clone also ends the channel and
+    /// waits for the task; another clone only lets go of its slot (and
+    /// still reports a failure of the task that already happened).
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send_buf(cx))?;
-        this.tx.close_channel();
-        this.poll_task(cx)
+        if Arc::strong_count(&this.clones) == 1 {
+            this.tx.close_channel();
+            return this.poll_task(cx);
+        }
+        this.tx.disconnect();
+        if let Poll::Ready(Err(e)) = this.poll_ended(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

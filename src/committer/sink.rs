@@ -9,6 +9,12 @@ use crate::error::{Error, Result};
 use crate::task_sink::TaskSink;
 
 /// The sink returned by [`sink`](super::sink).
+///
+/// Clones share one committer (one task, one batch): give each partition
+/// sub-stream of a partitioned source its own clone. Closing a clone hands
+/// over its offsets and returns; closing the last one waits until
+/// everything is committed. A failure reaches every clone.
+#[derive(Clone)]
 #[must_use = "sinks do nothing unless offsets are sent to them"]
 pub struct CommitterSink {
     inner: TaskSink<CommittableOffset>,

@@ -15,6 +15,16 @@ use crate::settings::{CommitterSettings, ProducerSettings};
 use crate::task_sink::TaskSink;
 
 /// The sink returned by [`committable_sink`](super::committable_sink).
+///
+/// Clones share one producer, one committer and one task: for a
+/// partitioned source, give each partition sub-stream its own clone
+/// (consume, transform, produce, commit per partition over one producer).
+/// Offsets are committed in the order their envelopes reached the task,
+/// each only after its records and every earlier envelope's were delivered.
+/// Closing a clone hands over its envelopes and returns; closing the last
+/// one waits until everything is produced and committed. The first failure
+/// fails every clone, and the consumer.
+#[derive(Clone)]
 #[must_use = "sinks do nothing unless envelopes are sent to them"]
 pub struct CommittableSink {
     inner: TaskSink<Envelope<CommittableOffset>>,
