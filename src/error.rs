@@ -35,6 +35,15 @@ pub enum ErrorKind {
     /// A record's key or payload could not be deserialized; the record is
     /// attached ([`Error::record`]).
     Deserialize,
+    /// A topic subscribed to by name does not exist (see
+    /// [`missing_topic_timeout`](crate::ConsumerSettings::missing_topic_timeout)).
+    UnknownTopic,
+    /// The broker refused the client's credentials (SASL). Not retried:
+    /// reported as soon as librdkafka reports it.
+    Authentication,
+    /// The TLS handshake with the broker failed (certificate, hostname or
+    /// protocol). Not retried.
+    Tls,
     /// Your own processing failed: an error made with [`Error::processing`]
     /// to end a pipeline whose stream and sink speak this crate's error.
     Processing,
@@ -191,7 +200,11 @@ impl Error {
     /// a closed client, or an error librdkafka marks as fatal.
     pub fn is_fatal(&self) -> bool {
         match self.inner.kind {
-            ErrorKind::Config | ErrorKind::Closed | ErrorKind::BrokerUnreachable => true,
+            ErrorKind::Config
+            | ErrorKind::Closed
+            | ErrorKind::BrokerUnreachable
+            | ErrorKind::Authentication
+            | ErrorKind::Tls => true,
             _ => {
                 matches!(
                     self.inner.source,
@@ -240,6 +253,7 @@ pub(crate) fn is_retriable_code(code: RDKafkaErrorCode) -> bool {
             | AllBrokersDown
             | NetworkException
             | NotCoordinator
+            | WaitingForCoordinator
             | CoordinatorNotAvailable
             | CoordinatorLoadInProgress
             | RebalanceInProgress

@@ -49,6 +49,18 @@ pub(crate) fn librdkafka_error(client: &str, error: &rdkafka::error::KafkaError,
     }
 }
 
+/// A consumer error that librdkafka retries by itself (returned by its
+/// poll), at warn level, rate-limited per error and partition.
+pub(crate) fn retried_consumer_error(
+    error: &rdkafka::error::KafkaError,
+    partition: Option<&crate::record::TopicPartition>,
+) {
+    let key = format!("consumer-poll/{error}/{partition:?}");
+    if let Some(suppressed) = REPEATS.check(&key, Instant::now()) {
+        tracing::warn!(%error, ?partition, suppressed, "consumer error (librdkafka retries)");
+    }
+}
+
 /// What tells lines apart: the text without digits (ports, counts and
 /// times vary between repeats of one line), at most 60 characters.
 fn kind_of(message: &str) -> String {

@@ -71,7 +71,7 @@ impl Subscription {
             Subscription::Pattern(p) if !p.starts_with('^') => Err(Error::config(format!(
                 "invalid subscription pattern `{p}`: a pattern must start with `^`"
             ))),
-            Subscription::Pattern(_) => Ok(()),
+            Subscription::Pattern(p) => check_pattern(p),
             Subscription::Assignment(a) if a.is_empty() => {
                 Err(Error::config("invalid subscription: no partitions"))
             }
@@ -86,6 +86,45 @@ impl Subscription {
             }),
         }
     }
+}
+
+/// A pattern librdkafka would refuse when subscribing (after the cluster
+/// answered) is refused here, at construction. librdkafka compiles patterns
+/// with POSIX `regcomp` (extended syntax) where the platform has it, so the
+/// same call decides here.
+#[cfg(unix)]
+fn check_pattern(pattern: &str) -> Result<()> {
+    let c = std::ffi::CString::new(pattern).map_err(|_| {
+        Error::config(format!(
+            "invalid subscription pattern `{pattern}`: contains a NUL byte"
+        ))
+    })?;
+    // SAFETY: `re` is plain data that `regcomp` initialises; it is freed
+    // with `regfree` only when `regcomp` succeeded; `c` outlives the call.
+    let mut re: libc::regex_t = unsafe { std::mem::zeroed() };
+    let code = unsafe { libc::regcomp(&mut re, c.as_ptr(), libc::REG_EXTENDED | libc::REG_NOSUB) };
+    if code == 0 {
+        // SAFETY: compiled above.
+        unsafe { libc::regfree(&mut re) };
+        return Ok(());
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its length; `regerror` writes a
+    // NUL-terminated message into it, cut to fit.
+    unsafe { libc::regerror(code, &re, buf.as_mut_ptr().cast(), buf.len()) };
+    let reason = std::ffi::CStr::from_bytes_until_nul(&buf)
+        .map(|m| m.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Err(Error::config(format!(
+        "invalid subscription pattern `{pattern}`: {reason}"
+    )))
+}
+
+/// Elsewhere librdkafka uses its own engine: a bad pattern fails when the
+/// source subscribes.
+#[cfg(not(unix))]
+fn check_pattern(_pattern: &str) -> Result<()> {
+    Ok(())
 }
 
 /// Kafka's rule for topic names: 1 to 249 of `a-z A-Z 0-9 . _ -`, and not
@@ -118,6 +157,15 @@ fn validate_topic(topic: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_that_does_not_compile_is_refused_naming_it() {
+        assert!(Subscription::pattern("^orders-.*").validate().is_ok());
+        assert!(Subscription::pattern("^orders-[0-9]+$").validate().is_ok());
+        let err = Subscription::pattern("^orders-(").validate().unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config);
+        assert!(err.to_string().contains("^orders-("), "{err}");
+    }
 
     #[test]
     fn topic_names_follow_kafkas_rule() {

@@ -175,3 +175,99 @@ async fn a_fatal_consumer_error_ends_the_stream_and_resolves_is_shutdown() {
         .expect("is_shutdown resolves");
     assert_eq!(closed.unwrap_err().kind(), ErrorKind::Consume);
 }
+
+/// A bootstrap name that does not resolve fails at once, naming DNS and the
+/// name, not after `connect_timeout` as "no broker answered".
+#[tokio::test]
+async fn an_unresolvable_broker_name_fails_at_once_naming_dns() {
+    init_tracing();
+    let settings = ConsumerSettings::new("no-such-broker.invalid:9092")
+        .group_id("g")
+        .connect_timeout(Duration::from_secs(30));
+    let started = Instant::now();
+    let (mut source, control) =
+        consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(60), source.next())
+        .await
+        .expect("the source must not hang");
+    let err = item.expect("an error item").unwrap_err();
+    let elapsed = started.elapsed();
+    println!("unresolvable name: failed after {elapsed:?}: {err}");
+    assert_eq!(err.kind(), ErrorKind::BrokerUnreachable, "{err}");
+    assert!(err.to_string().contains("DNS"), "{err}");
+    assert!(err.to_string().contains("no-such-broker.invalid"), "{err}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert_eq!(
+        control.is_shutdown().await.unwrap_err().kind(),
+        ErrorKind::BrokerUnreachable
+    );
+}
+
+/// SASL asked of a broker that does not speak it: an authentication failure,
+/// known at once, reported at once and named.
+#[tokio::test]
+async fn a_failed_sasl_handshake_fails_at_once_naming_authentication() {
+    init_tracing();
+    let broker = reactive_kafka::testkit::EmbeddedKafka::start().unwrap();
+    let settings = ConsumerSettings::new(broker.bootstrap_servers())
+        .group_id("g")
+        .property("security.protocol", "SASL_PLAINTEXT")
+        .property("sasl.mechanisms", "PLAIN")
+        .property("sasl.username", "alice")
+        .property("sasl.password", "very-secret-password")
+        .connect_timeout(Duration::from_secs(30));
+    let started = Instant::now();
+    let (mut source, _control) =
+        consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(60), source.next())
+        .await
+        .expect("the source must not hang");
+    let err = item.expect("an error item").unwrap_err();
+    let elapsed = started.elapsed();
+    println!("failed SASL: after {elapsed:?}: {err}");
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert!(!format!("{err:?}").contains("very-secret-password"));
+}
+
+/// A pattern librdkafka could not compile fails at construction.
+#[tokio::test]
+async fn an_invalid_pattern_fails_at_construction_naming_it() {
+    let err = consumer::plain_source(
+        ConsumerSettings::new("127.0.0.1:1").group_id("g"),
+        Subscription::pattern("^orders-("),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("^orders-("), "{err}");
+}
+
+/// A topic subscribed to by name that does not exist ends the stream with a
+/// named error once `missing_topic_timeout` passed, instead of leaving it
+/// pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_fails_the_source_naming_it() {
+    let (broker, topic) = broker_with_topic("present", 1).await;
+    let missing = unique("missing-topic");
+    let settings = broker
+        .consumer_settings(&unique("g-missing"))
+        .missing_topic_timeout(Some(Duration::from_secs(3)));
+    let started = Instant::now();
+    let (mut source, control) = consumer::plain_source(
+        settings,
+        Subscription::topics([topic.as_str(), missing.as_str()]),
+    )
+    .unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(30), source.next())
+        .await
+        .expect("the source must not stay pending");
+    let err = item.expect("an error item").unwrap_err();
+    println!("missing topic: failed after {:?}: {err}", started.elapsed());
+    assert_eq!(err.kind(), ErrorKind::UnknownTopic, "{err}");
+    assert!(err.to_string().contains(&missing), "{err}");
+    assert!(!err.to_string().contains(&format!("\"{topic}\"")), "{err}");
+    assert_eq!(
+        control.is_shutdown().await.unwrap_err().kind(),
+        ErrorKind::UnknownTopic
+    );
+}

@@ -13,6 +13,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
+use super::connect::ConnectFailures;
 use super::ffi::PartitionQueue;
 use super::Listener;
 use crate::record::TopicPartition;
@@ -49,6 +50,8 @@ pub(crate) struct DriverContext {
     /// the consumer closes (librdkafka then revokes from inside close).
     hold_revocations: AtomicBool,
     pub(crate) listener: Listener,
+    /// Why broker connections failed, for the connect check.
+    pub(crate) connect_failures: ConnectFailures,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -64,6 +67,7 @@ impl DriverContext {
             events: Mutex::new(Vec::new()),
             hold_revocations: AtomicBool::new(hold_revocations),
             listener,
+            connect_failures: ConnectFailures::default(),
         }
     }
 
@@ -121,6 +125,9 @@ pub(crate) fn tpl_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 impl ClientContext for DriverContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" {
+            self.connect_failures.note(message);
+        }
         crate::logging::librdkafka_log(level, fac, message);
     }
 

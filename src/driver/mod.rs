@@ -19,12 +19,14 @@
 //! - `context` and `ffi`: librdkafka callbacks and every `unsafe` call.
 
 mod ack;
+mod connect;
 mod context;
 mod delivery;
 #[cfg(any(test, feature = "testkit"))]
 pub(crate) mod fake;
 mod ffi;
 mod handover;
+mod missing;
 mod pipeline;
 mod records;
 mod revocation;

@@ -21,6 +21,7 @@ use super::ack::AckTracker;
 use super::context::{self, ContextEvent, DriverConsumer};
 use super::delivery::{deliver_partition, Delivered};
 use super::ffi::{ConsumerQueueRef, MessageBuf, PartitionQueue};
+use super::missing::MissingTopics;
 use super::pipeline::{CommitPipeline, CommitTarget};
 use super::records::RecordBuilder;
 use super::revocation::RevocationHolds;
@@ -86,6 +87,7 @@ pub(super) struct Driver {
     pub(super) wake_interval: Duration,
     pub(super) close_timeout: Duration,
     pub(super) connect_timeout: Duration,
+    pub(super) missing_topics: MissingTopics,
     pub(super) bootstrap: String,
     pub(super) committable: bool,
     pub(super) subscription: Subscription,
@@ -185,6 +187,7 @@ impl Driver {
                     )
                 })?;
                 tracing::info!(?topics, "subscribed");
+                self.missing_topics.subscribed(Instant::now());
             }
             Subscription::Pattern(pattern) => {
                 consumer.subscribe(&[pattern.as_str()]).map_err(|e| {
@@ -241,6 +244,27 @@ impl Driver {
                 tracing::debug!(elapsed = ?started.elapsed(), "cluster answered");
                 return Ok(true);
             };
+            // Serve the consumer's queue (nothing is subscribed yet, so it
+            // holds only librdkafka's logs and errors): they say why the
+            // connections fail.
+            let consumer = self.consumer().clone();
+            while let Some(result) = consumer.poll(Duration::ZERO) {
+                if let Err(e) = result {
+                    if let Some(code) = e.rdkafka_error_code() {
+                        consumer.context().connect_failures.note_code(code);
+                    }
+                    crate::logging::retried_consumer_error(&e, None);
+                }
+            }
+            // Failed authentication, TLS or DNS: waiting does not help.
+            if let Some(cause) = self
+                .consumer()
+                .context()
+                .connect_failures
+                .verdict(&self.bootstrap)
+            {
+                return Err(cause);
+            }
             if Instant::now() >= deadline {
                 return Err(Error::with_source(
                     ErrorKind::BrokerUnreachable,
@@ -273,6 +297,14 @@ impl Driver {
                 return;
             }
             progressed |= self.deliver();
+            if self.missing_topics.due(Instant::now()) {
+                let missing = self.missing_topics_now();
+                if let Some(e) = self.missing_topics.found(&missing) {
+                    tracing::error!(error = %Report(&e), "subscribed topics missing");
+                    self.failure = Some(e);
+                    return;
+                }
+            }
             if !self.holds.is_empty() {
                 progressed |= self.settle_revocations(false);
             }
@@ -288,6 +320,32 @@ impl Driver {
                 std::thread::park_timeout(wait);
             }
         }
+    }
+
+    /// The subscribed topics the cluster says do not exist (a metadata
+    /// request per topic, up to 2 s each; one that gets no answer counts as
+    /// existing).
+    fn missing_topics_now(&self) -> Vec<String> {
+        let Subscription::Topics(topics) = &self.subscription else {
+            return Vec::new();
+        };
+        let consumer = self.consumer();
+        topics
+            .iter()
+            .filter(|topic| {
+                consumer
+                    .fetch_metadata(Some(topic.as_str()), Duration::from_secs(2))
+                    .is_ok_and(|md| {
+                        md.topics().iter().any(|t| {
+                            t.error().is_some_and(|e| {
+                                RDKafkaErrorCode::from(e)
+                                    == RDKafkaErrorCode::UnknownTopicOrPartition
+                            })
+                        })
+                    })
+            })
+            .cloned()
+            .collect()
     }
 
     fn close_due(&self) -> bool {
@@ -426,7 +484,7 @@ impl Driver {
             tracing::error!(error = %Report(&err), "fatal consumer error");
             self.failure = Some(err);
         } else {
-            tracing::warn!(error = %e, partition = ?tp, "consumer error (librdkafka retries)");
+            crate::logging::retried_consumer_error(&e, tp);
         }
     }
 

@@ -9,6 +9,7 @@ use rdkafka::error::KafkaError;
 
 use super::context::{DriverConsumer, DriverContext};
 use super::ffi::{ConsumerQueueRef, MessageBuf};
+use super::missing::MissingTopics;
 use super::pipeline::CommitPipeline;
 use super::records::RecordBuilder;
 use super::revocation::RevocationHolds;
@@ -90,6 +91,10 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         wake_interval: settings.wake_interval,
         close_timeout: settings.close_timeout,
         connect_timeout: settings.connect_timeout,
+        missing_topics: MissingTopics::new(
+            settings.missing_topic_timeout,
+            settings.get("allow.auto.create.topics").as_deref() == Some("true"),
+        ),
         bootstrap: settings.bootstrap_servers.clone(),
         committable: config.committable,
         subscription: config.subscription,

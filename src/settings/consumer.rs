@@ -10,6 +10,11 @@ use crate::listener::RebalanceListener;
 /// The default revoke timeout: long enough for a commit to get through a
 /// broker restart (7 to 22 s from signal to ready measured on Apache Kafka),
 /// short enough that a rebalance does not stall the group for minutes.
+/// librdkafka's `reconnect.backoff.max.ms` here (producers too): the Java
+/// client's default, so a restarted broker is reconnected to within a second
+/// of answering (librdkafka's 10 s default measured 5 to 8 s on Apache Kafka).
+pub(crate) const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+
 pub(crate) const DEFAULT_REVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a consumer starts when its group has no committed offset for a
@@ -35,6 +40,7 @@ pub enum AutoOffsetReset {
 /// | key | librdkafka | here | why |
 /// |---|---|---|---|
 /// | `fetch.queue.backoff.ms` | 1000 | 10 | librdkafka stops fetching a partition for this long each time its prefetch queue reaches `queued.min.messages` or `queued.max.messages.kbytes`: with 1000, a consumer that keeps its queues full stalls a second at a time |
+/// | `reconnect.backoff.max.ms` | 10000 | 1000 | the Java client's default: after a broker restart the consumer reconnects within a second of the broker answering, not up to ten |
 /// | `enable.auto.commit` | true | false | offsets are committed by the committer after processing (at-least-once); set it back to `true` only with [`plain_source`](crate::consumer::plain_source) |
 /// | `enable.auto.offset.store` | true | false | librdkafka would store an offset when the consumer fetches a record, before your code has processed it |
 ///
@@ -48,6 +54,7 @@ pub struct ConsumerSettings {
     pub(crate) max_batch_records: usize,
     pub(crate) buffer_batches: usize,
     pub(crate) connect_timeout: Duration,
+    pub(crate) missing_topic_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
     pub(crate) wake_interval: Duration,
     pub(crate) max_outstanding: Option<usize>,
@@ -76,6 +83,7 @@ impl ConsumerSettings {
             max_batch_records: 1000,
             buffer_batches: 8,
             connect_timeout: Duration::from_secs(30),
+            missing_topic_timeout: Some(Duration::from_secs(60)),
             close_timeout: Duration::from_secs(30),
             wake_interval: Duration::from_millis(100),
             max_outstanding: None,
@@ -135,6 +143,18 @@ impl ConsumerSettings {
     /// Default 30 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a source subscribed to topics by name waits for a topic
+    /// that does not exist before it fails with
+    /// [`ErrorKind::UnknownTopic`](crate::ErrorKind::UnknownTopic) naming
+    /// it. Checked once, this long after subscribing (a metadata request
+    /// per topic, up to 2 s each). Default 60 s; `None` waits for the topic
+    /// forever (a warning is logged once the time passed). Not checked for
+    /// patterns, assignments, or with `allow.auto.create.topics=true`.
+    pub fn missing_topic_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.missing_topic_timeout = timeout;
         self
     }
 
@@ -253,6 +273,10 @@ impl ConsumerSettings {
         let mut d = vec![
             ("bootstrap.servers", self.bootstrap_servers.clone()),
             ("fetch.queue.backoff.ms", "10".to_owned()),
+            (
+                "reconnect.backoff.max.ms",
+                RECONNECT_BACKOFF_MAX_MS.to_owned(),
+            ),
             ("enable.auto.commit", "false".to_owned()),
             ("enable.auto.offset.store", "false".to_owned()),
             ("enable.partition.eof", "false".to_owned()),
@@ -282,6 +306,9 @@ impl ConsumerSettings {
             ));
         }
         super::positive_duration("connect_timeout", self.connect_timeout)?;
+        if let Some(t) = self.missing_topic_timeout {
+            super::positive_duration("missing_topic_timeout", t)?;
+        }
         super::positive_duration("close_timeout", self.close_timeout)?;
         super::positive_duration("wake_interval", self.wake_interval)?;
         if self.max_outstanding == Some(0) {

@@ -12,6 +12,7 @@ use crate::error::Error;
 /// | key | librdkafka | here | why |
 /// |---|---|---|---|
 /// | `enable.idempotence` | false | true | retries after a lost acknowledgement never write a record twice or out of order within a partition |
+/// | `reconnect.backoff.max.ms` | 10000 | 1000 | the Java client's default: after a broker restart the producer reconnects within a second of the broker answering, not up to ten |
 ///
 /// Every other key keeps librdkafka's default and can be set with
 /// [`property`](ProducerSettings::property).
@@ -73,6 +74,10 @@ impl ProducerSettings {
         let defaults = [
             ("bootstrap.servers", self.bootstrap_servers.clone()),
             ("enable.idempotence", "true".to_owned()),
+            (
+                "reconnect.backoff.max.ms",
+                super::consumer::RECONNECT_BACKOFF_MAX_MS.to_owned(),
+            ),
         ];
         super::client_config(&defaults, &self.properties)
     }
@@ -86,6 +91,7 @@ mod tests {
     fn idempotence_is_on_by_default() {
         let cfg = ProducerSettings::new("h:1").to_client_config().unwrap();
         assert_eq!(cfg.get("enable.idempotence"), Some("true"));
+        assert_eq!(cfg.get("reconnect.backoff.max.ms"), Some("1000"));
     }
 
     #[test]
