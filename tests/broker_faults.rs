@@ -7,10 +7,14 @@
 mod support;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use reactive_kafka::{committer, CommitterSettings, Subscription};
+use reactive_kafka::testkit::{DeliveryChecker, Fault, TestBroker};
+use reactive_kafka::{
+    committer, AutoOffsetReset, CommitterSettings, ConsumerSettings, ProducerSettings, Subscription,
+};
 use support::*;
 
 /// Runs `scripts/kafka-local <verb>` on a blocking thread; false when that
@@ -47,6 +51,8 @@ impl Drop for Thaw {
 /// the broker acknowledges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_in_flight_survives_a_broker_freeze_longer_than_the_commit_timeout() {
+    count_warnings();
+    let _one_at_a_time = BROKER.lock().await;
     let (broker, topic) = broker_with_topic("freeze", 1).await;
     if broker.is_embedded() || !kafka_local("status").await {
         println!("skipped: needs Apache Kafka from scripts/kafka-local (KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092), which the test freezes");
@@ -96,4 +102,230 @@ async fn a_commit_in_flight_survives_a_broker_freeze_longer_than_the_commit_time
         Some(10)
     );
     control.shutdown().await.unwrap();
+}
+
+/// A commit librdkafka has sent is bounded by `socket.timeout.ms`: with
+/// the broker frozen for longer, the request times out, is retried until
+/// the commit timeout, and the committer fails naming the timeout, before
+/// the broker thaws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_commit_is_bounded_by_the_socket_timeout() {
+    count_warnings();
+    let _one_at_a_time = BROKER.lock().await;
+    let (broker, topic) = broker_with_topic("socket-timeout", 1).await;
+    if broker.is_embedded() || !kafka_local("status").await {
+        println!("skipped: needs Apache Kafka from scripts/kafka-local (KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092), which the test freezes");
+        return;
+    }
+    produce_n(&broker, &topic, 10, 1).await;
+    let group = unique("g-socket-timeout");
+    let settings = broker
+        .consumer_settings(&group)
+        .property("session.timeout.ms", "60000")
+        .property("heartbeat.interval.ms", "3000")
+        .property("socket.timeout.ms", "3000");
+    let (mut source, control) = reactive_kafka::consumer::committable_source(
+        settings,
+        Subscription::topics([topic.as_str()]),
+    )
+    .unwrap();
+    let taken = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    let freeze = Duration::from_secs(15);
+    assert!(kafka_local("pause").await, "the broker freezes");
+    let mut thaw = Thaw { armed: true };
+    let started = Instant::now();
+    let offsets = futures::stream::iter(taken.into_iter().map(|m| m.offset));
+    let mut flow = committer::flow(
+        CommitterSettings::default().commit_timeout(Duration::from_secs(5)),
+        offsets,
+    )
+    .unwrap();
+    let outcome = tokio::time::timeout(freeze, flow.next()).await;
+    let elapsed = started.elapsed();
+    assert!(kafka_local("resume").await, "the broker thaws");
+    thaw.armed = false;
+    let err = outcome
+        .expect("the commit failed while the broker was still frozen")
+        .expect("an outcome")
+        .expect_err("no broker answered");
+    println!("commit to a frozen broker (socket.timeout.ms 3 s, commit_timeout 5 s): failed after {elapsed:?}: {}", err.report());
+    assert!(err.is_timeout() || err.is_retriable(), "{}", err.report());
+    assert!(err.to_string().contains("commit_timeout"), "{err}");
+    assert!(elapsed < Duration::from_secs(12), "{elapsed:?}");
+    let _ = control.shutdown().await;
+}
+
+/// One test at a time freezes or restarts the broker.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Warnings and errors logged by this process (every target), counted by
+/// a tracing layer installed by [`count_warnings`].
+static WARNINGS: AtomicUsize = AtomicUsize::new(0);
+
+struct CountWarnings;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() <= tracing::Level::WARN {
+            WARNINGS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Logs at warn level (`RUST_LOG` overrides) and counts warnings. Every
+/// test of this file calls it first, before anything installs another
+/// subscriber.
+fn count_warnings() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(CountWarnings)
+            .try_init();
+    });
+}
+
+/// The broker restarted on the same data (`scripts/kafka-local restart`),
+/// then, once more records flowed, frozen for 30 s (`pause`, `resume`).
+fn outages() -> Vec<Fault> {
+    vec![
+        Fault::custom("broker restart", || async {
+            let before = WARNINGS.load(Ordering::Relaxed);
+            let started = Instant::now();
+            assert!(kafka_local("restart").await, "the broker restarts");
+            let during = WARNINGS.load(Ordering::Relaxed) - before;
+            println!(
+                "warnings logged during the restart ({:?}): {during}",
+                started.elapsed()
+            );
+            assert!(during <= 30, "repeated warnings are rate-limited: {during}");
+        }),
+        Fault::custom("30 s broker freeze", || async {
+            assert!(kafka_local("pause").await, "the broker freezes");
+            let thaw = Thaw { armed: true };
+            let before = WARNINGS.load(Ordering::Relaxed);
+            let freeze = Duration::from_secs(30);
+            tokio::time::sleep(freeze).await;
+            let during = WARNINGS.load(Ordering::Relaxed) - before;
+            assert!(kafka_local("resume").await, "the broker thaws");
+            std::mem::forget(thaw);
+            println!(
+                "warnings logged during the {freeze:?} freeze: {during} ({:.2}/s)",
+                during as f64 / freeze.as_secs_f64()
+            );
+            assert!(
+                during <= 30,
+                "at most one warning a second during an outage: {during}"
+            );
+        }),
+    ]
+}
+
+/// Crate defaults everywhere: only the servers, the group (the checker's)
+/// and where a new group starts.
+fn defaults(broker: &TestBroker) -> ConsumerSettings {
+    ConsumerSettings::new(broker.bootstrap_servers()).auto_offset_reset(AutoOffsetReset::Earliest)
+}
+
+async fn real_broker_or_skip(what: &str) -> Option<TestBroker> {
+    let broker = TestBroker::start().await.unwrap();
+    if broker.is_embedded() || !kafka_local("status").await {
+        println!("skipped: {what} needs Apache Kafka from scripts/kafka-local (KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092), which the test freezes and restarts");
+        return None;
+    }
+    Some(broker)
+}
+
+fn assert_outages_cost_nothing(what: &str, report: &reactive_kafka::testkit::DeliveryReport) {
+    println!("{what} through a 30 s freeze and a restart: {report}");
+    for fault in &report.faults {
+        println!(
+            "{what}: after the {}, records flowed again after {:?}, commits after {:?}",
+            fault.name, fault.resumed_after, fault.commits_resumed_after
+        );
+        assert!(
+            fault.seen_before < report.records,
+            "{} hit mid-stream: {report}",
+            fault.name
+        );
+        let resumed = fault.commits_resumed_after.expect("commits resumed");
+        assert!(
+            resumed < Duration::from_secs(15),
+            "{}: commits resumed after {resumed:?}",
+            fault.name
+        );
+    }
+    assert!(
+        report.exactly_once(),
+        "no member died and each outage was shorter than the session timeout: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_commit_runs_through_a_broker_freeze_and_restart() {
+    count_warnings();
+    let _one_at_a_time = BROKER.lock().await;
+    let Some(broker) = real_broker_or_skip("freezing and restarting the broker").await else {
+        return;
+    };
+    let checker = DeliveryChecker::new(&broker, 12_000, 4).await.unwrap();
+    let checker = checker
+        .with_consumer_settings(defaults(&broker))
+        .time_limit(Duration::from_secs(180));
+    let input = checker.input_topic().to_owned();
+    let processed = checker.processed();
+    let report = checker
+        .run(
+            |settings| {
+                pipelines::consume_commit(
+                    settings,
+                    &input,
+                    processed.clone(),
+                    Duration::from_millis(2),
+                )
+            },
+            &outages(),
+        )
+        .await
+        .unwrap();
+    assert_outages_cost_nothing("consume-commit", &report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_produce_commit_runs_through_a_broker_freeze_and_restart() {
+    count_warnings();
+    let _one_at_a_time = BROKER.lock().await;
+    let Some(broker) = real_broker_or_skip("freezing and restarting the broker").await else {
+        return;
+    };
+    let checker = DeliveryChecker::new(&broker, 12_000, 4).await.unwrap();
+    let checker = checker
+        .with_consumer_settings(defaults(&broker))
+        .time_limit(Duration::from_secs(180));
+    let (input, output) = (
+        checker.input_topic().to_owned(),
+        checker.output_topic().to_owned(),
+    );
+    let servers = broker.bootstrap_servers().to_owned();
+    let report = checker
+        .run(
+            |settings| {
+                pipelines::consume_produce_commit(
+                    settings,
+                    ProducerSettings::new(&servers),
+                    &input,
+                    &output,
+                    Duration::from_millis(2),
+                )
+            },
+            &outages(),
+        )
+        .await
+        .unwrap();
+    assert_outages_cost_nothing("consume-produce-commit", &report);
 }

@@ -101,6 +101,23 @@ impl<T> DrainingControl<T> {
         }
     }
 
+    /// Kills the pipeline: aborts its task and shuts the consumer down
+    /// without a drain, so nothing processed since the last commit is
+    /// committed (those records are read again by the partitions' next
+    /// owner), as when the process crashes. Returns at once; the consumer
+    /// closes in the background.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let control = self.control.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = control.shutdown().await;
+            });
+        }
+    }
+
     /// True once the pipeline task has ended.
     pub fn is_ended(&self) -> bool {
         self.ended.is_some() || self.task.as_ref().is_some_and(|t| t.is_finished())

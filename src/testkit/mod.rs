@@ -10,6 +10,10 @@
 //! - [`unique_name`], [`produce_n`], [`consume_n`], [`wait_until`] and the
 //!   group protocol presets of [`GroupProtocol`] with
 //!   [`TestBroker::group_settings`].
+//! - [`DeliveryChecker`]: numbered records through your pipeline under
+//!   faults (a member killed without a commit, rebalances, broker outages
+//!   or your own), the output read back, lost and duplicated records
+//!   reported with their coordinates.
 //! - [`CommitRecorder`]: committable messages and a [`Control`](crate::Control)
 //!   without any broker; commits are recorded for the test to inspect. Its
 //!   documentation shows a unit test of a pipeline.
@@ -23,11 +27,16 @@
 //! - Topics are created with [`EmbeddedKafka::create_topic`]; the admin
 //!   CreateTopics request is not supported.
 
+mod delivery;
 #[cfg(feature = "testcontainers")]
 pub mod docker;
 mod factory;
 mod helpers;
 
+pub use delivery::{
+    number_of, DeliveryChecker, DeliveryReport, Fault, FaultAction, FaultOutcome, Numbered,
+    Processed, Sighting,
+};
 pub use factory::CommitRecorder;
 pub use helpers::{consume_n, produce_n, unique_name, wait_until, wait_until_async, GroupProtocol};
 
@@ -155,6 +164,30 @@ impl EmbeddedKafka {
         };
     }
 
+    /// Takes broker `broker_id` (1 to the number of brokers) down: its
+    /// connections are closed and new ones refused until [`broker_up`](Self::broker_up).
+    pub fn broker_down(&self, broker_id: i32) {
+        // SAFETY: `cluster` is valid.
+        unsafe { rdsys::rd_kafka_mock_broker_set_down(self.cluster, broker_id) };
+    }
+
+    /// Brings broker `broker_id` back up.
+    pub fn broker_up(&self, broker_id: i32) {
+        // SAFETY: `cluster` is valid.
+        unsafe { rdsys::rd_kafka_mock_broker_set_up(self.cluster, broker_id) };
+    }
+
+    /// Every broker of the cluster down for `duration`, then up again.
+    pub async fn outage(&self, duration: Duration) {
+        for id in 1..=self.brokers {
+            self.broker_down(id);
+        }
+        tokio::time::sleep(duration).await;
+        for id in 1..=self.brokers {
+            self.broker_up(id);
+        }
+    }
+
     /// Delays every response of broker `broker_id` by `delay`.
     pub fn set_round_trip_time(&self, broker_id: i32, delay: Duration) {
         // SAFETY: `cluster` is valid.
@@ -163,6 +196,18 @@ impl EmbeddedKafka {
         };
     }
 }
+
+/// The context of the test kit's own short-lived readers: a failed read is
+/// returned to the caller, so librdkafka's logs and errors of it (during an
+/// injected outage, many) are not logged.
+struct Quiet;
+
+impl rdkafka::client::ClientContext for Quiet {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: rdkafka::error::KafkaError, _: &str) {}
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 fn client_ptr(client: &BaseProducer) -> *const rdsys::rd_kafka_t {
     use rdkafka::producer::Producer;
@@ -289,10 +334,10 @@ impl TestBroker {
             topic.to_owned(),
         );
         let read = move || -> rdkafka::error::KafkaResult<BTreeMap<i32, Option<i64>>> {
-            let consumer: BaseConsumer = ClientConfig::new()
+            let consumer: BaseConsumer<Quiet> = ClientConfig::new()
                 .set("bootstrap.servers", &servers)
                 .set("group.id", &group)
-                .create()?;
+                .create_with_context(Quiet)?;
             let mut tpl = TopicPartitionList::new();
             for p in 0..partitions {
                 tpl.add_partition(&topic, p);
@@ -318,6 +363,21 @@ impl TestBroker {
                 Error::with_source(ErrorKind::Consume, "could not read committed offsets", e)
                     .at(&named, None, None)
             })
+    }
+
+    /// Every broker down for `duration` (the embedded cluster only; an
+    /// external broker fails with a [`Config`](ErrorKind::Config) error:
+    /// stop it yourself, for example in a [`Fault::custom`] action).
+    pub async fn outage(&self, duration: Duration) -> Result<()> {
+        match self {
+            TestBroker::Embedded(e) => {
+                e.outage(duration).await;
+                Ok(())
+            }
+            _ => Err(Error::config(
+                "a broker outage can only be injected into the embedded broker",
+            )),
+        }
     }
 
     /// Consumer settings for tests: this broker, `group`, reading from the

@@ -2,6 +2,8 @@
 //! producing and consuming known records, reading committed offsets.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pipelines;
+
 use std::collections::BTreeMap;
 use std::sync::Once;
 use std::time::Duration;

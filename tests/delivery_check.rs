@@ -1,0 +1,166 @@
+//! The delivery checker on the crate's own pipelines under faults, and on a
+//! deliberately broken pipeline, which it must catch losing records.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reactive_kafka::consumer::{self, DrainingControl};
+use reactive_kafka::testkit::{DeliveryChecker, Fault, TestBroker};
+use reactive_kafka::{CommittableOffsetBatch, Subscription};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_produce_commit_loses_nothing_when_members_die_and_groups_rebalance() {
+    init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let checker = DeliveryChecker::new(&broker, 20_000, 4).await.unwrap();
+    let (input, output) = (
+        checker.input_topic().to_owned(),
+        checker.output_topic().to_owned(),
+    );
+    let report = checker
+        .run(
+            |settings| {
+                pipelines::consume_produce_commit(
+                    settings,
+                    broker.producer_settings(),
+                    &input,
+                    &output,
+                    Duration::ZERO,
+                )
+            },
+            &[
+                Fault::KillMember,
+                Fault::Rebalance(Duration::from_secs(3)),
+                Fault::KillMember,
+            ],
+        )
+        .await
+        .unwrap();
+    println!("consume-produce-commit: {report}");
+    assert!(report.at_least_once(), "{report}");
+    assert_eq!(report.faults.len(), 3);
+}
+
+/// Partition sub-streams sharing one producer and committer (clones of one
+/// committable sink) through rebalances and a killed member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_consume_produce_commit_over_one_producer_loses_nothing() {
+    let broker = TestBroker::start().await.unwrap();
+    let checker = DeliveryChecker::new(&broker, 20_000, 6).await.unwrap();
+    let (input, output) = (
+        checker.input_topic().to_owned(),
+        checker.output_topic().to_owned(),
+    );
+    let report = checker
+        .run(
+            |settings| {
+                pipelines::partitioned_consume_produce_commit(
+                    settings,
+                    broker.producer_settings(),
+                    &input,
+                    &output,
+                    Duration::from_millis(2),
+                )
+            },
+            &[Fault::Rebalance(Duration::from_secs(3)), Fault::KillMember],
+        )
+        .await
+        .unwrap();
+    println!("partitioned consume-produce-commit, one producer: {report}");
+    assert!(report.at_least_once(), "{report}");
+    for fault in &report.faults {
+        assert!(
+            fault.seen_before < report.records,
+            "{} hit mid-stream: {report}",
+            fault.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_commit_loses_nothing_through_an_outage_of_the_embedded_broker() {
+    let broker = TestBroker::start().await.unwrap();
+    let Some(_) = embedded_or_skip(&broker, "taking the embedded brokers down") else {
+        return;
+    };
+    let checker = DeliveryChecker::new(&broker, 4_000, 4).await.unwrap();
+    let input = checker.input_topic().to_owned();
+    let processed = checker.processed();
+    let report = checker
+        .run(
+            |settings| {
+                // Slow enough for the outage to hit mid-stream.
+                pipelines::consume_commit(
+                    settings,
+                    &input,
+                    processed.clone(),
+                    Duration::from_millis(1),
+                )
+            },
+            &[Fault::BrokerOutage(Duration::from_secs(5))],
+        )
+        .await
+        .unwrap();
+    println!("consume-commit through an outage: {report}");
+    assert!(report.exactly_once(), "no member died: {report}");
+    // Records were still being processed (and committed) when the brokers
+    // went down. (They had all been fetched already: the embedded broker
+    // returns whole producer batches, so consumption itself went on.)
+    assert!(
+        report.faults[0].seen_before < report.records,
+        "the outage hit mid-stream: {report}"
+    );
+}
+
+/// A pipeline that commits each chunk of records before processing it: a
+/// member killed mid-chunk loses the rest of the chunk, and the checker says
+/// which records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_a_pipeline_that_commits_before_processing() {
+    let broker = TestBroker::start().await.unwrap();
+    let checker = DeliveryChecker::new(&broker, 4_000, 2).await.unwrap();
+    let input = checker.input_topic().to_owned();
+    let processed = checker.processed();
+    let report = checker
+        .run(
+            |settings| {
+                let (source, control) =
+                    consumer::committable_source(settings, Subscription::topics([input.as_str()]))?;
+                let processed = processed.clone();
+                Ok(DrainingControl::spawn(control, async move {
+                    let mut chunks = source.ready_chunks(200);
+                    while let Some(chunk) = chunks.next().await {
+                        let messages = chunk
+                            .into_iter()
+                            .collect::<reactive_kafka::Result<Vec<_>>>()?;
+                        // Wrong: commit first...
+                        let mut batch = CommittableOffsetBatch::new();
+                        for m in &messages {
+                            batch.add(m.offset.clone());
+                        }
+                        batch.commit().await?;
+                        // ...then process, slowly.
+                        for m in &messages {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            processed.record(&m.record);
+                        }
+                    }
+                    Ok(())
+                }))
+            },
+            &[Fault::KillMember, Fault::KillMember],
+        )
+        .await
+        .unwrap();
+    println!("commit-before-process: {report}");
+    assert!(
+        !report.lost.is_empty(),
+        "the checker missed the loss: {report}"
+    );
+    assert!(!report.at_least_once());
+    let lost = &report.lost[0];
+    assert_eq!(lost.tp.topic.as_ref(), checker.input_topic());
+}

@@ -1,0 +1,115 @@
+//! The crate's own pipelines, as a user writes them, for the delivery checker.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reactive_kafka::consumer::{self, DrainingControl};
+use reactive_kafka::producer::{self, Envelope};
+use reactive_kafka::testkit::Processed;
+use reactive_kafka::{
+    committer, CommitterSettings, ConsumerSettings, ProducerRecord, ProducerSettings, Subscription,
+};
+
+/// Consume, process (`pace` per record, then report it), commit through
+/// `committer::sink` with default settings.
+pub fn consume_commit(
+    settings: ConsumerSettings,
+    input: &str,
+    processed: Processed,
+    pace: Duration,
+) -> reactive_kafka::Result<DrainingControl<()>> {
+    let (source, control) = consumer::committable_source(settings, Subscription::topics([input]))?;
+    let committer = committer::sink(CommitterSettings::default())?;
+    Ok(DrainingControl::spawn(control, async move {
+        source
+            .then(move |m| {
+                let processed = processed.clone();
+                async move {
+                    let m = m?;
+                    if !pace.is_zero() {
+                        tokio::time::sleep(pace).await;
+                    }
+                    processed.record(&m.record);
+                    Ok(m.offset)
+                }
+            })
+            .forward(committer)
+            .await
+    }))
+}
+
+/// Consume, copy each record (key kept) to `output` after `pace`, commit
+/// through `producer::committable_sink` with default committer settings.
+pub fn consume_produce_commit(
+    settings: ConsumerSettings,
+    producer_settings: ProducerSettings,
+    input: &str,
+    output: &str,
+    pace: Duration,
+) -> reactive_kafka::Result<DrainingControl<()>> {
+    let (source, control) = consumer::committable_source(settings, Subscription::topics([input]))?;
+    let sink = producer::committable_sink(producer_settings, CommitterSettings::default())?;
+    let output = output.to_owned();
+    Ok(DrainingControl::spawn(control, async move {
+        source
+            .then(move |m| {
+                let output = output.clone();
+                async move {
+                    let m = m?;
+                    if !pace.is_zero() {
+                        tokio::time::sleep(pace).await;
+                    }
+                    let out = ProducerRecord::new(&output)
+                        .key(m.record.key().unwrap_or_default().to_vec())
+                        .payload(m.record.payload().unwrap_or_default().to_vec());
+                    Ok(Envelope::message(out, m.offset))
+                }
+            })
+            .forward(sink)
+            .await
+    }))
+}
+
+/// A committable partitioned source, a task per partition, all sharing one
+/// producer and committer: clones of one `producer::committable_sink`.
+pub fn partitioned_consume_produce_commit(
+    settings: ConsumerSettings,
+    producer_settings: ProducerSettings,
+    input: &str,
+    output: &str,
+    pace: Duration,
+) -> reactive_kafka::Result<DrainingControl<()>> {
+    use futures::{SinkExt, TryStreamExt};
+    let (partitions, control) =
+        consumer::committable_partitioned_source(settings, Subscription::topics([input]))?;
+    let mut sink = producer::committable_sink(producer_settings, CommitterSettings::default())?;
+    let output = output.to_owned();
+    Ok(DrainingControl::spawn(control, async move {
+        partitions
+            .try_for_each_concurrent(None, |(_tp, source)| {
+                let sink = sink.clone();
+                let output = output.clone();
+                async move {
+                    source
+                        .then(move |m| {
+                            let output = output.clone();
+                            async move {
+                                let m = m?;
+                                if !pace.is_zero() {
+                                    tokio::time::sleep(pace).await;
+                                }
+                                let out = ProducerRecord::new(&output)
+                                    .key(m.record.key().unwrap_or_default().to_vec())
+                                    .payload(m.record.payload().unwrap_or_default().to_vec());
+                                Ok(Envelope::message(out, m.offset))
+                            }
+                        })
+                        .forward(sink)
+                        .await
+                }
+            })
+            .await?;
+        // The last clone: waits until everything is produced and committed.
+        sink.close().await
+    }))
+}
