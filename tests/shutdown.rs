@@ -192,3 +192,39 @@ async fn a_draining_control_returns_the_pipeline_failure() {
         started.elapsed()
     );
 }
+
+/// Every broker down, records taken and not committed: the drain still
+/// returns within its timeout plus the documented slack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_while_the_brokers_are_down_returns_in_bounded_time() {
+    let (broker, topic) = broker_with_topic("drain-down", 1).await;
+    let Some(embedded) = embedded_or_skip(&broker, "taking the embedded brokers down") else {
+        return;
+    };
+    produce_n(&broker, &topic, 100, 1).await;
+    let group = unique("g-drain-down");
+    let (mut source, control) = committable(&broker, &group, &topic);
+    let _taken = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    for id in 1..=3 {
+        embedded.broker_down(id);
+    }
+    let timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(60), control.drain_and_shutdown(timeout))
+        .await
+        .expect("the drain returns");
+    let elapsed = started.elapsed();
+    println!("drain with every broker down: returned after {elapsed:?} (timeout {timeout:?}): {report:?}");
+    for id in 1..=3 {
+        embedded.broker_up(id);
+    }
+    let report = report.expect("a report");
+    assert!(
+        !report.complete,
+        "10 records taken, none committed: {report:?}"
+    );
+    assert!(
+        elapsed < timeout + Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+}

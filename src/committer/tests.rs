@@ -111,7 +111,8 @@ async fn the_end_of_the_offsets_commits_the_rest_and_ends_the_flow() {
 }
 
 /// A commit the consumer still holds (librdkafka waits for the broker) is
-/// not failed by a timer of the committer: it ends with the broker's answer.
+/// not failed by a timer of the committer: it ends with the consumer's
+/// answer (the driver's own deadline rule is tested with the pipeline).
 #[tokio::test(start_paused = true)]
 async fn a_commit_in_flight_is_not_failed_by_a_timer() {
     let fake = FakeConsumer::new();

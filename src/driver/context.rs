@@ -17,6 +17,7 @@ use super::connect::ConnectFailures;
 use super::ffi::PartitionQueue;
 use super::Listener;
 use crate::record::TopicPartition;
+use crate::settings::Secrets;
 
 pub(crate) type DriverConsumer = BaseConsumer<DriverContext>;
 
@@ -52,6 +53,8 @@ pub(crate) struct DriverContext {
     pub(crate) listener: Listener,
     /// Why broker connections failed, for the connect check.
     pub(crate) connect_failures: ConnectFailures,
+    /// Secret values of the settings, kept out of what is logged.
+    secrets: Secrets,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -61,13 +64,19 @@ impl std::fmt::Debug for DriverContext {
 }
 
 impl DriverContext {
-    pub(crate) fn new(wake: Thread, hold_revocations: bool, listener: Listener) -> Self {
+    pub(crate) fn new(
+        wake: Thread,
+        hold_revocations: bool,
+        listener: Listener,
+        secrets: Secrets,
+    ) -> Self {
         DriverContext {
             wake,
             events: Mutex::new(Vec::new()),
             hold_revocations: AtomicBool::new(hold_revocations),
             listener,
             connect_failures: ConnectFailures::default(),
+            secrets,
         }
     }
 
@@ -125,14 +134,15 @@ pub(crate) fn tpl_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 impl ClientContext for DriverContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let message = self.secrets.redact(message);
         if fac == "FAIL" {
-            self.connect_failures.note(message);
+            self.connect_failures.note(&message);
         }
-        crate::logging::librdkafka_log(level, fac, message);
+        crate::logging::librdkafka_log(level, fac, &message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        crate::logging::librdkafka_error("consumer", &error, reason);
+        crate::logging::librdkafka_error("consumer", &error, &self.secrets.redact(reason));
     }
 }
 

@@ -15,6 +15,11 @@
 //! - **Retry**: a retriable failure (or one that says the group moved on) is
 //!   retried with capped exponential backoff and jitter until the request's
 //!   deadline; retries due together go out as one commit.
+//! - **Deadline**: a request still unanswered at its deadline (its commit
+//!   held by librdkafka, which waits for an unreachable group coordinator
+//!   without a bound of its own, or queued behind such a commit) is answered
+//!   with a timeout error; the commit stays in flight, and a late answer
+//!   still records what the broker acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -256,12 +261,61 @@ impl CommitPipeline {
         });
     }
 
-    /// Sends the retries that are due; returns when the next one is.
+    /// Answers, with a timeout error, every request whose deadline passed
+    /// while its commit was in flight or queued behind one.
+    fn expire(&mut self, now: Instant) {
+        let expired = |r: &Request| r.retry_until <= now;
+        if !self.sent.iter().flat_map(|s| &s.requests).any(expired)
+            && !self.queued.iter().any(expired)
+        {
+            return;
+        }
+        let mut late = Vec::new();
+        for sent in &mut self.sent {
+            let (gone, kept): (Vec<Request>, Vec<Request>) = std::mem::take(&mut sent.requests)
+                .into_iter()
+                .partition(expired);
+            sent.requests = kept;
+            late.extend(gone.into_iter().map(|r| (r, "sent")));
+        }
+        let (gone, kept): (Vec<Request>, Vec<Request>) = std::mem::take(&mut self.queued)
+            .into_iter()
+            .partition(expired);
+        self.queued = kept;
+        late.extend(
+            gone.into_iter()
+                .map(|r| (r, "queued behind a commit in flight")),
+        );
+        for (request, state) in late {
+            let list: Vec<String> = request
+                .offsets
+                .iter()
+                .map(|(o, _)| format!("{}@{}", o.tp, o.offset))
+                .collect();
+            let waited = now.saturating_duration_since(request.started);
+            let err = Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "commit of [{}] got no answer within {waited:?} (commit_timeout; {state}, {} attempts): the group coordinator does not answer; librdkafka may still apply the commit later",
+                    list.join(", "),
+                    request.attempt + 1
+                ),
+            );
+            Counters::add(&self.counters().commit_failures, 1);
+            tracing::warn!(error = %Report(&err), "commit failed");
+            request.answer(Err(err));
+        }
+        self.update_in_flight();
+    }
+
+    /// Sends the retries that are due and answers the requests whose
+    /// deadline passed; returns when the next retry is due.
     pub(crate) fn resend_due(
         &mut self,
         now: Instant,
         target: &mut impl CommitTarget,
     ) -> Option<Instant> {
+        self.expire(now);
         if self.retries.iter().any(|r| r.due <= now) {
             let (due, waiting): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.retries)
                 .into_iter()

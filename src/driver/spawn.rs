@@ -52,13 +52,15 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
 
     let hold_revocations = config.committable && settings.rebalance_safe_commits;
     let listener = settings.listener.as_ref().map(|l| l.0.clone());
-    let context = DriverContext::new(thread.clone(), hold_revocations, listener);
+    let secrets = crate::settings::Secrets::of(&settings.properties);
+    let context = DriverContext::new(thread.clone(), hold_revocations, listener, secrets);
     let mut consumer =
         DriverConsumer::from_config_and_context(&client_config, context).map_err(|e| match e {
             // librdkafka's own words name the key or combination it refused.
-            KafkaError::ClientCreation(reason) => {
-                Error::config(format!("could not create the consumer: {reason}"))
-            }
+            KafkaError::ClientCreation(reason) => Error::config(crate::settings::redact(
+                &format!("could not create the consumer: {reason}"),
+                &settings.properties,
+            )),
             e => Error::with_source(ErrorKind::Config, "could not create the consumer", e),
         })?;
     consumer.set_nonempty_callback(move || thread.unpark());

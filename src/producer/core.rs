@@ -75,15 +75,17 @@ pub(crate) struct DeliveryState {
 
 pub(crate) struct CoreContext {
     state: Arc<DeliveryState>,
+    /// Secret values of the settings, kept out of what is logged.
+    secrets: crate::settings::Secrets,
 }
 
 impl ClientContext for CoreContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::logging::librdkafka_log(level, fac, message);
+        crate::logging::librdkafka_log(level, fac, &self.secrets.redact(message));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        crate::logging::librdkafka_error("producer", &error, reason);
+        crate::logging::librdkafka_error("producer", &error, &self.secrets.redact(reason));
     }
 }
 
@@ -160,13 +162,15 @@ impl ProducerCore {
             &config,
             CoreContext {
                 state: state.clone(),
+                secrets: crate::settings::Secrets::of(&settings.properties),
             },
         )
         .map_err(|e| match e {
             // librdkafka's own words name the key or combination it refused.
-            KafkaError::ClientCreation(reason) => {
-                Error::config(format!("could not create the producer: {reason}"))
-            }
+            KafkaError::ClientCreation(reason) => Error::config(crate::settings::redact(
+                &format!("could not create the producer: {reason}"),
+                &settings.properties,
+            )),
             e => Error::with_source(ErrorKind::Config, "could not create the producer", e),
         })?;
         Ok(ProducerCore {

@@ -46,7 +46,7 @@ pub enum AutoOffsetReset {
 ///
 /// Every other librdkafka key keeps librdkafka's default and can be set with
 /// [`property`](ConsumerSettings::property).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsumerSettings {
     pub(crate) bootstrap_servers: String,
     pub(crate) group_id: Option<String>,
@@ -61,6 +61,27 @@ pub struct ConsumerSettings {
     pub(crate) rebalance_safe_commits: bool,
     pub(crate) revoke_timeout: Option<Duration>,
     pub(crate) listener: Option<ListenerSlot>,
+}
+
+/// Secret values (see [`property`](ConsumerSettings::property)) are shown as `<redacted>`.
+impl std::fmt::Debug for ConsumerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("properties", &super::Redacted(&self.properties))
+            .field("max_batch_records", &self.max_batch_records)
+            .field("buffer_batches", &self.buffer_batches)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("missing_topic_timeout", &self.missing_topic_timeout)
+            .field("close_timeout", &self.close_timeout)
+            .field("wake_interval", &self.wake_interval)
+            .field("max_outstanding", &self.max_outstanding)
+            .field("rebalance_safe_commits", &self.rebalance_safe_commits)
+            .field("revoke_timeout", &self.revoke_timeout)
+            .field("listener", &self.listener)
+            .finish()
+    }
 }
 
 /// A user's [`RebalanceListener`], shared by clones of the settings.
@@ -118,6 +139,12 @@ impl ConsumerSettings {
 
     /// Sets any librdkafka consumer property. Overrides this crate's defaults.
     /// The key and value are checked when a source is created.
+    ///
+    /// Secrets stay secret: the value of a key that holds one (any key
+    /// ending in `password` or naming a `secret`, `token` or private key,
+    /// such as `sasl.password`, `ssl.key.password`, `ssl.key.pem` or
+    /// `sasl.oauthbearer.client.secret`) is shown as `<redacted>` in `Debug`,
+    /// and never appears in this crate's error messages or logs.
     pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self

@@ -5,11 +5,13 @@
 mod committer;
 mod consumer;
 mod producer;
+mod secret;
 
 pub(crate) use committer::DEFAULT_COMMIT_TIMEOUT;
 pub use committer::{CommitDelivery, CommitWhen, CommitterSettings};
 pub use consumer::{AutoOffsetReset, ConsumerSettings};
 pub use producer::ProducerSettings;
+pub(crate) use secret::{redact, Redacted, Secrets};
 
 use std::collections::BTreeMap;
 
@@ -34,9 +36,18 @@ pub(crate) fn client_config(
     }
     config.create_native_config().map_err(|e| match &e {
         // librdkafka's description is the whole cause: it is the message,
-        // not a source that would print it twice.
+        // not a source that would print it twice. Secret values are never
+        // echoed.
         KafkaError::ClientConfig(_, desc, key, value) => {
-            Error::config(format!("invalid setting `{key}` = `{value}`: {desc}"))
+            let value = if secret::is_secret(key) {
+                secret::REDACTED.to_owned()
+            } else {
+                format!("`{value}`")
+            };
+            Error::config(secret::redact(
+                &format!("invalid setting `{key}` = {value}: {desc}"),
+                user,
+            ))
         }
         _ => Error::with_source(
             crate::error::ErrorKind::Config,

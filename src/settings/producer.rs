@@ -16,12 +16,24 @@ use crate::error::Error;
 ///
 /// Every other key keeps librdkafka's default and can be set with
 /// [`property`](ProducerSettings::property).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProducerSettings {
     pub(crate) bootstrap_servers: String,
     pub(crate) properties: BTreeMap<String, String>,
     pub(crate) flush_timeout: Duration,
     pub(crate) max_in_flight: usize,
+}
+
+/// Secret values (see [`property`](ProducerSettings::property)) are shown as `<redacted>`.
+impl std::fmt::Debug for ProducerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &super::Redacted(&self.properties))
+            .field("flush_timeout", &self.flush_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
 }
 
 impl ProducerSettings {
@@ -36,6 +48,12 @@ impl ProducerSettings {
     }
 
     /// Sets any librdkafka producer property. Overrides this crate's defaults.
+    ///
+    /// Secrets stay secret: the value of a key that holds one (any key
+    /// ending in `password` or naming a `secret`, `token` or private key,
+    /// such as `sasl.password`, `ssl.key.password`, `ssl.key.pem` or
+    /// `sasl.oauthbearer.client.secret`) is shown as `<redacted>` in `Debug`,
+    /// and never appears in this crate's error messages or logs.
     pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self

@@ -317,3 +317,33 @@ fn closing_answers_every_request() {
     assert!(!s.pipeline.is_busy());
     assert_eq!(s.metric(|c| &c.commits_in_flight), 0);
 }
+
+#[test]
+fn a_commit_unanswered_at_its_deadline_fails_its_requests_and_a_late_answer_still_counts() {
+    let mut s = setup();
+    let until = s.now + Duration::from_secs(60);
+    let mut first = s.submit_until(&[(0, 1, 5)], until);
+    let mut second = s.submit_until(&[(1, 1, 3)], until + Duration::from_secs(30));
+    assert_eq!(s.target.sends.len(), 1);
+    s.now += Duration::from_secs(59);
+    s.pipeline.resend_due(s.now, &mut s.target);
+    assert_eq!(first.try_recv().unwrap_err(), TryRecvError::Empty);
+    s.now += Duration::from_secs(1);
+    s.pipeline.resend_due(s.now, &mut s.target);
+    let err = first.try_recv().expect("answered").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("t-0@5"), "{err}");
+    assert!(err.to_string().contains("commit_timeout"), "{err}");
+    assert_eq!(
+        second.try_recv().unwrap_err(),
+        TryRecvError::Empty,
+        "its deadline is later"
+    );
+    // The coordinator answers at last: the offset is recorded, and the
+    // queued request goes out.
+    s.answer(None);
+    assert_eq!(s.target.committed[&(tp(0), 1)], 5);
+    assert_eq!(s.target.sends.len(), 2);
+    s.answer(None);
+    assert_eq!(outcome(&mut second).committed, vec![po(1, 3)]);
+}
