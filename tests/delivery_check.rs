@@ -45,7 +45,7 @@ async fn consume_produce_commit_loses_nothing_when_members_die_and_groups_rebala
 }
 
 /// Partition sub-streams sharing one producer and committer (clones of one
-/// committable sink) through rebalances and a killed member.
+/// committable sink) through a killed member and rebalances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_consume_produce_commit_over_one_producer_loses_nothing() {
     let broker = TestBroker::start().await.unwrap();
@@ -65,7 +65,7 @@ async fn partitioned_consume_produce_commit_over_one_producer_loses_nothing() {
                     Duration::from_millis(2),
                 )
             },
-            &[Fault::Rebalance(Duration::from_secs(3)), Fault::KillMember],
+            &[Fault::KillMember, Fault::Rebalance(Duration::from_secs(3))],
         )
         .await
         .unwrap();

@@ -119,6 +119,9 @@ async fn logs_never_show_a_secret_value() {
     assert_no_secret("the error", &format!("{err} | {err:?}"));
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     println!("{} bytes of logs checked", logs.len());
-    assert!(logs.contains("SASL"), "librdkafka's security logs were captured");
+    assert!(
+        logs.contains("SASL"),
+        "librdkafka's security logs were captured"
+    );
     assert_no_secret("the logs", &logs);
 }
