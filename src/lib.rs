@@ -154,6 +154,7 @@
 //!   tests on machines with Docker.
 
 pub mod committer;
+mod connect;
 pub mod consumer;
 mod driver;
 mod error;

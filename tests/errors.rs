@@ -271,3 +271,74 @@ async fn a_missing_topic_fails_the_source_naming_it() {
         ErrorKind::UnknownTopic
     );
 }
+
+/// A producer whose brokers can never be reached (no bootstrap name
+/// resolves; the broker refuses SASL) fails at once naming why, not after
+/// `message.timeout.ms` (300 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_can_never_connect_fails_at_once_naming_why() {
+    use futures::SinkExt;
+    init_tracing();
+    let embedded = reactive_kafka::testkit::EmbeddedKafka::start().unwrap();
+    let cases = [
+        (
+            ProducerSettings::new("no-such-broker.invalid:9092"),
+            ErrorKind::BrokerUnreachable,
+        ),
+        (
+            ProducerSettings::new(embedded.bootstrap_servers())
+                .property("security.protocol", "SASL_PLAINTEXT")
+                .property("sasl.mechanisms", "PLAIN")
+                .property("sasl.username", "alice")
+                .property("sasl.password", "wrong"),
+            ErrorKind::Authentication,
+        ),
+    ];
+    for (settings, kind) in cases {
+        // A sink: its close fails.
+        let started = Instant::now();
+        let mut sink = producer::plain_sink(settings.clone()).unwrap();
+        let _ = sink
+            .feed(reactive_kafka::ProducerRecord::new("t").payload("x"))
+            .await;
+        let err = tokio::time::timeout(Duration::from_secs(20), sink.close())
+            .await
+            .expect("the sink must not wait for message.timeout.ms")
+            .unwrap_err();
+        println!(
+            "producer sink ({kind:?}): failed after {:?}: {err}",
+            started.elapsed()
+        );
+        assert_eq!(err.kind(), kind, "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // A flow: the envelope's result is the failure.
+        let started = Instant::now();
+        let envelopes = futures::stream::iter([producer::Envelope::message(
+            reactive_kafka::ProducerRecord::new("t").payload("x"),
+            7,
+        )]);
+        let mut flow = producer::flow(settings, envelopes).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(20), flow.next())
+            .await
+            .expect("the flow must not wait for message.timeout.ms")
+            .expect("one result");
+        let failure = result.expect_err("not delivered");
+        println!(
+            "producer flow ({kind:?}): failed after {:?}: {}",
+            started.elapsed(),
+            failure.error
+        );
+        assert_eq!(failure.error.kind(), kind);
+        assert_eq!(failure.pass_through, 7);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -13,9 +13,9 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::connect::ConnectFailures;
 use super::ffi::PartitionQueue;
 use super::Listener;
+use crate::connect::ConnectFailures;
 use crate::record::TopicPartition;
 use crate::settings::Secrets;
 
@@ -136,7 +136,7 @@ impl ClientContext for DriverContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let message = self.secrets.redact(message);
         if fac == "FAIL" {
-            self.connect_failures.note(&message);
+            let _ = self.connect_failures.note(&message);
         }
         crate::logging::librdkafka_log(level, fac, &message);
     }

@@ -19,7 +19,6 @@
 //! - `context` and `ffi`: librdkafka callbacks and every `unsafe` call.
 
 mod ack;
-mod connect;
 mod context;
 mod delivery;
 #[cfg(any(test, feature = "testkit"))]

@@ -251,7 +251,7 @@ impl Driver {
             while let Some(result) = consumer.poll(Duration::ZERO) {
                 if let Err(e) = result {
                     if let Some(code) = e.rdkafka_error_code() {
-                        consumer.context().connect_failures.note_code(code);
+                        let _ = consumer.context().connect_failures.note_code(code);
                     }
                     crate::logging::retried_consumer_error(&e, None);
                 }

@@ -77,14 +77,26 @@ pub(crate) struct CoreContext {
     state: Arc<DeliveryState>,
     /// Secret values of the settings, kept out of what is logged.
     secrets: crate::settings::Secrets,
+    /// Why broker connections failed.
+    connect_failures: crate::connect::ConnectFailures,
 }
 
 impl ClientContext for CoreContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::logging::librdkafka_log(level, fac, &self.secrets.redact(message));
+        let message = self.secrets.redact(message);
+        if fac == "FAIL" && self.connect_failures.note(&message) {
+            // A sink or flow waiting for answers hears of it now.
+            self.state.waker.wake();
+        }
+        crate::logging::librdkafka_log(level, fac, &message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            if self.connect_failures.note_code(code) {
+                self.state.waker.wake();
+            }
+        }
         crate::logging::librdkafka_error("producer", &error, &self.secrets.redact(reason));
     }
 }
@@ -142,6 +154,7 @@ pub(crate) struct ProducerCore {
     producer: Option<ThreadedProducer<CoreContext>>,
     pub(crate) state: Arc<DeliveryState>,
     pub(crate) flush_timeout: Duration,
+    bootstrap: String,
 }
 
 impl fmt::Debug for ProducerCore {
@@ -163,6 +176,7 @@ impl ProducerCore {
             CoreContext {
                 state: state.clone(),
                 secrets: crate::settings::Secrets::of(&settings.properties),
+                connect_failures: Default::default(),
             },
         )
         .map_err(|e| match e {
@@ -177,6 +191,7 @@ impl ProducerCore {
             producer: Some(producer),
             state,
             flush_timeout: settings.flush_timeout,
+            bootstrap: settings.bootstrap_servers.clone(),
         })
     }
 
@@ -184,8 +199,28 @@ impl ProducerCore {
         self.state.in_flight.load(Ordering::Acquire)
     }
 
-    /// The first delivery failure of an untracked record, if any.
+    /// Why no broker can be reached, when waiting cannot help (failed
+    /// authentication or TLS handshake, no bootstrap name resolves) and
+    /// nothing was delivered yet: records would only fail at
+    /// `message.timeout.ms`. Two atomic loads when all is well.
+    pub(crate) fn unreachable(&self) -> Option<Error> {
+        if self.state.delivered.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let producer = self.producer.as_ref()?;
+        let err = producer
+            .context()
+            .connect_failures
+            .verdict(&self.bootstrap)?;
+        Some(err)
+    }
+
+    /// The first delivery failure of an untracked record, or why no broker
+    /// can be reached, if any.
     pub(crate) fn failure(&self) -> Result<()> {
+        if let Some(e) = self.unreachable() {
+            return Err(e);
+        }
         match &*self.state.failure.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(e) => Err(e.clone()),
             None => Ok(()),

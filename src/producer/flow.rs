@@ -162,6 +162,19 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        // No broker can ever be reached (authentication, TLS, DNS): the
+        // oldest envelope fails now, not at `message.timeout.ms`.
+        if !this.entries.is_empty() {
+            if let Some(error) = this.core.unreachable() {
+                let entry = this.entries.pop_front().expect("not empty");
+                *this.unsent = this.unsent.saturating_sub(1);
+                return Poll::Ready(Some(Err(ProduceFailure {
+                    error,
+                    records: entry.records,
+                    pass_through: entry.pass_through,
+                })));
+            }
+        }
         loop {
             let mut progressed = false;
 
@@ -214,6 +227,13 @@ where
                 return Poll::Ready(None);
             }
             if !progressed {
+                if !this.entries.is_empty() {
+                    // Woken if the brokers turn out to be unreachable for good.
+                    this.core.register(cx);
+                    if this.core.unreachable().is_some() {
+                        cx.waker().wake_by_ref();
+                    }
+                }
                 return Poll::Pending;
             }
         }

@@ -1,10 +1,13 @@
 //! Why no broker answers: librdkafka's connection failures, as it logs them
-//! from its broker threads, sorted into causes that will not go away by
-//! waiting (failed authentication, a failed TLS handshake, bootstrap names
-//! that do not resolve), so that a consumer fails at once with the real
-//! cause instead of after `connect_timeout` with "no broker answered".
+//! (facility `FAIL`) and returns them from polls, sorted into causes that
+//! will not go away by waiting (failed authentication, a failed TLS
+//! handshake, bootstrap names that do not resolve), so that a consumer
+//! fails at once with the real cause instead of after `connect_timeout`
+//! with "no broker answered", and a producer that never reached a broker
+//! fails its records at once instead of after `message.timeout.ms`.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::error::RDKafkaErrorCode;
@@ -16,6 +19,8 @@ use crate::error::{Error, ErrorKind};
 #[derive(Debug, Default)]
 pub(crate) struct ConnectFailures {
     inner: Mutex<Seen>,
+    /// Something that may be final was noted: a cheap check per record.
+    noted: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -29,8 +34,8 @@ struct Seen {
 
 impl ConnectFailures {
     /// Notes a librdkafka log line of facility `FAIL` (a broker connection
-    /// failed and why).
-    pub(crate) fn note(&self, message: &str) {
+    /// failed and why). True when it may be final.
+    pub(crate) fn note(&self, message: &str) -> bool {
         let mut seen = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if message.contains("SASL authentication error")
             || message.contains("SASL authentication failed")
@@ -44,12 +49,16 @@ impl ConnectFailures {
                 seen.unresolved.insert(name.to_owned());
                 seen.resolve_message = Some(message.to_owned());
             }
+        } else {
+            return false;
         }
+        self.noted.store(true, Ordering::Release);
+        true
     }
 
     /// Notes an error librdkafka returned from a poll: its code says the
-    /// cause when no log line did.
-    pub(crate) fn note_code(&self, code: RDKafkaErrorCode) {
+    /// cause when no log line did. True when it may be final.
+    pub(crate) fn note_code(&self, code: RDKafkaErrorCode) -> bool {
         let mut seen = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match code {
             RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
@@ -58,14 +67,19 @@ impl ConnectFailures {
             RDKafkaErrorCode::SSL => {
                 seen.tls.get_or_insert_with(|| code.to_string());
             }
-            _ => {}
+            _ => return false,
         }
+        self.noted.store(true, Ordering::Release);
+        true
     }
 
     /// The failure to report now, if waiting longer cannot help: failed
     /// authentication or TLS handshake, or every name of `bootstrap`
     /// unresolvable.
     pub(crate) fn verdict(&self, bootstrap: &str) -> Option<Error> {
+        if !self.noted.load(Ordering::Acquire) {
+            return None;
+        }
         let seen = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = &seen.authentication {
             return Some(Error::new(
