@@ -1,0 +1,223 @@
+//! TLS and SASL_SSL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) against Apache
+//! Kafka's listeners (`scripts/kafka-local` opens them with a test CA and
+//! test users). Needs the `tls` feature and the addresses printed by
+//! `scripts/kafka-local env`; skipped with a printed reason otherwise.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reactive_kafka::{
+    committer, consumer, CommitterSettings, ConsumerSettings, ErrorKind, ProducerSettings,
+    Subscription,
+};
+use support::*;
+
+/// The TLS listener and the CA that signed it, or `None` after printing why
+/// the test cannot run here.
+fn tls_broker(what: &str) -> Option<(String, String, String)> {
+    if !cfg!(feature = "tls") {
+        println!("skipped: {what} needs the `tls` feature (cargo test --features tls)");
+        return None;
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        var("KAFKA_TLS_BOOTSTRAP_SERVERS"),
+        var("KAFKA_TLS_CA"),
+        var("KAFKA_TLS_OTHER_CA"),
+    ) {
+        (Some(servers), Some(ca), Some(other)) => Some((servers, ca, other)),
+        _ => {
+            println!("skipped: {what} needs a TLS listener: KAFKA_TLS_BOOTSTRAP_SERVERS, KAFKA_TLS_CA and KAFKA_TLS_OTHER_CA (see `scripts/kafka-local env`)");
+            None
+        }
+    }
+}
+
+/// The test users of `scripts/kafka-local`'s SASL_SSL listener.
+const PLAIN_USER: (&str, &str) = ("alice", "alice-secret");
+const SCRAM_USER: (&str, &str) = ("carol", "carol-secret");
+
+/// Client properties for one way in: `protocol`, the CA, and SASL.
+fn security(protocol: &str, ca: &str, sasl: Option<(&str, &str, &str)>) -> Vec<(String, String)> {
+    let mut p = vec![
+        ("security.protocol".to_owned(), protocol.to_owned()),
+        ("ssl.ca.location".to_owned(), ca.to_owned()),
+    ];
+    if let Some((mechanism, user, password)) = sasl {
+        p.push(("sasl.mechanisms".to_owned(), mechanism.to_owned()));
+        p.push(("sasl.username".to_owned(), user.to_owned()));
+        p.push(("sasl.password".to_owned(), password.to_owned()));
+    }
+    p
+}
+
+fn sasl_servers() -> String {
+    std::env::var("KAFKA_SASL_SSL_BOOTSTRAP_SERVERS").unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_consume_and_commit_over_tls_and_sasl_ssl() {
+    init_tracing();
+    let Some((tls_servers, ca, _)) = tls_broker("producing and consuming over TLS and SASL_SSL")
+    else {
+        return;
+    };
+    let sasl = sasl_servers();
+    assert!(
+        !sasl.is_empty(),
+        "KAFKA_SASL_SSL_BOOTSTRAP_SERVERS is set with the TLS listener"
+    );
+    let ways = [
+        ("TLS", tls_servers.clone(), security("ssl", &ca, None)),
+        (
+            "SASL_SSL/PLAIN",
+            sasl.clone(),
+            security("sasl_ssl", &ca, Some(("PLAIN", PLAIN_USER.0, PLAIN_USER.1))),
+        ),
+        (
+            "SASL_SSL/SCRAM-SHA-256",
+            sasl.clone(),
+            security(
+                "sasl_ssl",
+                &ca,
+                Some(("SCRAM-SHA-256", SCRAM_USER.0, SCRAM_USER.1)),
+            ),
+        ),
+        (
+            "SASL_SSL/SCRAM-SHA-512",
+            sasl.clone(),
+            security(
+                "sasl_ssl",
+                &ca,
+                Some(("SCRAM-SHA-512", SCRAM_USER.0, SCRAM_USER.1)),
+            ),
+        ),
+    ];
+    for (name, servers, props) in ways {
+        round_trip(name, &servers, &props).await;
+    }
+}
+
+/// Produces, consumes with a committable source and commits through the
+/// committer, all over `props`, and checks the committed offsets.
+async fn round_trip(name: &str, servers: &str, props: &[(String, String)]) {
+    let started = Instant::now();
+    let (broker, topic) = broker_with_topic("secure", 2).await;
+    let mut producer = ProducerSettings::new(servers);
+    for (k, v) in props {
+        producer = producer.property(k, v);
+    }
+    let n = 1_000;
+    let mut sink = reactive_kafka::producer::plain_sink(producer).unwrap();
+    for i in 0..n {
+        futures::SinkExt::feed(
+            &mut sink,
+            reactive_kafka::ProducerRecord::new(&topic)
+                .partition(i % 2)
+                .key(format!("key-{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    futures::SinkExt::close(&mut sink).await.unwrap();
+
+    let group = unique("g-secure");
+    let mut settings = ConsumerSettings::new(servers)
+        .group_id(&group)
+        .auto_offset_reset(reactive_kafka::AutoOffsetReset::Earliest);
+    for (k, v) in props {
+        settings = settings.property(k, v);
+    }
+    let (source, control) =
+        consumer::committable_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    let offsets = source
+        .take(n as usize)
+        .map(|m| m.map(|m| m.offset))
+        .forward(committer::sink(CommitterSettings::default()).unwrap());
+    tokio::time::timeout(Duration::from_secs(60), offsets)
+        .await
+        .expect("every record within 60 s")
+        .unwrap();
+    control.shutdown().await.unwrap();
+    let committed = committed_offsets(&broker, &group, &topic, 2).await;
+    assert_eq!(committed[&0], Some(500), "{name}");
+    assert_eq!(committed[&1], Some(500), "{name}");
+    println!(
+        "{name}: {n} records produced, consumed and committed in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_at_once_with_the_authentication_kind() {
+    init_tracing();
+    let Some((_, ca, _)) = tls_broker("a SASL authentication that fails") else {
+        return;
+    };
+    for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
+        let user = if mechanism == "PLAIN" {
+            PLAIN_USER.0
+        } else {
+            SCRAM_USER.0
+        };
+        let mut settings = ConsumerSettings::new(sasl_servers()).group_id("g-wrong-password");
+        for (k, v) in security("sasl_ssl", &ca, Some((mechanism, user, "not-the-password"))) {
+            settings = settings.property(k, v);
+        }
+        let started = Instant::now();
+        let (mut source, _control) =
+            consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(30), source.next())
+            .await
+            .expect("the source ends")
+            .expect("an error item")
+            .unwrap_err();
+        println!(
+            "wrong {mechanism} password: failed after {:?}: {err}",
+            started.elapsed()
+        );
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+        assert!(!err.to_string().contains("not-the-password"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_trust_the_broker_fails_at_once_with_the_tls_kind() {
+    init_tracing();
+    let Some((servers, _, other_ca)) = tls_broker("a TLS handshake that fails") else {
+        return;
+    };
+    let settings = ConsumerSettings::new(servers)
+        .group_id("g-untrusted")
+        .property("security.protocol", "ssl")
+        .property("ssl.ca.location", &other_ca);
+    let started = Instant::now();
+    let (mut source, _control) =
+        consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), source.next())
+        .await
+        .expect("the source ends")
+        .expect("an error item")
+        .unwrap_err();
+    println!(
+        "untrusted broker: failed after {:?}: {err}",
+        started.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(
+        err.to_string().contains("certificate verify failed"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
