@@ -179,5 +179,5 @@ pub use error::{Coordinates, Error, ErrorKind, Report, Result};
 pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};
 pub use settings::{
     AutoOffsetReset, CommitDelivery, CommitWhen, CommitterSettings, ConsumerSettings,
-    ProducerSettings,
+    ProducerSettings, Security,
 };

@@ -342,3 +342,37 @@ async fn a_producer_that_can_never_connect_fails_at_once_naming_why() {
         );
     }
 }
+
+/// Security settings are checked at construction: a missing CA file is
+/// named, SASL without a protocol that carries it is refused, and TLS on a
+/// build without OpenSSL says which feature to enable.
+#[tokio::test]
+async fn security_settings_are_checked_at_construction() {
+    use reactive_kafka::Security;
+    let err = consumer::plain_source(
+        ConsumerSettings::new("127.0.0.1:1")
+            .group_id("g")
+            .security(Security::tls().ca("/no/such/ca.pem")),
+        Subscription::topics(["t"]),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.to_string().contains("ssl.ca.location") && err.to_string().contains("/no/such/ca.pem"),
+        "{err}"
+    );
+
+    let err = producer::plain_sink(
+        ProducerSettings::new("127.0.0.1:1").property("sasl.mechanisms", "PLAIN"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("security.protocol"), "{err}");
+
+    let tls = producer::plain_sink(ProducerSettings::new("127.0.0.1:1").security(Security::tls()));
+    if cfg!(feature = "tls") {
+        assert!(tls.is_ok(), "{tls:?}");
+    } else {
+        let err = tls.unwrap_err();
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reactive_kafka::{
     committer, consumer, CommitterSettings, ConsumerSettings, ErrorKind, ProducerSettings,
-    Subscription,
+    Security, Subscription,
 };
 use support::*;
 
@@ -39,18 +39,16 @@ fn tls_broker(what: &str) -> Option<(String, String, String)> {
 const PLAIN_USER: (&str, &str) = ("alice", "alice-secret");
 const SCRAM_USER: (&str, &str) = ("carol", "carol-secret");
 
-/// Client properties for one way in: `protocol`, the CA, and SASL.
-fn security(protocol: &str, ca: &str, sasl: Option<(&str, &str, &str)>) -> Vec<(String, String)> {
-    let mut p = vec![
-        ("security.protocol".to_owned(), protocol.to_owned()),
-        ("ssl.ca.location".to_owned(), ca.to_owned()),
-    ];
-    if let Some((mechanism, user, password)) = sasl {
-        p.push(("sasl.mechanisms".to_owned(), mechanism.to_owned()));
-        p.push(("sasl.username".to_owned(), user.to_owned()));
-        p.push(("sasl.password".to_owned(), password.to_owned()));
-    }
-    p
+/// One way in, built with the crate's `Security` helpers.
+fn security(protocol: &str, ca: &str, sasl: Option<(&str, &str, &str)>) -> Security {
+    let security = match sasl {
+        None => Security::tls(),
+        Some(("PLAIN", user, password)) => Security::sasl_plain(user, password),
+        Some(("SCRAM-SHA-256", user, password)) => Security::sasl_scram_sha256(user, password),
+        Some((_, user, password)) => Security::sasl_scram_sha512(user, password),
+    };
+    assert!(protocol.ends_with("ssl"));
+    security.ca(ca)
 }
 
 fn sasl_servers() -> String {
@@ -95,20 +93,17 @@ async fn produce_consume_and_commit_over_tls_and_sasl_ssl() {
             ),
         ),
     ];
-    for (name, servers, props) in ways {
-        round_trip(name, &servers, &props).await;
+    for (name, servers, security) in ways {
+        round_trip(name, &servers, &security).await;
     }
 }
 
 /// Produces, consumes with a committable source and commits through the
 /// committer, all over `props`, and checks the committed offsets.
-async fn round_trip(name: &str, servers: &str, props: &[(String, String)]) {
+async fn round_trip(name: &str, servers: &str, props: &Security) {
     let started = Instant::now();
     let (broker, topic) = broker_with_topic("secure", 2).await;
-    let mut producer = ProducerSettings::new(servers);
-    for (k, v) in props {
-        producer = producer.property(k, v);
-    }
+    let producer = ProducerSettings::new(servers).security(props.clone());
     let n = 1_000;
     let mut sink = reactive_kafka::producer::plain_sink(producer).unwrap();
     for i in 0..n {
@@ -124,12 +119,10 @@ async fn round_trip(name: &str, servers: &str, props: &[(String, String)]) {
     futures::SinkExt::close(&mut sink).await.unwrap();
 
     let group = unique("g-secure");
-    let mut settings = ConsumerSettings::new(servers)
+    let settings = ConsumerSettings::new(servers)
         .group_id(&group)
-        .auto_offset_reset(reactive_kafka::AutoOffsetReset::Earliest);
-    for (k, v) in props {
-        settings = settings.property(k, v);
-    }
+        .auto_offset_reset(reactive_kafka::AutoOffsetReset::Earliest)
+        .security(props.clone());
     let (source, control) =
         consumer::committable_source(settings, Subscription::topics([topic.as_str()])).unwrap();
     let offsets = source
@@ -162,10 +155,13 @@ async fn a_wrong_password_fails_at_once_with_the_authentication_kind() {
         } else {
             SCRAM_USER.0
         };
-        let mut settings = ConsumerSettings::new(sasl_servers()).group_id("g-wrong-password");
-        for (k, v) in security("sasl_ssl", &ca, Some((mechanism, user, "not-the-password"))) {
-            settings = settings.property(k, v);
-        }
+        let settings = ConsumerSettings::new(sasl_servers())
+            .group_id("g-wrong-password")
+            .security(security(
+                "sasl_ssl",
+                &ca,
+                Some((mechanism, user, "not-the-password")),
+            ));
         let started = Instant::now();
         let (mut source, _control) =
             consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
@@ -196,8 +192,7 @@ async fn a_client_that_does_not_trust_the_broker_fails_at_once_with_the_tls_kind
     };
     let settings = ConsumerSettings::new(servers)
         .group_id("g-untrusted")
-        .property("security.protocol", "ssl")
-        .property("ssl.ca.location", &other_ca);
+        .security(Security::tls().ca(&other_ca));
     let started = Instant::now();
     let (mut source, _control) =
         consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();

@@ -137,6 +137,13 @@ impl ConsumerSettings {
         self.property("auto.offset.reset", value)
     }
 
+    /// Connects with TLS and/or SASL: the properties of `security` (see
+    /// [`Security`](crate::Security)), over any set before.
+    pub fn security(mut self, security: super::Security) -> Self {
+        self.properties.extend(security.into_properties());
+        self
+    }
+
     /// Sets any librdkafka consumer property. Overrides this crate's defaults.
     /// The key and value are checked when a source is created.
     ///

@@ -6,12 +6,14 @@ mod committer;
 mod consumer;
 mod producer;
 mod secret;
+mod security;
 
 pub(crate) use committer::DEFAULT_COMMIT_TIMEOUT;
 pub use committer::{CommitDelivery, CommitWhen, CommitterSettings};
 pub use consumer::{AutoOffsetReset, ConsumerSettings};
 pub use producer::ProducerSettings;
 pub(crate) use secret::{redact, Redacted, Secrets};
+pub use security::Security;
 
 use std::collections::BTreeMap;
 
@@ -34,7 +36,13 @@ pub(crate) fn client_config(
     for (k, v) in user {
         config.set(k.as_str(), v.as_str());
     }
+    security::check(user)?;
     config.create_native_config().map_err(|e| match &e {
+        KafkaError::ClientConfig(_, desc, key, _) if desc.contains("OpenSSL not available") => {
+            Error::config(format!(
+                "invalid setting `{key}`: TLS and SCRAM need OpenSSL: enable reactive-kafka's `tls` feature ({desc})"
+            ))
+        }
         // librdkafka's description is the whole cause: it is the message,
         // not a source that would print it twice. Secret values are never
         // echoed.

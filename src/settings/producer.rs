@@ -47,6 +47,13 @@ impl ProducerSettings {
         }
     }
 
+    /// Connects with TLS and/or SASL: the properties of `security` (see
+    /// [`Security`](crate::Security)), over any set before.
+    pub fn security(mut self, security: super::Security) -> Self {
+        self.properties.extend(security.into_properties());
+        self
+    }
+
     /// Sets any librdkafka producer property. Overrides this crate's defaults.
     ///
     /// Secrets stay secret: the value of a key that holds one (any key
