@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use super::helpers::{produce_n, unique_name};
+use super::helpers::{produce_n, unique_name, wait_until};
 use super::TestBroker;
 use crate::consumer::{self, DrainingControl};
 use crate::error::{Error, ErrorKind, Result};
@@ -439,7 +439,7 @@ impl<'a> DeliveryChecker<'a> {
         &self,
         start: &F,
         faults: &[Fault],
-    ) -> Result<(Vec<(String, usize, Instant, Instant)>, Vec<Error>)>
+    ) -> Result<(Vec<Injected>, Vec<Error>)>
     where
         F: Fn(ConsumerSettings) -> Result<DrainingControl<()>>,
     {
@@ -468,7 +468,12 @@ impl<'a> DeliveryChecker<'a> {
                 Fault::BrokerOutage(d) => self.broker.outage(*d).await?,
                 Fault::Custom { action, .. } => action().await,
             }
-            outcomes.push((fault.name(), seen_before, began, Instant::now()));
+            outcomes.push(Injected {
+                name: fault.name(),
+                seen_before,
+                began,
+                ended: Instant::now(),
+            });
         }
         self.wait_for_the_end().await?;
         for member in members {
@@ -548,21 +553,14 @@ impl<'a> DeliveryChecker<'a> {
     }
 
     async fn wait_for(&self, seen: usize, what: &str) -> Result<()> {
-        let deadline = Instant::now() + self.limit;
-        while self.seen_count() < seen {
-            if Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "delivery check: {what}: {} of {seen} records seen within {:?}",
-                        self.seen_count(),
-                        self.limit
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        wait_until(what, self.limit, || self.seen_count() >= seen)
+            .await
+            .map_err(|e| {
+                e.with_note(&format!(
+                    "delivery check: {} of {seen} records seen",
+                    self.seen_count()
+                ))
+            })
     }
 
     /// Reads the output topic into the sightings until stopped.
@@ -604,7 +602,7 @@ impl<'a> DeliveryChecker<'a> {
     fn report(
         &self,
         started: Instant,
-        outcomes: Vec<(String, usize, Instant, Instant)>,
+        outcomes: Vec<Injected>,
         pipeline_errors: Vec<Error>,
         commit_times: &[Instant],
     ) -> DeliveryReport {
@@ -627,19 +625,26 @@ impl<'a> DeliveryChecker<'a> {
             .collect();
         let faults = outcomes
             .into_iter()
-            .map(|(name, seen_before, began, ended)| {
-                // Sightings are pushed in time order.
-                let i = s.times.partition_point(|t| *t <= ended);
-                FaultOutcome {
-                    name,
-                    took: ended - began,
-                    resumed_after: s.times.get(i).map(|t| *t - ended),
-                    commits_resumed_after: commit_times
-                        .get(commit_times.partition_point(|t| *t <= ended))
-                        .map(|t| *t - ended),
-                    seen_before,
-                }
-            })
+            .map(
+                |Injected {
+                     name,
+                     seen_before,
+                     began,
+                     ended,
+                 }| {
+                    // Sightings are pushed in time order.
+                    let i = s.times.partition_point(|t| *t <= ended);
+                    FaultOutcome {
+                        name,
+                        took: ended - began,
+                        resumed_after: s.times.get(i).map(|t| *t - ended),
+                        commits_resumed_after: commit_times
+                            .get(commit_times.partition_point(|t| *t <= ended))
+                            .map(|t| *t - ended),
+                        seen_before,
+                    }
+                },
+            )
             .collect();
         DeliveryReport {
             records: self.records,
@@ -650,6 +655,14 @@ impl<'a> DeliveryChecker<'a> {
             elapsed: s.last.map_or(started.elapsed(), |l| l - started),
         }
     }
+}
+
+/// A fault as it was injected: when, and after how many records.
+struct Injected {
+    name: String,
+    seen_before: usize,
+    began: Instant,
+    ended: Instant,
 }
 
 /// The checker's reader of the output topic.
