@@ -46,21 +46,29 @@ impl Drop for Thaw {
     }
 }
 
-/// A commit sent while the broker is frozen completes when it thaws: the
-/// default commit timeout (60 s) outlives the freeze, and no other timer of
-/// ours fails a commit librdkafka holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_in_flight_survives_a_broker_freeze() {
-    count_warnings();
-    let _one_at_a_time = BROKER.lock().await;
-    let (broker, topic) = broker_with_topic("freeze", 1).await;
+/// Ten records of a new topic taken by a committable source and not yet
+/// committed.
+struct Taken {
+    broker: TestBroker,
+    topic: String,
+    group: String,
+    offsets: Vec<reactive_kafka::CommittableOffset>,
+    control: reactive_kafka::Control,
+    /// Kept alive: dropping the source would close the consumer.
+    _source: reactive_kafka::consumer::CommittableSource,
+}
+
+/// [`Taken`] on Apache Kafka from `scripts/kafka-local`, with a session
+/// timeout longer than the tests' freezes (the member stays in its group);
+/// `None` after printing why the test cannot run here.
+async fn ten_taken(prefix: &str) -> Option<Taken> {
+    let (broker, topic) = broker_with_topic(prefix, 1).await;
     if broker.is_embedded() || !kafka_local("status").await {
         println!("skipped: needs Apache Kafka from scripts/kafka-local (KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092), which the test freezes");
-        return;
+        return None;
     }
     produce_n(&broker, &topic, 10, 1).await;
-    let group = unique("g-freeze");
-    // A session timeout longer than the freeze: the member stays in its group.
+    let group = unique(&format!("g-{prefix}"));
     let settings = broker
         .consumer_settings(&group)
         .property("session.timeout.ms", "60000")
@@ -71,11 +79,39 @@ async fn a_commit_in_flight_survives_a_broker_freeze() {
     )
     .unwrap();
     let taken = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    Some(Taken {
+        broker,
+        topic,
+        group,
+        offsets: taken.into_iter().map(|m| m.offset).collect(),
+        control,
+        _source: source,
+    })
+}
+
+/// A commit sent while the broker is frozen completes when it thaws: the
+/// default commit timeout (60 s) outlives the freeze, and no other timer of
+/// ours fails a commit librdkafka holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_flight_survives_a_broker_freeze() {
+    count_warnings();
+    let _one_at_a_time = BROKER.lock().await;
+    let Some(Taken {
+        broker,
+        topic,
+        group,
+        offsets,
+        control,
+        _source,
+    }) = ten_taken("freeze").await
+    else {
+        return;
+    };
     let freeze = Duration::from_secs(12);
     assert!(kafka_local("pause").await, "the broker freezes");
     let mut thaw = Thaw { armed: true };
     let started = Instant::now();
-    let offsets = futures::stream::iter(taken.into_iter().map(|m| m.offset));
+    let offsets = futures::stream::iter(offsets);
     let mut flow = committer::flow(CommitterSettings::default(), offsets).unwrap();
     let commit = tokio::spawn(async move { flow.next().await });
     tokio::time::sleep(freeze).await;
@@ -107,28 +143,20 @@ async fn a_commit_in_flight_survives_a_broker_freeze() {
 async fn a_commit_to_a_frozen_broker_fails_at_the_commit_timeout() {
     count_warnings();
     let _one_at_a_time = BROKER.lock().await;
-    let (broker, topic) = broker_with_topic("socket-timeout", 1).await;
-    if broker.is_embedded() || !kafka_local("status").await {
-        println!("skipped: needs Apache Kafka from scripts/kafka-local (KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092), which the test freezes");
+    let Some(Taken {
+        offsets,
+        control,
+        _source,
+        ..
+    }) = ten_taken("commit-timeout").await
+    else {
         return;
-    }
-    produce_n(&broker, &topic, 10, 1).await;
-    let group = unique("g-socket-timeout");
-    let settings = broker
-        .consumer_settings(&group)
-        .property("session.timeout.ms", "60000")
-        .property("heartbeat.interval.ms", "3000");
-    let (mut source, control) = reactive_kafka::consumer::committable_source(
-        settings,
-        Subscription::topics([topic.as_str()]),
-    )
-    .unwrap();
-    let taken = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    };
     let freeze = Duration::from_secs(15);
     assert!(kafka_local("pause").await, "the broker freezes");
     let mut thaw = Thaw { armed: true };
     let started = Instant::now();
-    let offsets = futures::stream::iter(taken.into_iter().map(|m| m.offset));
+    let offsets = futures::stream::iter(offsets);
     let mut flow = committer::flow(
         CommitterSettings::default().commit_timeout(Duration::from_secs(5)),
         offsets,

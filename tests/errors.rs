@@ -184,14 +184,7 @@ async fn an_unresolvable_broker_name_fails_at_once_naming_dns() {
     let settings = ConsumerSettings::new("no-such-broker.invalid:9092")
         .group_id("g")
         .connect_timeout(Duration::from_secs(30));
-    let started = Instant::now();
-    let (mut source, control) =
-        consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
-    let item = tokio::time::timeout(Duration::from_secs(60), source.next())
-        .await
-        .expect("the source must not hang");
-    let err = item.expect("an error item").unwrap_err();
-    let elapsed = started.elapsed();
+    let (err, elapsed, control) = start_failure(settings).await;
     println!("unresolvable name: failed after {elapsed:?}: {err}");
     assert_eq!(err.kind(), ErrorKind::BrokerUnreachable, "{err}");
     assert!(err.to_string().contains("DNS"), "{err}");
@@ -216,14 +209,7 @@ async fn a_failed_sasl_handshake_fails_at_once_naming_authentication() {
         .property("sasl.username", "alice")
         .property("sasl.password", "very-secret-password")
         .connect_timeout(Duration::from_secs(30));
-    let started = Instant::now();
-    let (mut source, _control) =
-        consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
-    let item = tokio::time::timeout(Duration::from_secs(60), source.next())
-        .await
-        .expect("the source must not hang");
-    let err = item.expect("an error item").unwrap_err();
-    let elapsed = started.elapsed();
+    let (err, elapsed, _control) = start_failure(settings).await;
     println!("failed SASL: after {elapsed:?}: {err}");
     assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");

@@ -1,11 +1,13 @@
 //! Secret settings never appear in `Debug`, error messages or logs.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use reactive_kafka::{consumer, producer, ConsumerSettings, ProducerSettings, Subscription};
+use support::start_failure;
 
 /// The keys that hold secrets, each with a value found nowhere else.
 const SECRET_KEYS: [&str; 7] = [
@@ -108,13 +110,7 @@ async fn logs_never_show_a_secret_value() {
         .property("sasl.password", value("sasl.password"))
         .property("debug", "security,broker,conf")
         .connect_timeout(Duration::from_secs(10));
-    let (mut source, control) =
-        consumer::committable_source(settings, Subscription::topics(["t"])).unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), source.next())
-        .await
-        .expect("the source ends")
-        .expect("an error item")
-        .unwrap_err();
+    let (err, _, control) = start_failure(settings).await;
     let _ = control.shutdown().await;
     assert_no_secret("the error", &format!("{err} | {err:?}"));
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();

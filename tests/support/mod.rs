@@ -178,3 +178,24 @@ pub fn set_round_trip_time(embedded: &reactive_kafka::testkit::EmbeddedKafka, de
         embedded.set_round_trip_time(id, delay);
     }
 }
+
+/// Starts a committable source on topic `t` that is expected to fail, and
+/// returns the error its stream ends with, how long that took, and its
+/// control. Panics if the stream yields a record, ends without an error, or
+/// gives nothing within 60 s.
+pub async fn start_failure(
+    settings: reactive_kafka::ConsumerSettings,
+) -> (reactive_kafka::Error, Duration, reactive_kafka::Control) {
+    let started = std::time::Instant::now();
+    let (mut source, control) = reactive_kafka::consumer::committable_source(
+        settings,
+        reactive_kafka::Subscription::topics(["t"]),
+    )
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(60), source.next())
+        .await
+        .expect("the source must not hang")
+        .expect("an error item")
+        .unwrap_err();
+    (err, started.elapsed(), control)
+}

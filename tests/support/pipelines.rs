@@ -52,19 +52,7 @@ pub fn consume_produce_commit(
     let output = output.to_owned();
     Ok(DrainingControl::spawn(control, async move {
         source
-            .then(move |m| {
-                let output = output.clone();
-                async move {
-                    let m = m?;
-                    if !pace.is_zero() {
-                        tokio::time::sleep(pace).await;
-                    }
-                    let out = ProducerRecord::new(&output)
-                        .key(m.record.key().unwrap_or_default().to_vec())
-                        .payload(m.record.payload().unwrap_or_default().to_vec());
-                    Ok(Envelope::message(out, m.offset))
-                }
-            })
+            .then(move |m| copy_to(output.clone(), m, pace))
             .forward(sink)
             .await
     }))
@@ -91,19 +79,7 @@ pub fn partitioned_consume_produce_commit(
                 let output = output.clone();
                 async move {
                     source
-                        .then(move |m| {
-                            let output = output.clone();
-                            async move {
-                                let m = m?;
-                                if !pace.is_zero() {
-                                    tokio::time::sleep(pace).await;
-                                }
-                                let out = ProducerRecord::new(&output)
-                                    .key(m.record.key().unwrap_or_default().to_vec())
-                                    .payload(m.record.payload().unwrap_or_default().to_vec());
-                                Ok(Envelope::message(out, m.offset))
-                            }
-                        })
+                        .then(move |m| copy_to(output.clone(), m, pace))
                         .forward(sink)
                         .await
                 }
@@ -112,4 +88,21 @@ pub fn partitioned_consume_produce_commit(
         // The last clone: waits until everything is produced and committed.
         sink.close().await
     }))
+}
+
+/// The "processing" of the produce pipelines: after `pace`, a copy of the
+/// record (key and payload kept) to `output`, with its offset to commit.
+async fn copy_to(
+    output: String,
+    m: reactive_kafka::Result<reactive_kafka::CommittableMessage>,
+    pace: Duration,
+) -> reactive_kafka::Result<Envelope<reactive_kafka::CommittableOffset>> {
+    let m = m?;
+    if !pace.is_zero() {
+        tokio::time::sleep(pace).await;
+    }
+    let out = ProducerRecord::new(&output)
+        .key(m.record.key().unwrap_or_default().to_vec())
+        .payload(m.record.payload().unwrap_or_default().to_vec());
+    Ok(Envelope::message(out, m.offset))
 }
