@@ -199,12 +199,17 @@ impl ProducerCore {
         self.state.in_flight.load(Ordering::Acquire)
     }
 
+    /// True until the first record was delivered.
+    pub(crate) fn nothing_delivered(&self) -> bool {
+        self.state.delivered.load(Ordering::Relaxed) == 0
+    }
+
     /// Why no broker can be reached, when waiting cannot help (failed
     /// authentication or TLS handshake, no bootstrap name resolves) and
     /// nothing was delivered yet: records would only fail at
     /// `message.timeout.ms`. Two atomic loads when all is well.
     pub(crate) fn unreachable(&self) -> Option<Error> {
-        if self.state.delivered.load(Ordering::Relaxed) > 0 {
+        if !self.nothing_delivered() {
             return None;
         }
         let producer = self.producer.as_ref()?;

@@ -227,8 +227,10 @@ where
                 return Poll::Ready(None);
             }
             if !progressed {
-                if !this.entries.is_empty() {
-                    // Woken if the brokers turn out to be unreachable for good.
+                if !this.entries.is_empty() && this.core.nothing_delivered() {
+                    // Until a first delivery, also woken if the brokers turn
+                    // out to be unreachable for good (no wake-up per delivery
+                    // after that).
                     this.core.register(cx);
                     if this.core.unreachable().is_some() {
                         cx.waker().wake_by_ref();
