@@ -39,8 +39,11 @@ pub(crate) fn client_config(
     security::check(user)?;
     config.create_native_config().map_err(|e| match &e {
         KafkaError::ClientConfig(_, desc, key, _) if desc.contains("OpenSSL not available") => {
-            Error::config(format!(
-                "invalid setting `{key}`: TLS and SCRAM need OpenSSL: enable reactive-kafka's `tls` feature ({desc})"
+            Error::config(secret::redact(
+                &format!(
+                    "invalid setting `{key}`: TLS and SCRAM need OpenSSL: enable reactive-kafka's `tls` feature ({desc})"
+                ),
+                user,
             ))
         }
         // librdkafka's description is the whole cause: it is the message,
