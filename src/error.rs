@@ -44,6 +44,13 @@ pub enum ErrorKind {
     /// The TLS handshake with the broker failed (certificate, hostname or
     /// protocol). Not retried.
     Tls,
+    /// The broker's ACLs do not allow this principal what it asked of a
+    /// topic (READ for a consumer, WRITE for a producer, DESCRIBE for
+    /// either); the topic is in [`Error::coordinates`]. Not retried.
+    TopicAuthorization,
+    /// The broker's ACLs do not allow this principal to use the consumer
+    /// group (join it, fetch or commit its offsets). Not retried.
+    GroupAuthorization,
     /// Your own processing failed: an error made with [`Error::processing`]
     /// to end a pipeline whose stream and sink speak this crate's error.
     Processing,
@@ -98,11 +105,18 @@ impl Error {
         }
     }
 
+    /// An error caused by `source`. `kind` says what was being done; a
+    /// cause that decides the kind whatever was being done (an ACL refusal,
+    /// failed authentication) replaces it.
     pub(crate) fn with_source(
         kind: ErrorKind,
         message: impl Into<String>,
         source: KafkaError,
     ) -> Self {
+        let kind = source
+            .rdkafka_error_code()
+            .and_then(kind_of_cause)
+            .unwrap_or(kind);
         Error {
             inner: Arc::new(Inner {
                 kind,
@@ -204,7 +218,9 @@ impl Error {
             | ErrorKind::Closed
             | ErrorKind::BrokerUnreachable
             | ErrorKind::Authentication
-            | ErrorKind::Tls => true,
+            | ErrorKind::Tls
+            | ErrorKind::TopicAuthorization
+            | ErrorKind::GroupAuthorization => true,
             _ => {
                 matches!(
                     self.inner.source,
@@ -237,6 +253,17 @@ impl Error {
                         | RDKafkaErrorCode::OperationTimedOut
                 )
             )
+    }
+}
+
+/// The kind a librdkafka code decides on its own, whatever the client was
+/// doing when it came: refusals that retrying cannot change.
+fn kind_of_cause(code: RDKafkaErrorCode) -> Option<ErrorKind> {
+    match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed => Some(ErrorKind::TopicAuthorization),
+        RDKafkaErrorCode::GroupAuthorizationFailed => Some(ErrorKind::GroupAuthorization),
+        RDKafkaErrorCode::SaslAuthenticationFailed => Some(ErrorKind::Authentication),
+        _ => None,
     }
 }
 
@@ -367,6 +394,26 @@ mod tests {
         assert!(err.is_fatal());
         assert!(!err.is_retriable());
         assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn an_acl_refusal_decides_the_kind_whatever_was_being_done() {
+        let refused = |code| {
+            Error::with_source(
+                ErrorKind::Delivery,
+                "record not delivered",
+                KafkaError::MessageProduction(code),
+            )
+        };
+        let topic = refused(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(topic.kind(), ErrorKind::TopicAuthorization);
+        assert!(topic.is_fatal() && !topic.is_retriable());
+        let group = refused(RDKafkaErrorCode::GroupAuthorizationFailed);
+        assert_eq!(group.kind(), ErrorKind::GroupAuthorization);
+        assert!(group.is_fatal());
+        let timeout = refused(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(timeout.kind(), ErrorKind::Delivery);
+        assert!(!timeout.is_fatal());
     }
 
     #[test]

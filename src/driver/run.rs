@@ -89,6 +89,7 @@ pub(super) struct Driver {
     pub(super) connect_timeout: Duration,
     pub(super) missing_topics: MissingTopics,
     pub(super) bootstrap: String,
+    pub(super) group_id: Option<String>,
     pub(super) committable: bool,
     pub(super) subscription: Subscription,
 }
@@ -251,7 +252,7 @@ impl Driver {
             while let Some(result) = consumer.poll(Duration::ZERO) {
                 if let Err(e) = result {
                     if let Some(code) = e.rdkafka_error_code() {
-                        let _ = consumer.context().connect_failures.note_code(code);
+                        let _ = consumer.context().connect_failures.note_code(code, None);
                     }
                     crate::logging::retried_consumer_error(&e, None);
                 }
@@ -326,6 +327,11 @@ impl Driver {
     /// request per topic, up to 2 s each; one that gets no answer counts as
     /// existing).
     fn missing_topics_now(&self) -> Vec<String> {
+        self.subscribed_topics_with(RDKafkaErrorCode::UnknownTopicOrPartition)
+    }
+
+    /// The subscribed topics whose metadata comes with the error `code`.
+    fn subscribed_topics_with(&self, code: RDKafkaErrorCode) -> Vec<String> {
         let Subscription::Topics(topics) = &self.subscription else {
             return Vec::new();
         };
@@ -336,12 +342,9 @@ impl Driver {
                 consumer
                     .fetch_metadata(Some(topic.as_str()), Duration::from_secs(2))
                     .is_ok_and(|md| {
-                        md.topics().iter().any(|t| {
-                            t.error().is_some_and(|e| {
-                                RDKafkaErrorCode::from(e)
-                                    == RDKafkaErrorCode::UnknownTopicOrPartition
-                            })
-                        })
+                        md.topics()
+                            .iter()
+                            .any(|t| t.error().is_some_and(|e| RDKafkaErrorCode::from(e) == code))
                     })
             })
             .cloned()
@@ -477,14 +480,55 @@ impl Driver {
             _ => false,
         };
         if fatal {
-            let mut err = Error::with_source(ErrorKind::Consume, "consumer failed", e);
+            let (message, topic) = self.describe_failure(&e);
+            let mut err = Error::with_source(ErrorKind::Consume, message, e);
             if let Some(tp) = tp {
                 err = err.at(&tp.topic, Some(tp.partition), None);
+            } else if let Some(topic) = topic {
+                err = err.at(&topic, None, None);
             }
             tracing::error!(error = %Report(&err), "fatal consumer error");
             self.failure = Some(err);
         } else {
             crate::logging::retried_consumer_error(&e, tp);
+        }
+    }
+
+    /// What a fatal consumer error means here, and the topic it concerns
+    /// when there is one: an ACL refusal names the group, or the subscribed
+    /// topics refused (asked of the cluster: librdkafka's error does not
+    /// say which).
+    fn describe_failure(&self, e: &KafkaError) -> (String, Option<String>) {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::GroupAuthorizationFailed) => (
+                format!(
+                    "not authorized to use consumer group `{}` (ACL)",
+                    self.group_id.as_deref().unwrap_or_default()
+                ),
+                None,
+            ),
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                let mut refused =
+                    self.subscribed_topics_with(RDKafkaErrorCode::TopicAuthorizationFailed);
+                match refused.len() {
+                    0 => (
+                        "not authorized to read a subscribed topic (ACL)".to_owned(),
+                        None,
+                    ),
+                    1 => (
+                        "not authorized to read the topic (ACL)".to_owned(),
+                        refused.pop(),
+                    ),
+                    _ => (
+                        format!(
+                            "not authorized to read topics `{}` (ACL)",
+                            refused.join("`, `")
+                        ),
+                        None,
+                    ),
+                }
+            }
+            _ => ("consumer failed".to_owned(), None),
         }
     }
 

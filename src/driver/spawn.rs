@@ -53,7 +53,13 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
     let hold_revocations = config.committable && settings.rebalance_safe_commits;
     let listener = settings.listener.as_ref().map(|l| l.0.clone());
     let secrets = crate::settings::Secrets::of(&settings.properties);
-    let context = DriverContext::new(thread.clone(), hold_revocations, listener, secrets);
+    let context = DriverContext::new(
+        thread.clone(),
+        hold_revocations,
+        listener,
+        secrets,
+        settings.token_provider.clone(),
+    );
     let mut consumer =
         DriverConsumer::from_config_and_context(&client_config, context).map_err(|e| match e {
             // librdkafka's own words name the key or combination it refused.
@@ -98,6 +104,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
             settings.get("allow.auto.create.topics").as_deref() == Some("true"),
         ),
         bootstrap: settings.bootstrap_servers.clone(),
+        group_id: settings.group_id.clone(),
         committable: config.committable,
         subscription: config.subscription,
     };
