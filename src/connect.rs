@@ -56,16 +56,18 @@ impl ConnectFailures {
         true
     }
 
-    /// Notes an error librdkafka returned from a poll: its code says the
-    /// cause when no log line did. True when it may be final.
-    pub(crate) fn note_code(&self, code: RDKafkaErrorCode) -> bool {
+    /// Notes an error librdkafka reported (its error callback, with
+    /// librdkafka's reason, or a poll, without): its code says the cause
+    /// when no log line did. True when it may be final.
+    pub(crate) fn note_code(&self, code: RDKafkaErrorCode, reason: Option<&str>) -> bool {
         let mut seen = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let said = || reason.map_or_else(|| code.to_string(), str::to_owned);
         match code {
             RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
-                seen.authentication.get_or_insert_with(|| code.to_string());
+                seen.authentication.get_or_insert_with(said);
             }
             RDKafkaErrorCode::SSL => {
-                seen.tls.get_or_insert_with(|| code.to_string());
+                seen.tls.get_or_insert_with(said);
             }
             _ => return false,
         }
@@ -156,6 +158,23 @@ mod tests {
         let f = ConnectFailures::default();
         f.note("h:9093/bootstrap: SSL handshake failed: certificate verify failed");
         assert_eq!(f.verdict("h:9093").unwrap().kind(), ErrorKind::Tls);
+    }
+
+    #[test]
+    fn an_error_code_is_final_and_keeps_the_first_reason_given() {
+        let f = ConnectFailures::default();
+        assert!(!f.note_code(
+            RDKafkaErrorCode::AllBrokersDown,
+            Some("1/1 brokers are down")
+        ));
+        assert!(f.verdict("h:9093").is_none());
+        let reason = "Failed to acquire SASL OAUTHBEARER token: provider answered 503";
+        assert!(f.note_code(RDKafkaErrorCode::Authentication, Some(reason)));
+        // The same error, polled without a reason, keeps the reason.
+        assert!(f.note_code(RDKafkaErrorCode::Authentication, None));
+        let err = f.verdict("h:9093").unwrap();
+        assert_eq!(err.kind(), ErrorKind::Authentication);
+        assert!(err.to_string().contains(reason), "{err}");
     }
 
     #[test]

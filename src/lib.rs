@@ -178,6 +178,6 @@ pub use consumer::{
 pub use error::{Coordinates, Error, ErrorKind, Report, Result};
 pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};
 pub use settings::{
-    AutoOffsetReset, CommitDelivery, CommitWhen, CommitterSettings, ConsumerSettings,
+    AutoOffsetReset, BearerToken, CommitDelivery, CommitWhen, CommitterSettings, ConsumerSettings,
     ProducerSettings, Security,
 };

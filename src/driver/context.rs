@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::thread::Thread;
 
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -17,7 +17,7 @@ use super::ffi::PartitionQueue;
 use super::Listener;
 use crate::connect::ConnectFailures;
 use crate::record::TopicPartition;
-use crate::settings::Secrets;
+use crate::settings::{Secrets, TokenProvider};
 
 pub(crate) type DriverConsumer = BaseConsumer<DriverContext>;
 
@@ -55,6 +55,8 @@ pub(crate) struct DriverContext {
     pub(crate) connect_failures: ConnectFailures,
     /// Secret values of the settings, kept out of what is logged.
     secrets: Secrets,
+    /// Where SASL/OAUTHBEARER tokens come from, when the user gave one.
+    token_provider: Option<TokenProvider>,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -69,6 +71,7 @@ impl DriverContext {
         hold_revocations: bool,
         listener: Listener,
         secrets: Secrets,
+        token_provider: Option<TokenProvider>,
     ) -> Self {
         DriverContext {
             wake,
@@ -77,6 +80,7 @@ impl DriverContext {
             listener,
             connect_failures: ConnectFailures::default(),
             secrets,
+            token_provider,
         }
     }
 
@@ -133,6 +137,15 @@ pub(crate) fn tpl_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for DriverContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        crate::settings::oauth_token(self.token_provider.as_ref())
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let message = self.secrets.redact(message);
         if fac == "FAIL" {
@@ -142,7 +155,12 @@ impl ClientContext for DriverContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        crate::logging::librdkafka_error("consumer", &error, &self.secrets.redact(reason));
+        let reason = self.secrets.redact(reason);
+        if let Some(code) = error.rdkafka_error_code() {
+            // Noted with librdkafka's reason, which the polled error lacks.
+            let _ = self.connect_failures.note_code(code, Some(&reason));
+        }
+        crate::logging::librdkafka_error("consumer", &error, &reason);
     }
 }
 

@@ -79,9 +79,20 @@ pub(crate) struct CoreContext {
     secrets: crate::settings::Secrets,
     /// Why broker connections failed.
     connect_failures: crate::connect::ConnectFailures,
+    /// Where SASL/OAUTHBEARER tokens come from, when the user gave one.
+    token_provider: Option<crate::settings::TokenProvider>,
 }
 
 impl ClientContext for CoreContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::settings::oauth_token(self.token_provider.as_ref())
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let message = self.secrets.redact(message);
         if fac == "FAIL" && self.connect_failures.note(&message) {
@@ -92,12 +103,13 @@ impl ClientContext for CoreContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        let reason = self.secrets.redact(reason);
         if let Some(code) = error.rdkafka_error_code() {
-            if self.connect_failures.note_code(code) {
+            if self.connect_failures.note_code(code, Some(&reason)) {
                 self.state.waker.wake();
             }
         }
-        crate::logging::librdkafka_error("producer", &error, &self.secrets.redact(reason));
+        crate::logging::librdkafka_error("producer", &error, &reason);
     }
 }
 
@@ -177,6 +189,7 @@ impl ProducerCore {
                 state: state.clone(),
                 secrets: crate::settings::Secrets::of(&settings.properties),
                 connect_failures: Default::default(),
+                token_provider: settings.token_provider.clone(),
             },
         )
         .map_err(|e| match e {

@@ -61,6 +61,7 @@ pub struct ConsumerSettings {
     pub(crate) rebalance_safe_commits: bool,
     pub(crate) revoke_timeout: Option<Duration>,
     pub(crate) listener: Option<ListenerSlot>,
+    pub(crate) token_provider: Option<super::TokenProvider>,
 }
 
 /// Secret values (see [`property`](ConsumerSettings::property)) are shown as `<redacted>`.
@@ -80,6 +81,7 @@ impl std::fmt::Debug for ConsumerSettings {
             .field("rebalance_safe_commits", &self.rebalance_safe_commits)
             .field("revoke_timeout", &self.revoke_timeout)
             .field("listener", &self.listener)
+            .field("token_provider", &self.token_provider)
             .finish()
     }
 }
@@ -108,6 +110,7 @@ impl ConsumerSettings {
             close_timeout: Duration::from_secs(30),
             wake_interval: Duration::from_millis(100),
             max_outstanding: None,
+            token_provider: None,
             rebalance_safe_commits: true,
             revoke_timeout: None,
             listener: None,
@@ -140,7 +143,11 @@ impl ConsumerSettings {
     /// Connects with TLS and/or SASL: the properties of `security` (see
     /// [`Security`](crate::Security)), over any set before.
     pub fn security(mut self, security: super::Security) -> Self {
-        self.properties.extend(security.into_properties());
+        let (properties, token_provider) = security.into_parts();
+        self.properties.extend(properties);
+        if token_provider.is_some() {
+            self.token_provider = token_provider;
+        }
         self
     }
 

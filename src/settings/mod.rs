@@ -13,7 +13,8 @@ pub use committer::{CommitDelivery, CommitWhen, CommitterSettings};
 pub use consumer::{AutoOffsetReset, ConsumerSettings};
 pub use producer::ProducerSettings;
 pub(crate) use secret::{redact, Redacted, Secrets};
-pub use security::Security;
+pub(crate) use security::{oauth_token, TokenProvider};
+pub use security::{BearerToken, Security};
 
 use std::collections::BTreeMap;
 

@@ -22,6 +22,7 @@ pub struct ProducerSettings {
     pub(crate) properties: BTreeMap<String, String>,
     pub(crate) flush_timeout: Duration,
     pub(crate) max_in_flight: usize,
+    pub(crate) token_provider: Option<super::TokenProvider>,
 }
 
 /// Secret values (see [`property`](ProducerSettings::property)) are shown as `<redacted>`.
@@ -32,6 +33,7 @@ impl std::fmt::Debug for ProducerSettings {
             .field("properties", &super::Redacted(&self.properties))
             .field("flush_timeout", &self.flush_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("token_provider", &self.token_provider)
             .finish()
     }
 }
@@ -44,13 +46,18 @@ impl ProducerSettings {
             properties: BTreeMap::new(),
             flush_timeout: Duration::from_secs(30),
             max_in_flight: 10_000,
+            token_provider: None,
         }
     }
 
     /// Connects with TLS and/or SASL: the properties of `security` (see
     /// [`Security`](crate::Security)), over any set before.
     pub fn security(mut self, security: super::Security) -> Self {
-        self.properties.extend(security.into_properties());
+        let (properties, token_provider) = security.into_parts();
+        self.properties.extend(properties);
+        if token_provider.is_some() {
+            self.token_provider = token_provider;
+        }
         self
     }
 
