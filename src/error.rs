@@ -38,8 +38,9 @@ pub enum ErrorKind {
     /// A topic subscribed to by name does not exist (see
     /// [`missing_topic_timeout`](crate::ConsumerSettings::missing_topic_timeout)).
     UnknownTopic,
-    /// The broker refused the client's credentials (SASL). Not retried:
-    /// reported as soon as librdkafka reports it.
+    /// The broker refused the client's credentials (SASL), or the
+    /// OAUTHBEARER token provider failed. Not retried: reported as soon as
+    /// librdkafka reports it.
     Authentication,
     /// The TLS handshake with the broker failed (certificate, hostname or
     /// protocol). Not retried.
