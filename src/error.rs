@@ -257,6 +257,60 @@ impl Error {
     }
 }
 
+/// What a consumer does with an error librdkafka reports, by its code (the
+/// README's table "Consumer errors, by class" lists the codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// librdkafka retries on its own (a broker away, a leader moving, a
+    /// coordinator loading): logged at most once per 10 s per error and
+    /// partition, and counted in `ConsumerMetrics::retried_errors`.
+    Transient,
+    /// A partition cannot go past a record: a codec this build lacks, a
+    /// corrupt record, a record over the fetch limits, an offset out of
+    /// range with no reset policy. No retry fixes it; the stream ends with
+    /// the topic, partition and offset, and nothing after them is handed
+    /// out (so nothing is skipped).
+    Partition,
+    /// The consumer cannot go on: an ACL refusal, an invalid group
+    /// configuration, an error librdkafka marks fatal. The stream ends.
+    Fatal,
+}
+
+/// The class of a consumer error code (see [`ErrorClass`]). Codes not
+/// named here are transient: librdkafka retries them. Failed
+/// authentication and TLS handshakes are final when the consumer starts
+/// (`connect.rs`); once it runs they are transient, as a broker restarting
+/// can cause them.
+pub(crate) fn consumer_error_class(code: RDKafkaErrorCode) -> ErrorClass {
+    use RDKafkaErrorCode::*;
+    match code {
+        NotImplemented
+        | BadMessage
+        | BadCompression
+        | InvalidMessage
+        | InvalidMessageSize
+        | MessageSizeTooLarge
+        | UnsupportedCompressionType
+        | UnsupportedForMessageFormat
+        | InvalidRecord
+        | AutoOffsetReset
+        | LogTruncation => ErrorClass::Partition,
+        Fatal
+        | TopicAuthorizationFailed
+        | GroupAuthorizationFailed
+        | ClusterAuthorizationFailed
+        | InvalidGroupId
+        | InconsistentGroupProtocol
+        | InvalidSessionTimeout
+        | GroupMaxSizeReached
+        | FencedInstanceId
+        | UnsupportedAssignor
+        | InvalidTopic
+        | InvalidConfig => ErrorClass::Fatal,
+        _ => ErrorClass::Transient,
+    }
+}
+
 /// The kind a librdkafka code decides on its own, whatever the client was
 /// doing when it came: refusals that retrying cannot change.
 fn kind_of_cause(code: RDKafkaErrorCode) -> Option<ErrorKind> {
@@ -415,6 +469,35 @@ mod tests {
         let timeout = refused(RDKafkaErrorCode::MessageTimedOut);
         assert_eq!(timeout.kind(), ErrorKind::Delivery);
         assert!(!timeout.is_fatal());
+    }
+
+    #[test]
+    fn consumer_errors_no_retry_fixes_are_not_transient() {
+        use RDKafkaErrorCode::*;
+        // A codec this build lacks: librdkafka reports it again and again.
+        assert_eq!(consumer_error_class(NotImplemented), ErrorClass::Partition);
+        assert_eq!(consumer_error_class(AutoOffsetReset), ErrorClass::Partition);
+        assert_eq!(consumer_error_class(InvalidMessage), ErrorClass::Partition);
+        assert_eq!(
+            consumer_error_class(TopicAuthorizationFailed),
+            ErrorClass::Fatal
+        );
+        assert_eq!(consumer_error_class(Fatal), ErrorClass::Fatal);
+        for transient in [
+            BrokerTransportFailure,
+            AllBrokersDown,
+            NotLeaderForPartition,
+            CoordinatorLoadInProgress,
+            UnknownTopicOrPartition,
+            Authentication,
+            SSL,
+        ] {
+            assert_eq!(
+                consumer_error_class(transient),
+                ErrorClass::Transient,
+                "{transient:?}"
+            );
+        }
     }
 
     #[test]

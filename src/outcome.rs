@@ -93,4 +93,7 @@ pub struct ConsumerMetrics {
     pub offsets_committed: u64,
     /// Offsets not committed because their partition had been revoked.
     pub offsets_stale: u64,
+    /// Errors librdkafka reported and retries on its own (a broker away, a
+    /// leader moving); logged at most once per 10 s per error.
+    pub retried_errors: u64,
 }

@@ -362,3 +362,113 @@ async fn security_settings_are_checked_at_construction() {
         assert!(err.to_string().contains("`tls` feature"), "{err}");
     }
 }
+
+/// An ACL refusal in the embedded broker's metadata (as Apache Kafka sends
+/// it; `tests/security.rs` shows the real one): the stream ends at once with
+/// the topic authorization kind, naming the topic, instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_topic_ends_the_stream_with_the_topic_authorization_kind() {
+    let (broker, topic) = broker_with_topic("refused", 1).await;
+    let Some(embedded) = embedded_or_skip(&broker, "injecting a topic error") else {
+        return;
+    };
+    embedded.fail_topic(
+        &topic,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+    );
+    let settings = broker.consumer_settings(&unique("g-refused"));
+    let started = Instant::now();
+    let (mut source, control) =
+        consumer::plain_source(settings, Subscription::topics([topic.clone()])).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), source.next())
+        .await
+        .expect("the refusal arrives")
+        .expect("an item")
+        .expect_err("an error, not a record");
+    println!("refused topic: {:?}: {err}", started.elapsed());
+    assert_eq!(err.kind(), ErrorKind::TopicAuthorization, "{err}");
+    assert!(err.is_fatal());
+    assert_eq!(
+        err.coordinates().map(|c| c.topic.as_str()),
+        Some(topic.as_str())
+    );
+    assert!(source.next().await.is_none());
+    assert!(control.is_shutdown().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A broker outage is transient: librdkafka retries, the crate counts the
+/// errors it reports (`retried_errors`) and logs them rate-limited, and the
+/// stream goes on to read every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_counted_as_retried_and_the_stream_goes_on() {
+    let (broker, topic) = broker_with_topic("outage", 1).await;
+    let Some(embedded) = embedded_or_skip(&broker, "a broker outage") else {
+        return;
+    };
+    produce_n(&broker, &topic, 10, 1).await;
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-outage")),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let first = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    assert_eq!(first.len(), 10);
+    embedded.outage(Duration::from_secs(3)).await;
+    produce_n(&broker, &topic, 10, 1).await;
+    let rest = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    assert_eq!(rest.len(), 10, "the stream goes on after the outage");
+    let retried = control.metrics().retried_errors;
+    println!("errors librdkafka retried during the outage: {retried}");
+    assert!(retried > 0, "the outage's errors are counted");
+    control.shutdown().await.unwrap();
+}
+
+/// A fetch answered with a corrupt-record error (injected into the embedded
+/// broker; a real broker sends it for a damaged log): no retry fixes it, so
+/// the stream ends at once naming the topic, partition and offset, instead
+/// of librdkafka fetching the same offset again forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_ends_the_stream_with_its_coordinates() {
+    let (broker, topic) = broker_with_topic("corrupt", 1).await;
+    let Some(embedded) = embedded_or_skip(&broker, "injecting a fetch error") else {
+        return;
+    };
+    produce_n(&broker, &topic, 10, 1).await;
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-corrupt")),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    assert_eq!(
+        take_n(&mut source, 10, Duration::from_secs(30)).await.len(),
+        10
+    );
+    // The next fetches (API key 1) fail; the next record's offset is 10.
+    embedded.fail_requests(
+        1,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_MSG,
+        100,
+    );
+    produce_n(&broker, &topic, 10, 1).await;
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), source.next())
+        .await
+        .expect("the error arrives, the stream does not stall")
+        .expect("an item")
+        .expect_err("an error, not a record");
+    println!("corrupt record: {:?}: {err}", started.elapsed());
+    assert_eq!(err.kind(), ErrorKind::Consume, "{err}");
+    assert!(err.is_fatal() || !err.is_retriable(), "{err}");
+    let c = err.coordinates().expect("coordinates");
+    assert_eq!(
+        (c.topic.as_str(), c.partition, c.offset),
+        (topic.as_str(), Some(0), Some(10))
+    );
+    assert!(source.next().await.is_none());
+    assert!(control.is_shutdown().await.is_err());
+}

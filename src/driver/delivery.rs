@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use rdkafka::error::KafkaError;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::ffi::PartitionQueue;
+use super::ffi::{PartitionQueue, ReadError};
 use super::records::RecordBuilder;
 use super::table::Partition;
 use super::{Counters, PartitionHandle, RecordBatch};
@@ -30,8 +29,8 @@ pub(crate) fn deliver_partition(
     p: &mut Partition,
     builder: &mut RecordBuilder,
     counters: &Counters,
-    read: impl FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<KafkaError>,
-    errors: &mut Vec<KafkaError>,
+    read: impl FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<ReadError>,
+    errors: &mut Vec<ReadError>,
 ) -> Delivered {
     let Some(out) = p.out.as_ref().filter(|_| !p.revoking) else {
         return Delivered::Nothing;
@@ -82,10 +81,11 @@ mod tests {
     use super::super::DriverLink;
     use super::*;
     use crate::record::{Timestamp, TopicPartition};
+    use rdkafka::error::KafkaError;
     use std::sync::atomic::Ordering;
     use tokio::sync::mpsc::Receiver;
 
-    type Read = Box<dyn FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<KafkaError>>;
+    type Read = Box<dyn FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<ReadError>>;
 
     /// Reads records `from..from + n`.
     fn records(from: i64, n: i64) -> Read {
@@ -106,7 +106,7 @@ mod tests {
         link: Arc<DriverLink>,
         p: Partition,
         builder: RecordBuilder,
-        errors: Vec<KafkaError>,
+        errors: Vec<ReadError>,
         rx: Receiver<RecordBatch>,
     }
 
@@ -178,9 +178,13 @@ mod tests {
         f.rx.close();
         let failing: Read = Box::new(|_, b| {
             b.push(0, Timestamp::NotAvailable, None, None, Vec::new());
-            Some(KafkaError::MessageConsumption(
-                rdkafka::error::RDKafkaErrorCode::NotImplemented,
-            ))
+            Some(ReadError {
+                error: KafkaError::MessageConsumption(
+                    rdkafka::error::RDKafkaErrorCode::NotImplemented,
+                ),
+                offset: Some(1),
+                reason: "unsupported codec".to_owned(),
+            })
         });
         assert_eq!(f.deliver(failing), Delivered::Closed);
         assert_eq!(f.errors.len(), 1);

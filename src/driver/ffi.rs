@@ -99,7 +99,7 @@ impl PartitionQueue {
         builder: &mut RecordBuilder,
         max: usize,
         scratch: &mut MessageBuf,
-    ) -> Option<KafkaError> {
+    ) -> Option<ReadError> {
         let scratch = &mut scratch.0;
         scratch.clear();
         scratch.reserve(max);
@@ -120,14 +120,41 @@ impl PartitionQueue {
             if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 read_message(m, builder);
             } else if error.is_none() {
-                let code: RDKafkaErrorCode = m.err.into();
-                error = Some(KafkaError::MessageConsumption(code));
+                error = Some(ReadError::of(m));
             }
             // SAFETY: we own the message and no longer use it.
             unsafe { rdsys::rd_kafka_message_destroy(msg) };
         }
         scratch.clear();
         error
+    }
+}
+
+/// An error a partition's queue gave in place of a record: its code, the
+/// offset it concerns and librdkafka's words for it.
+#[derive(Debug)]
+pub(crate) struct ReadError {
+    pub(crate) error: KafkaError,
+    pub(crate) offset: Option<i64>,
+    pub(crate) reason: String,
+}
+
+impl ReadError {
+    fn of(m: &rdsys::rd_kafka_message_t) -> Self {
+        let code: RDKafkaErrorCode = m.err.into();
+        // An error message's payload is librdkafka's error string.
+        let reason = if m.payload.is_null() || m.len == 0 {
+            code.to_string()
+        } else {
+            // SAFETY: librdkafka sets `payload` to `len` bytes alive with `m`.
+            let bytes = unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) };
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        ReadError {
+            error: KafkaError::MessageConsumption(code),
+            offset: (m.offset >= 0).then_some(m.offset),
+            reason,
+        }
     }
 }
 

@@ -235,6 +235,7 @@ struct Counters {
     commits_in_flight: AtomicU64,
     offsets_committed: AtomicU64,
     offsets_stale: AtomicU64,
+    retried_errors: AtomicU64,
 }
 
 impl Counters {
@@ -256,6 +257,7 @@ impl Counters {
             commits_in_flight: get(&self.commits_in_flight),
             offsets_committed: get(&self.offsets_committed),
             offsets_stale: get(&self.offsets_stale),
+            retried_errors: get(&self.retried_errors),
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::ack::AckTracker;
 use super::context::{self, ContextEvent, DriverConsumer};
 use super::delivery::{deliver_partition, Delivered};
-use super::ffi::{ConsumerQueueRef, MessageBuf, PartitionQueue};
+use super::ffi::{ConsumerQueueRef, MessageBuf, PartitionQueue, ReadError};
 use super::missing::MissingTopics;
 use super::pipeline::{CommitPipeline, CommitTarget};
 use super::records::RecordBuilder;
@@ -30,7 +30,7 @@ use super::{
     Command, Counters, DriverLink, DriverState, HandOver, PartitionHandle, RecordBatch,
     SourceScope, SubSource,
 };
-use crate::error::{Error, ErrorKind, Report, Result};
+use crate::error::{consumer_error_class, Error, ErrorClass, ErrorKind, Report, Result};
 use crate::outcome::{DrainReport, PartitionOffset};
 use crate::record::TopicPartition;
 use crate::subscription::{StartOffset, Subscription};
@@ -458,7 +458,7 @@ impl Driver {
                         records,
                     });
                 }
-                Err(e) => self.on_consumer_error(e, None),
+                Err(e) => self.on_consumer_error(e),
             }
             if self.failure.is_some() {
                 break;
@@ -467,31 +467,59 @@ impl Driver {
         progressed
     }
 
-    fn on_consumer_error(&mut self, e: KafkaError, tp: Option<&TopicPartition>) {
-        let fatal = match &e {
-            KafkaError::MessageConsumptionFatal(_) => true,
-            KafkaError::MessageConsumption(code) => matches!(
-                code,
-                RDKafkaErrorCode::AutoOffsetReset
-                    | RDKafkaErrorCode::TopicAuthorizationFailed
-                    | RDKafkaErrorCode::GroupAuthorizationFailed
-                    | RDKafkaErrorCode::Fatal
-            ),
-            _ => false,
-        };
-        if fatal {
-            let (message, topic) = self.describe_failure(&e);
-            let mut err = Error::with_source(ErrorKind::Consume, message, e);
-            if let Some(tp) = tp {
-                err = err.at(&tp.topic, Some(tp.partition), None);
-            } else if let Some(topic) = topic {
-                err = err.at(&topic, None, None);
-            }
-            tracing::error!(error = %Report(&err), "fatal consumer error");
-            self.failure = Some(err);
-        } else {
-            crate::logging::retried_consumer_error(&e, tp);
+    /// An error from the main queue: a retried one is logged and counted;
+    /// one no retry fixes ends the stream (see `ErrorClass`).
+    fn on_consumer_error(&mut self, e: KafkaError) {
+        if self.retried(&e, None) {
+            return;
         }
+        let (message, topic) = self.describe_failure(&e);
+        let err = Error::with_source(ErrorKind::Consume, message, e);
+        self.fail(match topic {
+            Some(topic) => err.at(&topic, None, None),
+            None => err,
+        });
+    }
+
+    /// An error a partition's queue gave in place of a record: the same,
+    /// and the failure names the partition and the offset.
+    fn on_read_error(&mut self, tp: &TopicPartition, read: ReadError) {
+        if self.retried(&read.error, Some(tp)) {
+            return;
+        }
+        let mut message = format!("cannot read the partition: {}", read.reason);
+        if read.error.rdkafka_error_code() == Some(RDKafkaErrorCode::NotImplemented)
+            && read.reason.contains("codec")
+        {
+            message.push_str(" (this build lacks the record's compression codec: zstd needs the crate's `zstd` feature)");
+        }
+        let err = Error::with_source(ErrorKind::Consume, message, read.error).at(
+            &tp.topic,
+            Some(tp.partition),
+            read.offset,
+        );
+        self.fail(err);
+    }
+
+    /// True (logged and counted) when librdkafka retries `e` on its own.
+    fn retried(&self, e: &KafkaError, tp: Option<&TopicPartition>) -> bool {
+        let class = match e {
+            KafkaError::MessageConsumptionFatal(_) => ErrorClass::Fatal,
+            e => e
+                .rdkafka_error_code()
+                .map_or(ErrorClass::Transient, consumer_error_class),
+        };
+        if class != ErrorClass::Transient {
+            return false;
+        }
+        Counters::add(&self.link.shared.counters.retried_errors, 1);
+        crate::logging::retried_consumer_error(e, tp);
+        true
+    }
+
+    fn fail(&mut self, err: Error) {
+        tracing::error!(error = %Report(&err), "consumer failed");
+        self.failure = Some(err);
     }
 
     /// What a fatal consumer error means here, and the topic it concerns
@@ -698,8 +726,8 @@ impl Driver {
             self.output = None;
             self.table.disconnect(|_| true);
         }
-        for (tp, e) in errors {
-            self.on_consumer_error(e, Some(&tp));
+        for (tp, read) in errors {
+            self.on_read_error(&tp, read);
         }
         progressed
     }

@@ -164,6 +164,15 @@ impl EmbeddedKafka {
         };
     }
 
+    /// Makes every metadata answer about `topic` carry `error` (for example
+    /// `RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED`, as an ACL refusal
+    /// would), until set back to `RD_KAFKA_RESP_ERR_NO_ERROR`.
+    pub fn fail_topic(&self, topic: &str, error: rdkafka::types::RDKafkaRespErr) {
+        let topic = std::ffi::CString::new(topic).expect("a topic name has no NUL byte");
+        // SAFETY: `cluster` is valid; `topic` outlives the call.
+        unsafe { rdsys::rd_kafka_mock_topic_set_error(self.cluster, topic.as_ptr(), error) };
+    }
+
     /// Takes broker `broker_id` (1 to the number of brokers) down: its
     /// connections are closed and new ones refused until [`broker_up`](Self::broker_up).
     pub fn broker_down(&self, broker_id: i32) {
