@@ -238,4 +238,15 @@ impl ProducerRecord {
     pub fn payload_ref(&self) -> Option<&[u8]> {
         self.payload.as_deref()
     }
+
+    /// The headers, in the order they were added.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The explicit timestamp (milliseconds since the Unix epoch), if one
+    /// was set; otherwise the producer sets the time of sending.
+    pub fn timestamp_millis(&self) -> Option<i64> {
+        self.timestamp
+    }
 }
