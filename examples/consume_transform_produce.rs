@@ -3,8 +3,9 @@
 //!
 //! Orders (JSON) are read from `orders`, each valid one becomes an invoice
 //! (JSON) on `invoices`, each unreadable one is copied byte for byte to
-//! `orders-dead-letter` with headers saying where it came from and why. Every
-//! input offset is committed only after its output record was delivered.
+//! `orders-dead-letter` with headers saying where it came from and why
+//! (`DeadLetters`). Every input offset is committed only after its output
+//! record was delivered.
 //!
 //! ```text
 //! cargo run --example consume_transform_produce                                        # embedded broker
@@ -18,13 +19,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use reactive_kafka::consumer::DrainingControl;
-use reactive_kafka::producer::{self, Envelope};
-use reactive_kafka::serde::Json;
+use reactive_kafka::consumer::{DeserializeExt, DrainingControl};
+use reactive_kafka::producer::{self, DeadLetters, SerializeExt};
+use reactive_kafka::serde::{Json, Utf8};
 use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
-    consumer, AutoOffsetReset, CommittableMessage, CommitterSettings, ConsumerSettings,
-    ProducerRecord, ProducerSettings, Subscription,
+    consumer, AutoOffsetReset, CommitterSettings, ConsumerSettings, ProducerSettings, Subscription,
+    TypedProducerRecord,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,45 +56,6 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Turns one consumed order into the envelope to produce: an invoice, or the
-/// raw record for the dead-letter topic. Either way the offset rides along.
-fn transform(
-    msg: CommittableMessage,
-    invoices: &str,
-    dead_letters: &str,
-) -> reactive_kafka::Result<Envelope<reactive_kafka::CommittableOffset>> {
-    let record = match msg.record.deserialize_payload::<Order>(&Json) {
-        Ok(order) => {
-            let tax = order.cents / 10;
-            let invoice = Invoice {
-                order: order.id,
-                total_cents: order.cents + tax,
-                tax_cents: tax,
-            };
-            ProducerRecord::new(invoices)
-                .key(order.id.to_string())
-                .serialize_payload(&Json, &invoice)?
-        }
-        Err(e) => {
-            // Nothing is skipped: the original bytes go to the dead-letter topic.
-            let bad = e.record().expect("deserialize errors carry the record");
-            let mut dead = ProducerRecord::new(dead_letters)
-                .header("error", e.to_string())
-                .header("source-topic", bad.topic().to_owned())
-                .header("source-partition", bad.partition().to_string())
-                .header("source-offset", bad.offset().to_string());
-            if let Some(payload) = bad.payload_bytes() {
-                dead = dead.payload(payload);
-            }
-            if let Some(key) = bad.key_bytes() {
-                dead = dead.key(key);
-            }
-            dead
-        }
-    };
-    Ok(Envelope::message(record, msg.offset))
-}
-
 async fn run() -> reactive_kafka::Result<bool> {
     let broker = TestBroker::start().await?;
     let brokers = broker.bootstrap_servers().to_owned();
@@ -106,24 +68,21 @@ async fn run() -> reactive_kafka::Result<bool> {
         broker.create_topic(topic, 2).await?;
     }
 
-    // Input: every 50th order is garbage.
-    let mut sink = producer::plain_sink(ProducerSettings::new(&brokers))?;
+    // Input: every 50th order is garbage (JSON an order's bytes cannot be).
+    let mut sink = producer::plain_sink(ProducerSettings::new(&brokers))?.serializing(Utf8, Json);
     let mut garbage = 0;
-    for i in 0..ORDERS {
-        let record = ProducerRecord::new(orders.as_str()).key(i.to_string());
-        let record = if i % 50 == 7 {
+    for id in 0..ORDERS {
+        let record = TypedProducerRecord::new(orders.as_str()).key(id.to_string());
+        sink.feed(if id % 50 == 7 {
             garbage += 1;
-            record.payload(format!("{{broken order {i}"))
+            record.payload(serde_json::json!(format!("broken order {id}")))
         } else {
-            record.serialize_payload(
-                &Json,
-                &Order {
-                    id: i,
-                    cents: 100 + i,
-                },
-            )?
-        };
-        sink.feed(record).await?;
+            record.payload(serde_json::json!(Order {
+                id,
+                cents: 100 + id
+            }))
+        })
+        .await?;
     }
     sink.close().await?;
 
@@ -138,12 +97,32 @@ async fn run() -> reactive_kafka::Result<bool> {
         ProducerSettings::new(&brokers),
         CommitterSettings::default(),
     )?;
-    let (inv, dlq) = (invoices.clone(), dead_letters.clone());
+    // Each order becomes an invoice; an unreadable one goes, byte for byte,
+    // to the dead-letter topic with headers saying where it came from and why.
+    let (inv, letters) = (invoices.clone(), DeadLetters::new(dead_letters.as_str()));
     let mut pipeline = DrainingControl::spawn(
         control,
         source
+            .deserialize(Utf8, Json)
             .take(ORDERS as usize)
-            .map(move |msg| transform(msg?, &inv, &dlq))
+            .map(move |msg| {
+                Ok(
+                    letters.route(msg?, |r: &reactive_kafka::TypedRecord<String, Order>| {
+                        let tax = r.payload.cents / 10;
+                        let invoice = Invoice {
+                            order: r.payload.id,
+                            total_cents: r.payload.cents + tax,
+                            tax_cents: tax,
+                        };
+                        Ok(Some(
+                            TypedProducerRecord::new(inv.as_str())
+                                .key(r.key.clone())
+                                .payload(invoice)
+                                .serialize(&Utf8, &Json)?,
+                        ))
+                    }),
+                )
+            })
             .forward(sink),
     );
     // Until the pipeline has taken every order, the process is asked to stop

@@ -144,14 +144,29 @@
 //! cloneable handle for request/response code. The idempotent producer is on
 //! by default, so librdkafka's retries neither duplicate nor reorder records.
 //!
+//! ## Typed records and dead letters
+//!
+//! Any source or sub-stream, given a key and a payload deserializer
+//! ([`consumer::DeserializeExt`]), hands out [`TypedRecord`]s; a record that
+//! does not deserialize comes out as an error value with its raw bytes and
+//! coordinates (and, from a committable source, its offset), never skipped.
+//! [`producer::DeadLetters`] routes such records, and those your processing
+//! refuses, to a dead-letter topic and commits their offsets once the dead
+//! letter is delivered. Sinks take [`TypedProducerRecord`]s through
+//! [`producer::SerializeExt`].
+//!
 //! ## Features
 //!
+//! - `zstd` (default): the zstd codec, built from source by a crate.
+//! - `tls`: TLS and SASL/SCRAM, with OpenSSL built from source.
 //! - `json`: [`serde::Json`], a serializer and deserializer for serde types.
 //! - `testkit`: [`testkit::EmbeddedKafka`] (librdkafka's in-process mock
 //!   cluster), [`testkit::TestBroker`], test helpers, and
 //!   [`testkit::CommitRecorder`] for broker-free unit tests of a pipeline.
 //! - `testcontainers`: `testkit::docker`, an `apache/kafka` container for
 //!   tests on machines with Docker.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod committer;
 mod connect;
@@ -168,15 +183,17 @@ mod settings;
 mod subscription;
 mod task_sink;
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 pub use committer::CommittableOffsetBatch;
 pub use consumer::{
     CommitOutcome, CommittableMessage, CommittableOffset, ConsumerMetrics, Control, DrainReport,
-    Drained, DrainingControl, PartitionOffset, StartOffset, Subscription,
+    Drained, DrainingControl, PartitionOffset, StartOffset, Subscription, TypedMessage,
 };
 pub use error::{Coordinates, Error, ErrorKind, Report, Result};
 pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};
+pub use serde::{TypedProducerRecord, TypedRecord};
 pub use settings::{
     AutoOffsetReset, BearerToken, CommitDelivery, CommitWhen, CommitterSettings, ConsumerSettings,
     ProducerSettings, Security,

@@ -229,14 +229,16 @@ impl ProducerRecord {
         self.partition
     }
 
-    /// The key, if one was set.
-    pub fn key_ref(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+    /// The key, if one was set (a cheap reference-counted copy), as
+    /// [`ConsumerRecord::key_bytes`] reads a consumed record's.
+    pub fn key_bytes(&self) -> Option<Bytes> {
+        self.key.clone()
     }
 
-    /// The payload, if one was set.
-    pub fn payload_ref(&self) -> Option<&[u8]> {
-        self.payload.as_deref()
+    /// The payload, if one was set, as [`ConsumerRecord::payload_bytes`]
+    /// reads a consumed record's.
+    pub fn payload_bytes(&self) -> Option<Bytes> {
+        self.payload.clone()
     }
 
     /// The headers, in the order they were added.

@@ -27,6 +27,47 @@ pub trait Serializer<T: ?Sized>: Send + Sync {
 pub trait Deserializer<T>: Send + Sync {
     /// Deserializes `bytes` read from `topic`.
     fn deserialize(&self, topic: &str, bytes: &[u8]) -> std::result::Result<T, BoxError>;
+
+    /// What a null key or payload (a record without one, such as a
+    /// tombstone) becomes. By default an error: null is no value of `T`.
+    /// [`Nullable`] turns it into `None`.
+    fn deserialize_null(&self, topic: &str) -> std::result::Result<T, BoxError> {
+        let _ = topic;
+        Err(NULL.into())
+    }
+}
+
+const NULL: &str = "null (use serde::Nullable to accept it as None)";
+
+/// A deserializer of `Option<T>` from one of `T`: null is `None` (keyless
+/// records, tombstones), anything else is `Some` of what `D` makes of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Nullable<D>(pub D);
+
+impl<T, D: Deserializer<T>> Deserializer<Option<T>> for Nullable<D> {
+    fn deserialize(&self, topic: &str, bytes: &[u8]) -> std::result::Result<Option<T>, BoxError> {
+        self.0.deserialize(topic, bytes).map(Some)
+    }
+
+    fn deserialize_null(&self, _: &str) -> std::result::Result<Option<T>, BoxError> {
+        Ok(None)
+    }
+}
+
+/// The bytes as they are, for a key or payload you do not decode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Raw;
+
+impl Deserializer<Bytes> for Raw {
+    fn deserialize(&self, _: &str, bytes: &[u8]) -> std::result::Result<Bytes, BoxError> {
+        Ok(Bytes::copy_from_slice(bytes))
+    }
+}
+
+impl Serializer<[u8]> for Raw {
+    fn serialize(&self, _: &str, value: &[u8]) -> std::result::Result<Bytes, BoxError> {
+        Ok(Bytes::copy_from_slice(value))
+    }
 }
 
 /// UTF-8 strings.
@@ -39,6 +80,18 @@ impl Serializer<str> for Utf8 {
     }
 }
 
+impl Serializer<String> for Utf8 {
+    fn serialize(&self, _: &str, value: &String) -> std::result::Result<Bytes, BoxError> {
+        Ok(Bytes::copy_from_slice(value.as_bytes()))
+    }
+}
+
+impl Serializer<&str> for Utf8 {
+    fn serialize(&self, _: &str, value: &&str) -> std::result::Result<Bytes, BoxError> {
+        Ok(Bytes::copy_from_slice(value.as_bytes()))
+    }
+}
+
 impl Deserializer<String> for Utf8 {
     fn deserialize(&self, _: &str, bytes: &[u8]) -> std::result::Result<String, BoxError> {
         Ok(std::str::from_utf8(bytes)?.to_owned())
@@ -47,6 +100,7 @@ impl Deserializer<String> for Utf8 {
 
 /// JSON through serde (feature `json`).
 #[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
 
@@ -91,10 +145,44 @@ impl ConsumerRecord {
             .at(self.topic(), Some(self.partition()), Some(self.offset()))
             .with_record(self.clone())
         };
-        let bytes = bytes.ok_or_else(|| fail(format!("the record has no {part}")))?;
-        d.deserialize(self.topic(), bytes)
-            .map_err(|e| fail(e.to_string()))
+        match bytes {
+            Some(bytes) => d.deserialize(self.topic(), bytes),
+            None => d.deserialize_null(self.topic()),
+        }
+        .map_err(|e| fail(e.to_string()))
     }
+
+    /// Deserializes key and payload into a [`TypedRecord`], which keeps
+    /// this record for its topic, partition, offset, timestamp and headers.
+    /// The error (kind [`ErrorKind::Deserialize`]) names the part that
+    /// failed and carries this record, raw bytes included.
+    pub fn deserialize<K, V>(
+        self,
+        key: &impl Deserializer<K>,
+        payload: &impl Deserializer<V>,
+    ) -> Result<TypedRecord<K, V>> {
+        let k = self.deserialize_key(key)?;
+        let v = self.deserialize_payload(payload)?;
+        Ok(TypedRecord {
+            key: k,
+            payload: v,
+            record: self,
+        })
+    }
+}
+
+/// A record whose key and payload were deserialized (see
+/// [`ConsumerRecord::deserialize`] and the sources' `deserialize` adapter,
+/// [`DeserializeExt`](crate::consumer::DeserializeExt)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedRecord<K, V> {
+    /// The key.
+    pub key: K,
+    /// The payload.
+    pub payload: V,
+    /// The record as read: topic, partition, offset, timestamp, headers
+    /// and the raw bytes.
+    pub record: ConsumerRecord,
 }
 
 impl ProducerRecord {
@@ -131,5 +219,137 @@ impl ProducerRecord {
             )
             .at(&self.topic, self.partition, None)
         })
+    }
+}
+
+/// A record to produce whose key and payload are values, serialized when
+/// it is handed to a sink (see
+/// [`SerializeExt`](crate::producer::SerializeExt)) or with
+/// [`serialize`](TypedProducerRecord::serialize). A `None` key or payload
+/// is produced as null.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedProducerRecord<K, V> {
+    /// Topic, partition, timestamp and headers.
+    pub record: ProducerRecord,
+    /// The key.
+    pub key: Option<K>,
+    /// The payload.
+    pub payload: Option<V>,
+}
+
+impl<K, V> TypedProducerRecord<K, V> {
+    /// A record for `topic` with no key and no payload.
+    pub fn new(topic: impl Into<String>) -> Self {
+        TypedProducerRecord {
+            record: ProducerRecord::new(topic),
+            key: None,
+            payload: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: K) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sets the payload.
+    pub fn payload(mut self, payload: V) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    /// Sends to this partition instead of the partitioner's choice.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.record = self.record.partition(partition);
+        self
+    }
+
+    /// Sets the timestamp (milliseconds since the Unix epoch).
+    pub fn timestamp(mut self, millis: i64) -> Self {
+        self.record = self.record.timestamp(millis);
+        self
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.record = self.record.header(key, value);
+        self
+    }
+
+    /// The record with key and payload serialized: an error of kind
+    /// [`ErrorKind::Serialize`] names the topic and the part that failed.
+    pub fn serialize(
+        self,
+        key: &impl Serializer<K>,
+        payload: &impl Serializer<V>,
+    ) -> Result<ProducerRecord> {
+        let mut record = self.record;
+        if let Some(k) = &self.key {
+            record = record.serialize_key(key, k)?;
+        }
+        if let Some(v) = &self.payload {
+            record = record.serialize_payload(payload, v)?;
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Timestamp;
+
+    fn record(key: Option<&str>, payload: Option<&str>) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition: 2,
+            offset: 7,
+            timestamp: Timestamp::CreateTime(1),
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            payload: payload.map(|p| Bytes::copy_from_slice(p.as_bytes())),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn null_is_an_error_unless_nullable() {
+        let err = record(None, Some("v"))
+            .deserialize(&Utf8, &Utf8)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Deserialize);
+        assert!(err.to_string().contains("key"), "{err}");
+        assert!(err.to_string().contains("Nullable"), "{err}");
+        let c = err.coordinates().unwrap();
+        assert_eq!((c.partition, c.offset), (Some(2), Some(7)));
+        assert!(err.record().is_some());
+
+        let typed = record(None, Some("v"))
+            .deserialize(&Nullable(Utf8), &Utf8)
+            .unwrap();
+        assert_eq!((typed.key, typed.payload.as_str()), (None, "v"));
+        let tombstone = record(Some("k"), None)
+            .deserialize(&Utf8, &Nullable(Raw))
+            .unwrap();
+        assert_eq!((tombstone.key.as_str(), tombstone.payload), ("k", None));
+    }
+
+    #[test]
+    fn a_typed_record_to_produce_serializes_key_and_payload() {
+        let r = TypedProducerRecord::<&str, String>::new("out")
+            .key("k")
+            .payload("v".to_owned())
+            .partition(3)
+            .header("h", "x")
+            .serialize(&Utf8, &Utf8)
+            .unwrap();
+        assert_eq!(r.key_bytes().as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.payload_bytes().as_deref(), Some(&b"v"[..]));
+        assert_eq!(r.partition_number(), Some(3));
+        assert_eq!(r.headers().len(), 1);
+        let none = TypedProducerRecord::<&str, String>::new("out")
+            .serialize(&Utf8, &Utf8)
+            .unwrap();
+        assert_eq!((none.key_bytes(), none.payload_bytes()), (None, None));
     }
 }

@@ -49,7 +49,10 @@ async fn every_envelope_kind_yields_its_result_in_input_order() {
                 assert_eq!(metadata.partition, 0);
                 assert!(metadata.offset > last_offset[0]);
                 last_offset[0] = metadata.offset;
-                assert_eq!(record.key_ref(), Some(format!("key-{i}").as_bytes()));
+                assert_eq!(
+                    record.key_bytes().as_deref(),
+                    Some(format!("key-{i}").as_bytes())
+                );
             }
             (1, ProducerResult::MultiMessage { parts, .. }) => {
                 assert_eq!(parts.len(), 2);
@@ -257,11 +260,11 @@ async fn the_send_handle_answers_each_caller() {
         .collect();
     let mut per_partition = [0; 2];
     for t in tasks {
-        let metadata = t.await.unwrap().map_err(|(e, _)| e).unwrap();
+        let metadata = t.await.unwrap().unwrap();
         per_partition[metadata.partition as usize] += 1;
     }
     assert_eq!(per_partition, [10, 10]);
-    let (err, record) = producer
+    let failed = producer
         .send(
             ProducerRecord::new(topic.as_str())
                 .partition(42)
@@ -270,11 +273,26 @@ async fn the_send_handle_answers_each_caller() {
         .await
         .expect_err("no partition 42");
     assert_eq!(
-        record.payload_ref(),
+        failed.record().payload_bytes().as_deref(),
         Some(&b"lost?"[..]),
         "the record comes back with the error"
     );
-    assert_eq!(err.coordinates().and_then(|c| c.partition), Some(42));
+    assert_eq!(
+        failed.error().coordinates().and_then(|c| c.partition),
+        Some(42)
+    );
+    // `?` into the crate's error, where the record is not needed.
+    let sent: reactive_kafka::Result<_> = async {
+        producer
+            .send(ProducerRecord::new(topic.as_str()).partition(42))
+            .await?;
+        Ok(())
+    }
+    .await;
+    assert_eq!(
+        sent.unwrap_err().coordinates().and_then(|c| c.partition),
+        Some(42)
+    );
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]

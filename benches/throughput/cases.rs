@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+use reactive_kafka::consumer::DeserializeExt;
 use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::{
     committer, consumer, producer, CommitterSettings, ConsumerSettings, ProducerRecord,
@@ -59,6 +60,7 @@ pub(crate) enum Case {
     RawCommitLoop8,
     RawCommitLoop64,
     CommittableCommitter,
+    TypedCommittableCommitter,
     Partitioned8,
     Partitioned64,
     OutOfOrderCommitter,
@@ -69,13 +71,15 @@ pub(crate) enum Case {
 
 impl Case {
     /// Each case with the raw loop it is compared with.
-    pub(crate) const PAIRS: [(Case, Case); 8] = [
+    pub(crate) const PAIRS: [(Case, Case); 9] = [
         (Case::PlainSource, Case::RawBaseConsumer),
         (Case::PlainSourceSlowBackoff, Case::RawBaseConsumer),
         (Case::RawStreamConsumer, Case::RawBaseConsumer),
         (Case::RawPartitionQueues, Case::RawBaseConsumer),
         (Case::CommittableCommitter, Case::RawCommitLoop),
         (Case::OutOfOrderCommitter, Case::RawCommitLoop),
+        // Typed records cost what deserializing costs, nothing more.
+        (Case::TypedCommittableCommitter, Case::CommittableCommitter),
         (Case::PlainSink, Case::RawBaseProducer),
         (Case::ProducerFlow, Case::RawBaseProducer),
     ];
@@ -99,6 +103,9 @@ impl Case {
             Case::Partitioned8 => "committable_partitioned_source+committer_sink_8p",
             Case::Partitioned64 => "committable_partitioned_source+committer_sink_64p",
             Case::CommittableCommitter => "committable_source+committer_sink",
+            Case::TypedCommittableCommitter => {
+                "committable_source.deserialize(trivial)+committer_sink"
+            }
             Case::OutOfOrderCommitter => {
                 "committable_source+buffer_unordered(16)+out_of_order_commits"
             }
@@ -133,6 +140,7 @@ impl Case {
             }
             Case::Partitioned8 | Case::Partitioned64 => partitioned_committer(plan).await,
             Case::CommittableCommitter => committable_committer(plan, false).await,
+            Case::TypedCommittableCommitter => typed_committable_committer(plan).await,
             Case::OutOfOrderCommitter => committable_committer(plan, true).await,
             Case::RawBaseProducer => {
                 let topic = plan.fresh_topic().await;
@@ -479,6 +487,45 @@ async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration 
     tokio::time::timeout(Duration::from_secs(300), offsets.map(Ok).forward(sink))
         .await
         .expect("committable pipeline stalled")
+        .expect("pipeline");
+    let elapsed = started.get().expect("records").elapsed();
+    control.shutdown().await.expect("shutdown");
+    elapsed
+}
+
+/// The committable case on typed records: key and payload through a
+/// trivial deserializer (their length), so what is measured is the typed
+/// path itself.
+async fn typed_committable_committer(plan: &Plan<'_>) -> Duration {
+    struct Len;
+    impl reactive_kafka::serde::Deserializer<usize> for Len {
+        fn deserialize(
+            &self,
+            _: &str,
+            bytes: &[u8],
+        ) -> Result<usize, reactive_kafka::serde::BoxError> {
+            Ok(bytes.len())
+        }
+    }
+    let settings = consumer_settings(&plan.servers, &unique_name("typed"));
+    let (source, control) =
+        consumer::committable_source(settings, Subscription::topics([plan.topic.as_str()]))
+            .expect("source");
+    let started = std::sync::OnceLock::new();
+    let offsets = source
+        .deserialize(reactive_kafka::serde::Nullable(Len), Len)
+        .take(plan.records)
+        .map(|m| {
+            started.get_or_init(Instant::now);
+            let m = m.expect("record");
+            let typed = m.record.expect("trivially deserialized");
+            std::hint::black_box((typed.key, typed.payload));
+            Ok(m.offset)
+        });
+    let sink = committer::sink(CommitterSettings::default()).expect("committer");
+    tokio::time::timeout(Duration::from_secs(300), offsets.forward(sink))
+        .await
+        .expect("typed committable pipeline stalled")
         .expect("pipeline");
     let elapsed = started.get().expect("records").elapsed();
     control.shutdown().await.expect("shutdown");

@@ -21,6 +21,7 @@ mod control;
 mod draining;
 mod offset;
 mod source;
+mod typed;
 
 pub use crate::listener::RebalanceListener;
 pub use crate::outcome::{
@@ -34,6 +35,7 @@ pub use source::{
     CommittablePartitionedSource, CommittableSource, PartitionedSource, PlainPartitionedSource,
     PlainSource,
 };
+pub use typed::{Deserialize, DeserializeExt, Deserialized, TypedMessage};
 
 use std::sync::Arc;
 

@@ -13,13 +13,15 @@ mod flow;
 mod reaper;
 mod send;
 mod sink;
+mod typed;
 
 pub use self::core::RecordMetadata;
 pub use committable::CommittableSink;
 pub use envelope::{Envelope, ProduceFailure, ProducerResult};
 pub use flow::ProducerFlow;
-pub use send::SendProducer;
+pub use send::{SendError, SendProducer};
 pub use sink::ProducerSink;
+pub use typed::{DeadLetters, SerializeExt};
 
 use futures::Stream;
 

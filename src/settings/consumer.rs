@@ -151,6 +151,20 @@ impl ConsumerSettings {
         self
     }
 
+    /// Sets several librdkafka properties at once, as
+    /// [`property`](Self::property) does each (for example from a
+    /// configuration file's section).
+    pub fn properties<K, V>(mut self, properties: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        for (k, v) in properties {
+            self = self.property(k, v);
+        }
+        self
+    }
+
     /// Sets any librdkafka consumer property. Overrides this crate's defaults.
     /// The key and value are checked when a source is created.
     ///

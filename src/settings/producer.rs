@@ -61,6 +61,25 @@ impl ProducerSettings {
         self
     }
 
+    /// Sets `client.id`, shown in broker logs and metrics.
+    pub fn client_id(self, client_id: impl Into<String>) -> Self {
+        self.property("client.id", client_id)
+    }
+
+    /// Sets several librdkafka properties at once, as
+    /// [`property`](Self::property) does each (for example from a
+    /// configuration file's section).
+    pub fn properties<K, V>(mut self, properties: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        for (k, v) in properties {
+            self = self.property(k, v);
+        }
+        self
+    }
+
     /// Sets any librdkafka producer property. Overrides this crate's defaults.
     ///
     /// Secrets stay secret: the value of a key that holds one (any key
@@ -124,6 +143,24 @@ mod tests {
         let cfg = ProducerSettings::new("h:1").to_client_config().unwrap();
         assert_eq!(cfg.get("enable.idempotence"), Some("true"));
         assert_eq!(cfg.get("reconnect.backoff.max.ms"), Some("1000"));
+    }
+
+    #[test]
+    fn client_id_and_bulk_properties_are_set() {
+        let from_file = [("linger.ms", "7"), ("compression.type", "zstd")];
+        let cfg = ProducerSettings::new("h:1")
+            .client_id("billing")
+            .properties(from_file)
+            .to_client_config()
+            .unwrap();
+        assert_eq!(cfg.get("client.id"), Some("billing"));
+        assert_eq!(cfg.get("linger.ms"), Some("7"));
+        assert_eq!(cfg.get("compression.type"), Some("zstd"));
+        let err = ProducerSettings::new("h:1")
+            .properties(vec![("lingerr.ms".to_owned(), "5".to_owned())])
+            .to_client_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("lingerr.ms"), "{err}");
     }
 
     #[test]

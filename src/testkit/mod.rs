@@ -29,6 +29,7 @@
 
 mod delivery;
 #[cfg(feature = "testcontainers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testcontainers")))]
 pub mod docker;
 mod factory;
 mod helpers;
@@ -235,6 +236,7 @@ pub enum TestBroker {
     External(String),
     /// A broker in a Docker container.
     #[cfg(feature = "testcontainers")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testcontainers")))]
     Container(Box<docker::KafkaContainer>),
 }
 
