@@ -116,6 +116,36 @@ fn java(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// Produces `records` with `settings`, then has the Java consumer read
+/// them all back from `topic`.
+async fn produced_then_read_by_java(
+    servers: &str,
+    settings: ProducerSettings,
+    topic: &str,
+    records: &[ProducerRecord],
+) -> Vec<Line> {
+    let mut sink = reactive_kafka::producer::plain_sink(settings).unwrap();
+    for r in records {
+        sink.feed(r.clone()).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let n = records.len().to_string();
+    let read = lines(&java(&[
+        "scripts/interop/Interop.java",
+        "read",
+        servers,
+        topic,
+        &n,
+        "read_uncommitted",
+    ]));
+    assert_eq!(
+        read.len(),
+        records.len(),
+        "Java read every record of {topic}"
+    );
+    read
+}
+
 fn lines(output: &str) -> Vec<Line> {
     output
         .lines()
@@ -328,21 +358,7 @@ async fn records_written_by_the_crate_are_read_by_java_field_for_field() {
             })
             .collect();
         let settings = ProducerSettings::new(&servers).property("compression.type", codec);
-        let mut sink = reactive_kafka::producer::plain_sink(settings).unwrap();
-        for r in &records {
-            sink.feed(r.clone()).await.unwrap();
-        }
-        sink.close().await.unwrap();
-
-        let read = lines(&java(&[
-            "scripts/interop/Interop.java",
-            "read",
-            &servers,
-            &topic,
-            &records.len().to_string(),
-            "read_uncommitted",
-        ]));
-        assert_eq!(read.len(), records.len(), "{codec}");
+        let read = produced_then_read_by_java(&servers, settings, &topic, &records).await;
         for partition in 0..2 {
             let sent: Vec<&ProducerRecord> = records
                 .iter()
@@ -412,26 +428,14 @@ async fn murmur2_random_puts_keys_where_java_does_and_the_default_uses_crc32() {
         if partitioner != "default" {
             settings = settings.property("partitioner", partitioner);
         }
-        let mut sink = reactive_kafka::producer::plain_sink(settings).unwrap();
-        for i in 0..java_keys.len() {
-            sink.feed(
+        let records: Vec<ProducerRecord> = (0..java_keys.len())
+            .map(|i| {
                 ProducerRecord::new(&topic)
                     .key(format!("k{i}"))
-                    .payload("v"),
-            )
-            .await
-            .unwrap();
-        }
-        sink.close().await.unwrap();
-        let read = lines(&java(&[
-            "scripts/interop/Interop.java",
-            "read",
-            &servers,
-            &topic,
-            &java_keys.len().to_string(),
-            "read_uncommitted",
-        ]));
-        assert_eq!(read.len(), java_keys.len(), "{partitioner}");
+                    .payload("v")
+            })
+            .collect();
+        let read = produced_then_read_by_java(&servers, settings, &topic, &records).await;
         let by_key: BTreeMap<String, i32> = read
             .iter()
             .map(|l| (l.key.clone().unwrap(), l.partition))

@@ -198,7 +198,7 @@ async fn a_typed_pipeline_routes_malformed_records_to_dead_letters_and_commits_a
     let out = invoices.clone();
     let sink = producer::committable_sink(broker.producer_settings(), CommitterSettings::default())
         .unwrap();
-    let pipeline = DrainingControl::spawn(
+    let mut pipeline = DrainingControl::spawn(
         control,
         source
             .deserialize(Nullable(Utf8), Json)
@@ -206,13 +206,9 @@ async fn a_typed_pipeline_routes_malformed_records_to_dead_letters_and_commits_a
             .map(move |m| Ok(letters.route(m?, |r| invoice(&out, r))))
             .forward(sink),
     );
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !pipeline.is_ended() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the pipeline takes every order within 60 s");
+    tokio::time::timeout(Duration::from_secs(60), pipeline.ended())
+        .await
+        .expect("the pipeline takes every order within 60 s");
     pipeline
         .drain_and_shutdown(Duration::from_secs(30))
         .await
@@ -309,7 +305,7 @@ async fn a_processing_failure_becomes_a_dead_letter_of_kind_processing() {
     let out = producer::committable_sink(broker.producer_settings(), CommitterSettings::default())
         .unwrap();
     // Keyless records: `Nullable(Utf8)` makes the missing key `None`.
-    let pipeline = DrainingControl::spawn(
+    let mut pipeline = DrainingControl::spawn(
         control,
         source
             .deserialize(Nullable(Utf8), Json)
@@ -332,13 +328,9 @@ async fn a_processing_failure_becomes_a_dead_letter_of_kind_processing() {
             })
             .forward(out),
     );
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !pipeline.is_ended() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), pipeline.ended())
+        .await
+        .unwrap();
     pipeline
         .drain_and_shutdown(Duration::from_secs(30))
         .await
