@@ -248,8 +248,27 @@ fn outages() -> Vec<Fault> {
                 during <= 30,
                 "at most one warning a second during an outage: {during}"
             );
+            serves_admin_requests_again().await;
         }),
     ]
+}
+
+/// After a long freeze the broker's controller takes a while to take it
+/// back (it fences and re-registers itself): waits until a topic can be
+/// created again, so that the next test's set-up does not time out.
+async fn serves_admin_requests_again() {
+    let started = Instant::now();
+    let broker = TestBroker::start().await.unwrap();
+    loop {
+        match broker.unique_topic("after-thaw", 1).await {
+            Ok(_) => break,
+            Err(e) if started.elapsed() < Duration::from_secs(120) => {
+                println!("not serving admin requests yet: {e}");
+            }
+            Err(e) => panic!("the broker did not serve admin requests within 120 s: {e}"),
+        }
+    }
+    println!("admin requests served again {:?} after the thaw", started.elapsed());
 }
 
 /// Crate defaults everywhere: only the servers, the group (the checker's)
