@@ -268,7 +268,10 @@ async fn serves_admin_requests_again() {
             Err(e) => panic!("the broker did not serve admin requests within 120 s: {e}"),
         }
     }
-    println!("admin requests served again {:?} after the thaw", started.elapsed());
+    println!(
+        "admin requests served again {:?} after the thaw",
+        started.elapsed()
+    );
 }
 
 /// Crate defaults everywhere: only the servers, the group (the checker's)
