@@ -168,6 +168,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 pub mod committer;
 mod connect;
 pub mod consumer;
@@ -181,6 +182,7 @@ mod record;
 pub mod serde;
 mod settings;
 mod subscription;
+pub mod supervision;
 mod task_sink;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]

@@ -30,13 +30,14 @@ use tokio::sync::oneshot;
 
 use super::context::CommittedPartition;
 use super::{CommitOffsets, Counters, DriverLink};
+use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Report, Result};
 use crate::outcome::{CommitOutcome, PartitionOffset};
 use crate::record::TopicPartition;
 
-/// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Commit retries wait 40 to 60 ms first, doubling up to 2 to 3 s.
+pub(super) const RETRY_BACKOFF: Backoff =
+    Backoff::constant_parts(Duration::from_millis(40), Duration::from_secs(2), 0.5);
 
 /// What the pipeline needs from the rest of the driver.
 pub(crate) trait CommitTarget {
@@ -235,7 +236,7 @@ impl CommitPipeline {
 
     /// Retries a retriable failure while its deadline allows, else fails it.
     fn fail_or_retry(&mut self, mut request: Request, err: Error, now: Instant) {
-        let wait = backoff(request.attempt, jitter());
+        let wait = RETRY_BACKOFF.delay(request.attempt);
         let retry =
             (err.is_retriable() || group_moved_on(&err)) && now + wait < request.retry_until;
         if !retry {
@@ -422,23 +423,6 @@ fn merge(offsets: &mut Offsets, offset: PartitionOffset, generation: u64) {
         Some((o, _)) => o.offset = o.offset.max(offset.offset),
         None => offsets.push((offset, generation)),
     }
-}
-
-/// Capped exponential backoff, scaled by `jitter` (0.75 to 1.25).
-fn backoff(attempt: u32, jitter: f64) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << attempt.min(10))
-        .min(MAX_BACKOFF)
-        .mul_f64(jitter)
-}
-
-/// ±25% from the clock's nanoseconds: enough to keep several consumers from
-/// retrying in lockstep.
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    0.75 + f64::from(nanos % 1000) / 2000.0
 }
 
 /// The group has a new generation (or member epoch) this member has not

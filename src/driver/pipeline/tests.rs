@@ -191,7 +191,7 @@ fn a_retriable_failure_is_retried_after_a_backoff_and_then_answered() {
     assert_eq!(s.metric(|c| &c.commits_in_flight), 1);
     assert_eq!(s.target.failures, 1);
 
-    // The first backoff is 50 ms with ±25% jitter.
+    // The first backoff is 40 to 60 ms.
     let due = s
         .pipeline
         .resend_due(s.now, &mut s.target)
@@ -213,16 +213,13 @@ fn a_retriable_failure_is_retried_after_a_backoff_and_then_answered() {
 }
 
 #[test]
-fn backoff_doubles_and_is_capped() {
-    assert_eq!(backoff(0, 1.0), Duration::from_millis(50));
-    assert_eq!(backoff(1, 1.0), Duration::from_millis(100));
-    assert_eq!(backoff(5, 1.0), Duration::from_millis(1600));
-    assert_eq!(backoff(6, 1.0), MAX_BACKOFF);
-    assert_eq!(backoff(30, 1.25), MAX_BACKOFF.mul_f64(1.25));
-    for _ in 0..100 {
-        let j = jitter();
-        assert!((0.75..=1.25).contains(&j), "{j}");
-    }
+fn commit_retries_wait_40_to_60_ms_then_double_up_to_2_to_3_s() {
+    let ms = Duration::from_millis;
+    assert_eq!(RETRY_BACKOFF.bounds(0), (ms(40), ms(60)));
+    assert_eq!(RETRY_BACKOFF.bounds(1), (ms(80), ms(120)));
+    assert_eq!(RETRY_BACKOFF.bounds(5), (ms(1280), ms(1920)));
+    assert_eq!(RETRY_BACKOFF.bounds(6), (ms(2000), ms(3000)));
+    assert_eq!(RETRY_BACKOFF.bounds(30), (ms(2000), ms(3000)));
 }
 
 #[test]
@@ -234,7 +231,7 @@ fn retries_due_together_go_out_as_one_commit() {
     // `b` went out merged with nothing else once `a` failed; fail it too.
     s.answer(Some(RDKafkaErrorCode::CoordinatorLoadInProgress));
     assert_eq!(s.target.sends.len(), 2);
-    s.now += MAX_BACKOFF * 2;
+    s.now += RETRY_BACKOFF.bounds(u32::MAX).1;
     s.pipeline.resend_due(s.now, &mut s.target);
     assert_eq!(s.target.sends.len(), 3);
     assert_eq!(s.target.sends[2], vec![po(0, 5), po(1, 6)]);
@@ -267,8 +264,8 @@ fn a_failure_past_the_deadline_or_not_retriable_fails_the_request() {
 #[test]
 fn a_request_that_runs_out_of_retries_says_how_long_it_tried() {
     let mut s = setup();
-    // Retried once (first backoff 37.5 to 62.5 ms), not twice (second
-    // backoff 75 to 125 ms from 100 ms passes the deadline), whatever the jitter.
+    // Retried once (first backoff 40 to 60 ms), not twice (second backoff
+    // 80 to 120 ms from 100 ms passes the deadline), whatever the jitter.
     let until = s.now + Duration::from_millis(150);
     let mut rx = s.submit_until(&[(0, 1, 5)], until);
     s.answer(Some(RDKafkaErrorCode::RequestTimedOut));
