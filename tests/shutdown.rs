@@ -155,7 +155,7 @@ async fn a_draining_control_returns_the_pipeline_output_and_commits_everything()
 }
 
 /// A pipeline that fails: `ended` resolves without a shutdown signal, and
-/// `drain_and_shutdown` returns the pipeline's error, not a report.
+/// `drain_and_shutdown` returns the pipeline's error, not a report, at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_control_returns_the_pipeline_failure() {
     let (broker, topic) = broker_with_topic("draining-fail", 1).await;
@@ -180,14 +180,17 @@ async fn a_draining_control_returns_the_pipeline_failure() {
         .await
         .expect("the failed pipeline ended");
     assert!(pipeline.is_ended());
+    // Records it took after the failed one will never be committed: a
+    // drain would wait its whole timeout for them. The failed pipeline is
+    // not drained; the consumer closes at once.
     let started = Instant::now();
     let err = pipeline
-        .drain_and_shutdown(Duration::from_secs(5))
+        .drain_and_shutdown(Duration::from_secs(30))
         .await
         .expect_err("the pipeline failed");
     assert!(err.to_string().contains("offset 42"), "{err}");
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );

@@ -127,12 +127,23 @@ impl<T> DrainingControl<T> {
     /// the pipeline task to end and closes the consumer.
     ///
     /// Returns the pipeline's error if it failed (that failure is what ended
-    /// the consumer), else the drain's error, else the pipeline's output and
+    /// the consumer; a pipeline that already failed is not drained, as
+    /// nothing more of it will commit: the consumer is closed at once),
+    /// else the drain's error, else the pipeline's output and
     /// the drain report. Bounded: `timeout` for the drain, then at most the
     /// consumer's close wait (twice `close_timeout` and one second) for the
     /// pipeline to end and the consumer to close; a pipeline still running
     /// then is aborted and reported as an [`ErrorKind::Timeout`] error.
     pub async fn drain_and_shutdown(mut self, timeout: Duration) -> Result<Drained<T>> {
+        if self.is_ended() {
+            self.ended().await;
+        }
+        if let Some(Err(e)) = &self.ended {
+            // The pipeline failed: nothing it handed out will be committed
+            // any more, so there is nothing to wait for. Close at once.
+            let _ = self.control.shutdown().await;
+            return Err(e.clone());
+        }
         let report = self.control.drain_and_shutdown(timeout).await;
         if let Some(task) = self.task.take() {
             // The source ended when the drain stopped it; the pipeline has
