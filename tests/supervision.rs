@@ -302,8 +302,9 @@ async fn an_open_breaker_backpressures_longer_than_max_poll_interval_and_the_gro
     let keys = Arc::new(Mutex::new(Vec::new()));
     let recorded = keys.clone();
     let pipeline = processing
-        .run(source.take(n).map(|m| m.expect("record")))
+        .run(source.take(n))
         .map(move |outcome| {
+            let outcome = outcome?;
             let key = outcome
                 .result
                 .expect("no record fails: they wait for the breaker");

@@ -142,20 +142,22 @@ where
         )
     }
 
-    /// Processes every item of `items`, at most `concurrency` at a time, and
-    /// yields their outcomes in the items' order. Pulls an item only when
-    /// one of the in-flight slots is free.
-    pub fn run<S>(self, items: S) -> impl Stream<Item = Outcome<T, R>> + Send
+    /// Processes every item of `items` (a source's stream: an error item is
+    /// the stream's own failure and passes through, in order), at most
+    /// `concurrency` at a time, and yields their outcomes in the items'
+    /// order. Pulls an item only when one of the in-flight slots is free.
+    pub fn run<S>(self, items: S) -> impl Stream<Item = crate::Result<Outcome<T, R>>> + Send
     where
-        S: Stream<Item = T> + Send,
+        S: Stream<Item = crate::Result<T>> + Send,
     {
         let (service, concurrency) = self.build();
         items
             .map(move |item| {
                 let service = service.clone();
                 async move {
+                    let item = item?;
                     let result = service.oneshot(item.clone()).await.map_err(to_error);
-                    Outcome { item, result }
+                    Ok(Outcome { item, result })
                 }
             })
             .buffered(concurrency)
@@ -239,4 +241,112 @@ where
             .map_err(BoxError::from)?
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bulkhead_bounds_blocking_calls_and_keeps_the_workers_free() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (r, m) = (running.clone(), most.clone());
+        let work = blocking(2, move |n: u64| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50)); // blocking on purpose
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, BoxError>(n * 2)
+        });
+        let processing = Processing::new(work).concurrency(8);
+        let items = futures::stream::iter((0..16u64).map(Ok));
+        // An async task keeps running on the workers meanwhile.
+        let ticks = tokio::spawn(async {
+            let mut n = 0;
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                n += 1;
+            }
+            n
+        });
+        let outcomes: Vec<_> = processing.run(items).collect().await;
+        let doubled: Vec<u64> = outcomes
+            .into_iter()
+            .map(|o| o.unwrap().result.unwrap())
+            .collect();
+        assert_eq!(
+            doubled,
+            (0..16).map(|n| n * 2).collect::<Vec<_>>(),
+            "in order"
+        );
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "at most 2 blocking calls at once"
+        );
+        assert_eq!(ticks.await.unwrap(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_that_keeps_failing_comes_out_failed_after_its_retries() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let processing = Processing::from_fn(move |n: u32| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                if n == 3 {
+                    Err("refused")
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .retries(
+            2,
+            Backoff::new(Duration::from_millis(10), Duration::from_millis(10), 0.0),
+        )
+        .timeout(Duration::from_secs(1));
+        let outcomes: Vec<_> = processing
+            .run(futures::stream::iter((0..5u32).map(Ok)))
+            .collect()
+            .await;
+        let failed: Vec<u32> = outcomes
+            .iter()
+            .filter_map(|o| {
+                o.as_ref()
+                    .unwrap()
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|_| o.as_ref().unwrap().item)
+            })
+            .collect();
+        assert_eq!(failed, [3]);
+        let err = outcomes[3].as_ref().unwrap().result.as_ref().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Processing);
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4 + 3,
+            "one call each, three for the refused one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_runs_out_of_time_is_a_timeout() {
+        let processing = Processing::from_fn(|n: u32| async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok::<_, BoxError>(n)
+        })
+        .timeout(Duration::from_secs(1));
+        let outcomes: Vec<_> = processing
+            .run(futures::stream::iter([Ok(1u32)]))
+            .collect()
+            .await;
+        let err = outcomes[0].as_ref().unwrap().result.as_ref().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    }
 }
