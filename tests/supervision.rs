@@ -353,3 +353,34 @@ async fn an_open_breaker_backpressures_longer_than_max_poll_interval_and_the_gro
         n as i64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_while_a_failed_pipeline_waits_to_restart_returns_at_once() {
+    let (broker, topic) = broker_with_topic("backing-off", 1).await;
+    produce_n(&broker, &topic, 100, 1).await;
+    let group = unique("g-backing-off");
+    let processed = Arc::new(Mutex::new(Vec::new()));
+    // Every run fails at its 40th record; the next would start a minute later.
+    let mut make = make_pipeline(
+        broker.consumer_settings(&group),
+        topic.clone(),
+        u64::MAX,
+        processed,
+    );
+    let settings = RestartSettings::new(Duration::from_secs(60), Duration::from_secs(60), 0.0);
+    let control = supervision::restart(settings, move |run| make(run));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while control.state() != RestartState::BackingOff {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the first run fails and the supervisor backs off");
+    let asked = Instant::now();
+    assert_eq!(control.drain_and_shutdown().await.unwrap(), None);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "returned after {:?}",
+        asked.elapsed()
+    );
+}
