@@ -361,14 +361,14 @@ async fn a_drain_while_a_failed_pipeline_waits_to_restart_returns_at_once() {
     let group = unique("g-backing-off");
     let processed = Arc::new(Mutex::new(Vec::new()));
     // Every run fails at its 40th record; the next would start a minute later.
-    let mut make = make_pipeline(
+    let make = make_pipeline(
         broker.consumer_settings(&group),
         topic.clone(),
         u64::MAX,
         processed,
     );
     let settings = RestartSettings::new(Duration::from_secs(60), Duration::from_secs(60), 0.0);
-    let control = supervision::restart(settings, move |run| make(run));
+    let control = supervision::restart(settings, make);
     tokio::time::timeout(Duration::from_secs(60), async {
         while control.state() != RestartState::BackingOff {
             tokio::time::sleep(Duration::from_millis(20)).await;
