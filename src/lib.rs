@@ -176,6 +176,7 @@ mod driver;
 mod error;
 mod listener;
 mod logging;
+pub mod metadata;
 mod outcome;
 pub mod producer;
 mod record;
