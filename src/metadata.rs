@@ -209,16 +209,7 @@ impl MetadataClient {
                 tpl.add_partition_offset(&name, *p, Offset::Offset(millis))?;
             }
             let found = c.offsets_for_times(tpl, t)?;
-            let offsets = found
-                .elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => (e.partition(), Some(o)),
-                    _ => (e.partition(), None),
-                })
-                .collect();
-            drop(found);
-            Ok(offsets)
+            Ok(offsets_of(found))
         })
         .await
         .map_err(|e| e.at(topic, None, None))
@@ -246,20 +237,7 @@ impl MetadataClient {
                 tpl.add_partition(&name, *p);
             }
             let committed = consumer.committed_offsets(tpl, timeout);
-            // Plain values, and the list dropped before the consumer (a list
-            // alive at the consumer's destruction hangs it).
-            let offsets = committed.map(|list| {
-                let offsets: BTreeMap<i32, Option<i64>> = list
-                    .elements()
-                    .iter()
-                    .map(|e| match e.offset() {
-                        Offset::Offset(o) => (e.partition(), Some(o)),
-                        _ => (e.partition(), None),
-                    })
-                    .collect();
-                drop(list);
-                offsets
-            });
+            let offsets = committed.map(offsets_of);
             drop(consumer);
             offsets
         })
@@ -378,6 +356,19 @@ impl MetadataClient {
         }
         Ok(())
     }
+}
+
+/// Per partition, the list's offset (`None` where it has none), as plain
+/// values; the list is dropped here, before its client (a list alive at the
+/// client's destruction hangs it).
+pub(crate) fn offsets_of(list: TopicPartitionList) -> BTreeMap<i32, Option<i64>> {
+    list.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), Some(o)),
+            _ => (e.partition(), None),
+        })
+        .collect()
 }
 
 /// A client of the settings' cluster, with `group` as its group id if given.

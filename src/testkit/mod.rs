@@ -53,7 +53,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::BaseProducer;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::settings::{ConsumerSettings, ProducerSettings};
@@ -354,18 +354,7 @@ impl TestBroker {
                 tpl.add_partition(&topic, p);
             }
             let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-            // Plain values, and the list dropped before the consumer (a list
-            // alive at the consumer's destruction hangs it).
-            let offsets = committed
-                .elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => (e.partition(), Some(o)),
-                    _ => (e.partition(), None),
-                })
-                .collect();
-            drop(committed);
-            Ok(offsets)
+            Ok(crate::metadata::offsets_of(committed))
         };
         tokio::task::spawn_blocking(read)
             .await
