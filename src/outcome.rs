@@ -97,3 +97,26 @@ pub struct ConsumerMetrics {
     /// leader moving); logged at most once per 10 s per error.
     pub retried_errors: u64,
 }
+
+/// How a consumer is doing, read with [`Control::health`](crate::Control::health):
+/// for a `/health` endpoint or a watchdog of your own.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerHealth {
+    /// True until the consumer stopped or closed.
+    pub running: bool,
+    /// Partitions assigned now.
+    pub assigned_partitions: u64,
+    /// Since the stream (or any sub-stream) was last pulled; `None` if never.
+    pub since_pulled: Option<std::time::Duration>,
+    /// Since the consumer thread last polled librdkafka; `None` if never.
+    pub since_polled: Option<std::time::Duration>,
+    /// Since a commit last succeeded; `None` if none did.
+    pub since_committed: Option<std::time::Duration>,
+    /// Times the stream was found not pulled for longer than
+    /// [`max_pull_interval`](crate::ConsumerSettings::max_pull_interval)
+    /// while records waited for it.
+    pub stalls: u64,
+    /// The last error the consumer met, retried or not.
+    pub last_error: Option<crate::error::Error>,
+}

@@ -169,3 +169,80 @@ async fn wait_until_async_ok(client: &MetadataClient, topic: &str, partitions: O
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_tells_pulls_polls_commits_and_stalls() {
+    let (broker, topic) = broker_with_topic("health", 1).await;
+    produce_n(&broker, &topic, 50, 1).await;
+    let settings = broker
+        .consumer_settings(&unique("g-health"))
+        .max_pull_interval(Duration::from_millis(500), false);
+    let (mut source, control) =
+        consumer::committable_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    let before = control.health();
+    assert!(before.running);
+    assert_eq!(before.since_committed, None);
+
+    let first = take_n(&mut source, 10, Duration::from_secs(30)).await;
+    let offsets = first.iter().map(|m| m.offset.clone());
+    let mut batch = reactive_kafka::CommittableOffsetBatch::new();
+    for o in offsets {
+        batch.add(o);
+    }
+    batch.commit().await.unwrap();
+    let h = control.health();
+    assert!(h.since_pulled.unwrap() < Duration::from_secs(1), "{h:?}");
+    assert!(h.since_polled.unwrap() < Duration::from_secs(1), "{h:?}");
+    assert!(h.since_committed.unwrap() < Duration::from_secs(1), "{h:?}");
+    assert_eq!(h.assigned_partitions, 1);
+    assert_eq!(h.stalls, 0, "pulled in time: no stall");
+
+    // Records wait, the stream is not pulled: one stall, reported once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let h = control.health();
+    assert_eq!(h.stalls, 1, "{h:?}");
+    assert!(h.since_pulled.unwrap() >= Duration::from_secs(2));
+    let e = h.last_error.expect("the stall is the last error");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.to_string().contains("max_pull_interval"), "{e}");
+    // Pulling again ends the stall; the stream goes on (no `fail`).
+    assert_eq!(
+        take_n(&mut source, 40, Duration::from_secs(30)).await.len(),
+        40
+    );
+    control.shutdown().await.unwrap();
+    assert!(!control.health().running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stall_watchdog_fails_a_stream_not_pulled_when_asked_to() {
+    let (broker, topic) = broker_with_topic("stall", 1).await;
+    produce_n(&broker, &topic, 50, 1).await;
+    let settings = broker
+        .consumer_settings(&unique("g-stall"))
+        .max_pull_interval(Duration::from_millis(500), true);
+    let (mut source, control) =
+        consumer::plain_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    take_n(&mut source, 1, Duration::from_secs(30)).await;
+    let err = tokio::time::timeout(Duration::from_secs(10), control.is_shutdown())
+        .await
+        .expect("the watchdog ends the consumer")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.to_string().contains("not pulled"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_is_not_a_stall() {
+    let (broker, topic) = broker_with_topic("idle", 1).await;
+    let settings = broker
+        .consumer_settings(&unique("g-idle"))
+        .max_pull_interval(Duration::from_millis(300), true);
+    let (_source, control) =
+        consumer::plain_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let h = control.health();
+    assert!(h.running, "nothing to hand out: not stalled");
+    assert_eq!(h.stalls, 0);
+    control.shutdown().await.unwrap();
+}

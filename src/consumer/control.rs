@@ -106,6 +106,13 @@ impl Control {
         matches!(self.handle.state_now(), DriverState::Closed(_))
     }
 
+    /// How the consumer is doing: running or not, partitions assigned, time
+    /// since the stream was last pulled, since the consumer thread last
+    /// polled and since the last successful commit, stalls, the last error.
+    pub fn health(&self) -> crate::outcome::ConsumerHealth {
+        self.handle.health()
+    }
+
     /// A snapshot of the consumer's counters.
     pub fn metrics(&self) -> ConsumerMetrics {
         self.handle.metrics()

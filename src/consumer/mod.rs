@@ -25,7 +25,7 @@ mod typed;
 
 pub use crate::listener::RebalanceListener;
 pub use crate::outcome::{
-    CommitOutcome, ConsumerMetrics, DrainReport, PartitionOffset, Uncommitted,
+    CommitOutcome, ConsumerHealth, ConsumerMetrics, DrainReport, PartitionOffset, Uncommitted,
 };
 pub use crate::subscription::{StartOffset, Subscription};
 pub use control::Control;

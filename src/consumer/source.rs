@@ -43,17 +43,21 @@ impl SourceCore {
         cx: &mut Context<'_>,
         f: impl FnOnce(ConsumerRecord, &Arc<PartitionHandle>) -> T,
     ) -> Poll<Option<Result<T>>> {
+        self.handle.pulled();
         loop {
             if let Some((partition, records)) = &mut self.current {
                 if let Some(record) = records.next() {
                     // Registered as handed out before it is returned, so a
                     // drain or a revocation knows what to wait for.
                     if partition.handover().hand(record.offset) {
+                        // Records left in this batch wait for the next pull.
+                        self.handle.holding(records.len() > 0);
                         return Poll::Ready(Some(Ok(f(record, partition))));
                     }
                     // Released (revoked): the rest belongs to the next owner.
                 }
                 self.current = None;
+                self.handle.holding(false);
             }
             if self.finished {
                 return Poll::Ready(None);
@@ -93,6 +97,9 @@ impl Drop for SourceCore {
     fn drop(&mut self) {
         // Stop delivering to this stream. Records it held but never returned
         // were never handed out, so nothing waits for them. Never blocks.
+        if self.current.is_some() {
+            self.handle.holding(false);
+        }
         let scope = match self.partition.take() {
             Some(a) => SourceScope::Partition(a),
             None => SourceScope::All,

@@ -196,6 +196,7 @@ impl DriverLink {
 struct Shared {
     state: watch::Sender<DriverState>,
     counters: Counters,
+    health: Health,
     /// With out-of-order commits: offsets handed out and not yet committable.
     outstanding: Option<Outstanding>,
     /// How many revocations wait for commits; committers flush at once
@@ -211,6 +212,7 @@ impl Shared {
         Shared {
             state: watch::channel(DriverState::Running).0,
             counters: Counters::default(),
+            health: Health::new(),
             outstanding: max_outstanding.map(Outstanding::new),
             revoking: watch::channel(0).0,
             final_report: OnceLock::new(),
@@ -259,6 +261,56 @@ impl Counters {
             offsets_stale: get(&self.offsets_stale),
             retried_errors: get(&self.retried_errors),
         }
+    }
+}
+
+/// When things last happened, for `Control::health`: milliseconds since
+/// the driver started, plus one (0: never).
+#[derive(Debug)]
+struct Health {
+    started: std::time::Instant,
+    pulled: AtomicU64,
+    polled: AtomicU64,
+    committed: AtomicU64,
+    stalls: AtomicU64,
+    /// A source holds records of a batch it took, not yet handed out.
+    holding: std::sync::atomic::AtomicBool,
+    last_error: std::sync::Mutex<Option<Error>>,
+}
+
+impl Health {
+    fn new() -> Self {
+        Health {
+            started: std::time::Instant::now(),
+            pulled: AtomicU64::new(0),
+            polled: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            holding: std::sync::atomic::AtomicBool::new(false),
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn mark(&self, at: &AtomicU64) {
+        at.store(
+            self.started.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn since(&self, at: &AtomicU64) -> Option<Duration> {
+        match at.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(t - 1)),
+            ),
+        }
+    }
+
+    fn error(&self, e: &Error) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
     }
 }
 
@@ -322,6 +374,39 @@ impl DriverHandle {
     /// A snapshot of the counters.
     pub(crate) fn metrics(&self) -> ConsumerMetrics {
         self.link.shared.counters.snapshot()
+    }
+
+    /// The source was pulled: for the health view and the stall watchdog.
+    pub(crate) fn pulled(&self) {
+        let h = &self.link.shared.health;
+        h.mark(&h.pulled);
+    }
+
+    /// Whether the source holds records it took and has not handed out.
+    pub(crate) fn holding(&self, holding: bool) {
+        self.link
+            .shared
+            .health
+            .holding
+            .store(holding, Ordering::Relaxed);
+    }
+
+    pub(crate) fn health(&self) -> crate::outcome::ConsumerHealth {
+        let shared = &self.link.shared;
+        let h = &shared.health;
+        crate::outcome::ConsumerHealth {
+            running: matches!(*shared.state.borrow(), DriverState::Running),
+            assigned_partitions: shared.counters.assigned_partitions.load(Ordering::Relaxed),
+            since_pulled: h.since(&h.pulled),
+            since_polled: h.since(&h.polled),
+            since_committed: h.since(&h.committed),
+            stalls: h.stalls.load(Ordering::Relaxed),
+            last_error: h
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 
     /// Tells the driver the source took a batch, so there is room for more.

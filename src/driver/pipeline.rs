@@ -372,6 +372,8 @@ impl CommitPipeline {
             Ok(()) => {
                 let counters = self.counters();
                 Counters::add(&counters.commits, 1);
+                let health = &self.link.shared.health;
+                health.mark(&health.committed);
                 Counters::add(&counters.offsets_committed, sent.offsets.len() as u64);
                 for (o, g) in &sent.offsets {
                     target.committed(&o.tp, *g, o.offset);

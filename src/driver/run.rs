@@ -90,6 +90,10 @@ pub(super) struct Driver {
     pub(super) missing_topics: MissingTopics,
     pub(super) bootstrap: String,
     pub(super) group_id: Option<String>,
+    /// The stall watchdog's interval, and whether a stall ends the consumer.
+    pub(super) max_pull_interval: Option<(Duration, bool)>,
+    /// True while the current stall has been reported.
+    pub(super) stalled: bool,
     pub(super) committable: bool,
     pub(super) subscription: Subscription,
 }
@@ -293,6 +297,8 @@ impl Driver {
                 return;
             }
             let mut progressed = self.poll_main();
+            let health = &self.link.shared.health;
+            health.mark(&health.polled);
             progressed |= self.handle_context_events();
             if self.failure.is_some() {
                 return;
@@ -308,6 +314,9 @@ impl Driver {
             }
             if !self.holds.is_empty() {
                 progressed |= self.settle_revocations(false);
+            }
+            if self.watch_stalls() {
+                return;
             }
             let now = Instant::now();
             let (pipeline, mut broker) = self.pipeline();
@@ -513,13 +522,75 @@ impl Driver {
             return false;
         }
         Counters::add(&self.link.shared.counters.retried_errors, 1);
+        self.link.shared.health.error(&Error::with_source(
+            ErrorKind::Consume,
+            "consumer error (retried)",
+            e.clone(),
+        ));
         crate::logging::retried_consumer_error(e, tp);
         true
     }
 
     fn fail(&mut self, err: Error) {
         tracing::error!(error = %Report(&err), "consumer failed");
+        self.link.shared.health.error(&err);
         self.failure = Some(err);
+    }
+
+    /// The stall watchdog (`max_pull_interval`): records wait for a stream
+    /// that has not been pulled for longer than the interval. Warns and
+    /// counts once per stall; with `fail`, ends the consumer. True when it
+    /// did.
+    fn watch_stalls(&mut self) -> bool {
+        let Some((interval, fail)) = self.max_pull_interval else {
+            return false;
+        };
+        let health = &self.link.shared.health;
+        let since = health
+            .since(&health.pulled)
+            .unwrap_or_else(|| health.started.elapsed());
+        if since <= interval {
+            self.stalled = false;
+            return false;
+        }
+        if self.stalled || !self.records_wait() {
+            return false;
+        }
+        self.stalled = true;
+        health
+            .stalls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let err = Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the stream was not pulled for {since:?} while records waited for it (max_pull_interval {interval:?})"
+            ),
+        );
+        if fail {
+            self.fail(err);
+            return true;
+        }
+        tracing::warn!(error = %Report(&err), "stream stalled");
+        health.error(&err);
+        false
+    }
+
+    /// True when records were read for a stream and wait for it to be pulled.
+    fn records_wait(&self) -> bool {
+        let queued =
+            |tx: &tokio::sync::mpsc::Sender<RecordBatch>| tx.capacity() < tx.max_capacity();
+        let single = matches!(&self.output, Some(Output::Single(tx)) if queued(tx));
+        let held = self
+            .link
+            .shared
+            .health
+            .holding
+            .load(std::sync::atomic::Ordering::Relaxed);
+        held || single
+            || self
+                .table
+                .iter()
+                .any(|p| !p.pending.is_empty() || p.out.as_ref().is_some_and(queued))
     }
 
     /// What a fatal consumer error means here, and the topic it concerns

@@ -105,6 +105,8 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         ),
         bootstrap: settings.bootstrap_servers.clone(),
         group_id: settings.group_id.clone(),
+        max_pull_interval: settings.max_pull_interval,
+        stalled: false,
         committable: config.committable,
         subscription: config.subscription,
     };

@@ -62,6 +62,7 @@ pub struct ConsumerSettings {
     pub(crate) revoke_timeout: Option<Duration>,
     pub(crate) listener: Option<ListenerSlot>,
     pub(crate) token_provider: Option<super::TokenProvider>,
+    pub(crate) max_pull_interval: Option<(Duration, bool)>,
 }
 
 /// Secret values (see [`property`](ConsumerSettings::property)) are shown as `<redacted>`.
@@ -82,6 +83,7 @@ impl std::fmt::Debug for ConsumerSettings {
             .field("revoke_timeout", &self.revoke_timeout)
             .field("listener", &self.listener)
             .field("token_provider", &self.token_provider)
+            .field("max_pull_interval", &self.max_pull_interval)
             .finish()
     }
 }
@@ -111,6 +113,7 @@ impl ConsumerSettings {
             wake_interval: Duration::from_millis(100),
             max_outstanding: None,
             token_provider: None,
+            max_pull_interval: None,
             rebalance_safe_commits: true,
             revoke_timeout: None,
             listener: None,
@@ -127,6 +130,18 @@ impl ConsumerSettings {
     /// Sets `client.id`, shown in broker logs and metrics.
     pub fn client_id(self, client_id: impl Into<String>) -> Self {
         self.property("client.id", client_id)
+    }
+
+    /// The stall watchdog (zio-kafka's `maxStreamPullInterval`): when
+    /// records wait for the stream and it has not been pulled for longer
+    /// than `interval`, the stall is logged once, counted in
+    /// [`ConsumerHealth::stalls`](crate::consumer::ConsumerHealth::stalls)
+    /// and kept as the last error; with `fail`, the consumer also ends with
+    /// an [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error saying
+    /// so. A stream with nothing to hand out is not stalled. Off by default.
+    pub fn max_pull_interval(mut self, interval: Duration, fail: bool) -> Self {
+        self.max_pull_interval = Some((interval, fail));
+        self
     }
 
     /// Where to start without a committed offset (`auto.offset.reset`;
