@@ -246,3 +246,45 @@ async fn an_idle_stream_is_not_a_stall() {
     assert_eq!(h.stalls, 0);
     control.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_and_lag_follow_what_was_committed() {
+    let (broker, topic) = broker_with_topic("stats", 1).await;
+    produce_n(&broker, &topic, 100, 1).await;
+    let group = unique("g-stats");
+    let settings = broker
+        .consumer_settings(&group)
+        .property("statistics.interval.ms", "200");
+    let (mut source, control) =
+        consumer::committable_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    let mut stats = control.statistics();
+    let taken = take_n(&mut source, 40, Duration::from_secs(30)).await;
+    let mut batch = reactive_kafka::CommittableOffsetBatch::new();
+    for m in taken {
+        batch.add(m.offset);
+    }
+    batch.commit().await.unwrap();
+
+    // Within a few statistics intervals the lag is end minus committed.
+    let started = Instant::now();
+    let lag = loop {
+        let lag = control.lag();
+        if lag.first().map(|l| l.1) == Some(60) {
+            break lag;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "lag from statistics: {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("lag from statistics after {:?}: {lag:?}", started.elapsed());
+    assert_eq!(lag.len(), 1);
+    assert_eq!(&*lag[0].0.topic, topic.as_str());
+    stats.changed().await.unwrap();
+    let latest = stats.borrow().clone().expect("statistics");
+    assert_eq!(latest.client_type, "consumer");
+    let client = MetadataClient::new(ConsumerSettings::new(broker.bootstrap_servers())).unwrap();
+    assert_eq!(client.lag(&group, &topic).await.unwrap()[0].lag, 60);
+    control.shutdown().await.unwrap();
+}

@@ -6,6 +6,9 @@ use crate::driver::{DriverHandle, DriverState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::outcome::{ConsumerMetrics, DrainReport};
 
+/// librdkafka's statistics (see [`Control::statistics`]).
+pub use rdkafka::statistics::Statistics;
+
 /// Stops, drains and shuts down a source's consumer, and reports how it ended.
 ///
 /// Cloneable; every clone controls the same consumer. The consumer is closed
@@ -111,6 +114,42 @@ impl Control {
     /// polled and since the last successful commit, stalls, the last error.
     pub fn health(&self) -> crate::outcome::ConsumerHealth {
         self.handle.health()
+    }
+
+    /// librdkafka's statistics, the latest each time they come (every
+    /// `statistics.interval.ms`; `None` until the first, and always when
+    /// that property is not set). A watch: a slow reader sees the latest
+    /// and never holds the consumer thread back.
+    pub fn statistics(&self) -> tokio::sync::watch::Receiver<Option<Arc<Statistics>>> {
+        self.handle.statistics()
+    }
+
+    /// Per assigned partition, how many records it is behind the end of
+    /// the partition, from the latest statistics (`consumer_lag`; partitions
+    /// librdkafka does not know the lag of yet are left out). Empty without
+    /// `statistics.interval.ms`.
+    pub fn lag(&self) -> Vec<(crate::record::TopicPartition, i64)> {
+        let stats = self.handle.statistics().borrow().clone();
+        let Some(stats) = stats else {
+            return Vec::new();
+        };
+        let mut lag: Vec<_> = stats
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(move |p| {
+                        (
+                            crate::record::TopicPartition::new(topic.as_str(), p.partition),
+                            p.consumer_lag,
+                        )
+                    })
+            })
+            .collect();
+        lag.sort_by(|a, b| (&*a.0.topic, a.0.partition).cmp(&(&*b.0.topic, b.0.partition)));
+        lag
     }
 
     /// A snapshot of the consumer's counters.

@@ -28,7 +28,7 @@ pub use crate::outcome::{
     CommitOutcome, ConsumerHealth, ConsumerMetrics, DrainReport, PartitionOffset, Uncommitted,
 };
 pub use crate::subscription::{StartOffset, Subscription};
-pub use control::Control;
+pub use control::{Control, Statistics};
 pub use draining::{shutdown_signal, Drained, DrainingControl};
 pub use offset::{CommittableMessage, CommittableOffset};
 pub use source::{

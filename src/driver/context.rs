@@ -3,7 +3,7 @@
 //! partition into its own queue before librdkafka starts fetching it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
 use rdkafka::client::{ClientContext, OAuthToken};
@@ -57,7 +57,12 @@ pub(crate) struct DriverContext {
     secrets: Secrets,
     /// Where SASL/OAUTHBEARER tokens come from, when the user gave one.
     token_provider: Option<TokenProvider>,
+    /// Where librdkafka's statistics go (a watch: never blocks this thread).
+    statistics: Statistics,
 }
+
+pub(crate) type Statistics =
+    tokio::sync::watch::Sender<Option<Arc<rdkafka::statistics::Statistics>>>;
 
 impl std::fmt::Debug for DriverContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +77,7 @@ impl DriverContext {
         listener: Listener,
         secrets: Secrets,
         token_provider: Option<TokenProvider>,
+        statistics: Statistics,
     ) -> Self {
         DriverContext {
             wake,
@@ -81,6 +87,7 @@ impl DriverContext {
             connect_failures: ConnectFailures::default(),
             secrets,
             token_provider,
+            statistics,
         }
     }
 
@@ -138,6 +145,10 @@ pub(crate) fn tpl_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 impl ClientContext for DriverContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.statistics.send_replace(Some(Arc::new(statistics)));
+    }
 
     fn generate_oauth_token(
         &self,

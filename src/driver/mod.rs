@@ -197,6 +197,8 @@ struct Shared {
     state: watch::Sender<DriverState>,
     counters: Counters,
     health: Health,
+    /// librdkafka's latest statistics, when `statistics.interval.ms` is set.
+    statistics: watch::Sender<Option<Arc<rdkafka::statistics::Statistics>>>,
     /// With out-of-order commits: offsets handed out and not yet committable.
     outstanding: Option<Outstanding>,
     /// How many revocations wait for commits; committers flush at once
@@ -213,6 +215,7 @@ impl Shared {
             state: watch::channel(DriverState::Running).0,
             counters: Counters::default(),
             health: Health::new(),
+            statistics: watch::channel(None).0,
             outstanding: max_outstanding.map(Outstanding::new),
             revoking: watch::channel(0).0,
             final_report: OnceLock::new(),
@@ -374,6 +377,13 @@ impl DriverHandle {
     /// A snapshot of the counters.
     pub(crate) fn metrics(&self) -> ConsumerMetrics {
         self.link.shared.counters.snapshot()
+    }
+
+    /// librdkafka's statistics as they come.
+    pub(crate) fn statistics(
+        &self,
+    ) -> watch::Receiver<Option<Arc<rdkafka::statistics::Statistics>>> {
+        self.link.shared.statistics.subscribe()
     }
 
     /// The source was pulled: for the health view and the stall watchdog.

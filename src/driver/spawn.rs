@@ -59,6 +59,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         listener,
         secrets,
         settings.token_provider.clone(),
+        link.shared.statistics.clone(),
     );
     let mut consumer =
         DriverConsumer::from_config_and_context(&client_config, context).map_err(|e| match e {
