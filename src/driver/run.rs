@@ -299,6 +299,7 @@ impl Driver {
             let mut progressed = self.poll_main();
             let health = &self.link.shared.health;
             health.mark(&health.polled);
+            health.look_at_pulls();
             progressed |= self.handle_context_events();
             if self.failure.is_some() {
                 return;
