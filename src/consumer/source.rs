@@ -21,6 +21,9 @@ pub(crate) struct SourceCore {
     finished: bool,
     /// A partition's sub-stream: the assignment it serves.
     partition: Option<Arc<HandOver>>,
+    /// True while it holds records of a batch not yet handed out (told to
+    /// the driver on each change, for the stall watchdog).
+    holding: bool,
 }
 
 impl SourceCore {
@@ -35,6 +38,14 @@ impl SourceCore {
             handle,
             finished: false,
             partition,
+            holding: false,
+        }
+    }
+
+    fn set_holding(&mut self, holding: bool) {
+        if self.holding != holding {
+            self.holding = holding;
+            self.handle.holding(holding);
         }
     }
 
@@ -51,13 +62,15 @@ impl SourceCore {
                     // drain or a revocation knows what to wait for.
                     if partition.handover().hand(record.offset) {
                         // Records left in this batch wait for the next pull.
-                        self.handle.holding(records.len() > 0);
-                        return Poll::Ready(Some(Ok(f(record, partition))));
+                        let more = records.len() > 0;
+                        let item = f(record, partition);
+                        self.set_holding(more);
+                        return Poll::Ready(Some(Ok(item)));
                     }
                     // Released (revoked): the rest belongs to the next owner.
                 }
                 self.current = None;
-                self.handle.holding(false);
+                self.set_holding(false);
             }
             if self.finished {
                 return Poll::Ready(None);
@@ -97,9 +110,7 @@ impl Drop for SourceCore {
     fn drop(&mut self) {
         // Stop delivering to this stream. Records it held but never returned
         // were never handed out, so nothing waits for them. Never blocks.
-        if self.current.is_some() {
-            self.handle.holding(false);
-        }
+        self.set_holding(false);
         let scope = match self.partition.take() {
             Some(a) => SourceScope::Partition(a),
             None => SourceScope::All,

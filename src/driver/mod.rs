@@ -280,8 +280,8 @@ struct Health {
     /// this move last.
     pulls: AtomicU64,
     seen_pulls: AtomicU64,
-    /// A source holds records of a batch it took, not yet handed out.
-    holding: std::sync::atomic::AtomicBool,
+    /// Sources holding records of a batch they took, not yet handed out.
+    holding: AtomicU64,
     last_error: std::sync::Mutex<Option<Error>>,
 }
 
@@ -295,7 +295,7 @@ impl Health {
             stalls: AtomicU64::new(0),
             pulls: AtomicU64::new(0),
             seen_pulls: AtomicU64::new(0),
-            holding: std::sync::atomic::AtomicBool::new(false),
+            holding: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
         }
     }
@@ -413,13 +413,15 @@ impl DriverHandle {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether the source holds records it took and has not handed out.
+    /// A source now holds records it took and has not handed out (true),
+    /// or no longer does (false).
     pub(crate) fn holding(&self, holding: bool) {
-        self.link
-            .shared
-            .health
-            .holding
-            .store(holding, Ordering::Relaxed);
+        let count = &self.link.shared.health.holding;
+        if holding {
+            count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn health(&self) -> crate::outcome::ConsumerHealth {

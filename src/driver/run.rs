@@ -586,7 +586,8 @@ impl Driver {
             .shared
             .health
             .holding
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0;
         held || single
             || self
                 .table
