@@ -84,6 +84,23 @@ public class Interop {
         adminProps.put("bootstrap.servers", bootstrap);
         try (Admin admin = Admin.create(adminProps)) {
             admin.createTopics(topics).all().get();
+            // Produce only once every partition has a leader: an idempotent
+            // producer whose first batch meets NOT_LEADER_OR_FOLLOWER on a
+            // topic this young can keep getting OUT_OF_ORDER_SEQUENCE_NUMBER
+            // until its delivery timeout.
+            List<String> names = topics.stream().map(NewTopic::name).toList();
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (true) {
+                boolean led = admin.describeTopics(names).allTopicNames().get().values().stream()
+                        .allMatch(d -> d.partitions().stream().allMatch(p -> p.leader() != null && !p.leader().isEmpty()));
+                if (led) {
+                    break;
+                }
+                if (System.currentTimeMillis() > deadline) {
+                    throw new IllegalStateException("topics without a leader after 60 s: " + names);
+                }
+                Thread.sleep(100);
+            }
         }
 
         List<Sent> sent = new ArrayList<>();
