@@ -129,27 +129,7 @@ impl Control {
     /// librdkafka does not know the lag of yet are left out). Empty without
     /// `statistics.interval.ms`.
     pub fn lag(&self) -> Vec<(crate::record::TopicPartition, i64)> {
-        let stats = self.handle.statistics().borrow().clone();
-        let Some(stats) = stats else {
-            return Vec::new();
-        };
-        let mut lag: Vec<_> = stats
-            .topics
-            .iter()
-            .flat_map(|(topic, t)| {
-                t.partitions
-                    .values()
-                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                    .map(move |p| {
-                        (
-                            crate::record::TopicPartition::new(topic.as_str(), p.partition),
-                            p.consumer_lag,
-                        )
-                    })
-            })
-            .collect();
-        lag.sort_by(|a, b| (&*a.0.topic, a.0.partition).cmp(&(&*b.0.topic, b.0.partition)));
-        lag
+        self.handle.lag()
     }
 
     /// A snapshot of the consumer's counters.

@@ -267,6 +267,33 @@ impl Counters {
     }
 }
 
+/// Per partition, `consumer_lag` from librdkafka's statistics (partitions
+/// whose lag librdkafka does not know yet left out), sorted.
+pub(crate) fn lag_of(
+    stats: Option<&rdkafka::statistics::Statistics>,
+) -> Vec<(crate::record::TopicPartition, i64)> {
+    let Some(stats) = stats else {
+        return Vec::new();
+    };
+    let mut lag: Vec<_> = stats
+        .topics
+        .iter()
+        .flat_map(|(topic, t)| {
+            t.partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(move |p| {
+                    (
+                        crate::record::TopicPartition::new(topic.as_str(), p.partition),
+                        p.consumer_lag,
+                    )
+                })
+        })
+        .collect();
+    lag.sort_by(|a, b| (&*a.0.topic, a.0.partition).cmp(&(&*b.0.topic, b.0.partition)));
+    lag
+}
+
 /// When things last happened, for `Control::health`: milliseconds since
 /// the driver started, plus one (0: never).
 #[derive(Debug)]
@@ -392,6 +419,13 @@ impl DriverHandle {
     /// A snapshot of the counters.
     pub(crate) fn metrics(&self) -> ConsumerMetrics {
         self.link.shared.counters.snapshot()
+    }
+
+    /// Per partition, the lag in the latest statistics.
+    pub(crate) fn lag(&self) -> Vec<(crate::record::TopicPartition, i64)> {
+        // The latest statistics, taken out of the watch before the work.
+        let stats = self.link.shared.statistics.borrow().clone();
+        lag_of(stats.as_deref())
     }
 
     /// librdkafka's statistics as they come.

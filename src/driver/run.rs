@@ -94,6 +94,9 @@ pub(super) struct Driver {
     pub(super) max_pull_interval: Option<(Duration, bool)>,
     /// True while the current stall has been reported.
     pub(super) stalled: bool,
+    /// Publishes figures through the `metrics` facade (a no-op without it).
+    pub(super) exporter: crate::export::Exporter,
+    pub(super) next_export: Instant,
     pub(super) committable: bool,
     pub(super) subscription: Subscription,
 }
@@ -319,6 +322,7 @@ impl Driver {
             if self.watch_stalls() {
                 return;
             }
+            self.export();
             let now = Instant::now();
             let (pipeline, mut broker) = self.pipeline();
             let next_retry = pipeline.resend_due(now, &mut broker);
@@ -574,6 +578,19 @@ impl Driver {
         tracing::warn!(error = %Report(&err), "stream stalled");
         health.error(&err);
         false
+    }
+
+    /// Publishes the figures through the `metrics` facade, once a second.
+    fn export(&mut self) {
+        let now = Instant::now();
+        if now < self.next_export {
+            return;
+        }
+        self.next_export = now + Duration::from_secs(1);
+        let metrics = self.link.shared.counters.snapshot();
+        let stats = self.link.shared.statistics.borrow().clone();
+        let lag = super::lag_of(stats.as_deref());
+        self.exporter.publish(&metrics, &lag);
     }
 
     /// True when records were read for a stream and wait for it to be pulled.

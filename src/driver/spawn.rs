@@ -108,6 +108,11 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         group_id: settings.group_id.clone(),
         max_pull_interval: settings.max_pull_interval,
         stalled: false,
+        exporter: crate::export::Exporter::new(
+            settings.get("client.id").as_deref().unwrap_or("rdkafka"),
+            settings.group_id.as_deref(),
+        ),
+        next_export: std::time::Instant::now(),
         committable: config.committable,
         subscription: config.subscription,
     };

@@ -1,0 +1,113 @@
+//! Consumer figures through the `metrics` facade (feature `metrics`), named
+//! after the OpenTelemetry messaging conventions and labelled with the
+//! client id and the group: published by the consumer thread once a second,
+//! from the counters `Control::metrics` reads and, with
+//! `statistics.interval.ms`, the lag per partition. Without the feature this
+//! is empty and costs nothing.
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use std::collections::BTreeSet;
+
+    use crate::outcome::ConsumerMetrics;
+    use crate::record::TopicPartition;
+
+    /// Publishes one consumer's figures; remembers which partitions had a
+    /// lag series, so that a revoked partition's series is set to 0 once
+    /// (the facade cannot remove a series: let your exporter's idle timeout
+    /// drop it).
+    #[derive(Debug)]
+    pub(crate) struct Exporter {
+        labels: Vec<(&'static str, String)>,
+        partitions: BTreeSet<(String, i32)>,
+    }
+
+    impl Exporter {
+        pub(crate) fn new(client_id: &str, group: Option<&str>) -> Self {
+            let mut labels = vec![
+                ("messaging.system", "kafka".to_owned()),
+                ("messaging.client.id", client_id.to_owned()),
+            ];
+            if let Some(g) = group {
+                labels.push(("messaging.consumer.group.name", g.to_owned()));
+            }
+            Exporter {
+                labels,
+                partitions: BTreeSet::new(),
+            }
+        }
+
+        pub(crate) fn publish(&mut self, m: &ConsumerMetrics, lag: &[(TopicPartition, i64)]) {
+            let l = &self.labels;
+            let counter = |name: &'static str, v: u64| metrics::counter!(name, l).absolute(v);
+            let gauge = |name: &'static str, v: f64| metrics::gauge!(name, l).set(v);
+            counter("messaging.client.consumed.messages", m.records);
+            counter("messaging.kafka.consumer.batches", m.batches);
+            counter("messaging.kafka.consumer.commits", m.commits);
+            counter(
+                "messaging.kafka.consumer.commit.failures",
+                m.commit_failures,
+            );
+            counter("messaging.kafka.consumer.commit.retries", m.commit_retries);
+            counter(
+                "messaging.kafka.consumer.offsets.committed",
+                m.offsets_committed,
+            );
+            counter("messaging.kafka.consumer.offsets.stale", m.offsets_stale);
+            counter("messaging.kafka.consumer.assignments", m.assignments);
+            counter("messaging.kafka.consumer.revocations", m.revocations);
+            counter("messaging.kafka.consumer.retried.errors", m.retried_errors);
+            gauge(
+                "messaging.kafka.consumer.assigned.partitions",
+                m.assigned_partitions as f64,
+            );
+            gauge(
+                "messaging.kafka.consumer.commits.in_flight",
+                m.commits_in_flight as f64,
+            );
+            let mut now = BTreeSet::new();
+            for (tp, lag) in lag {
+                now.insert((tp.topic.to_string(), tp.partition));
+                self.lag(&tp.topic, tp.partition, *lag as f64);
+            }
+            for (topic, partition) in self
+                .partitions
+                .difference(&now)
+                .cloned()
+                .collect::<Vec<_>>()
+            {
+                self.lag(&topic, partition, 0.0);
+            }
+            self.partitions = now;
+        }
+
+        fn lag(&self, topic: &str, partition: i32, lag: f64) {
+            let mut labels = self.labels.clone();
+            labels.push(("messaging.destination.name", topic.to_owned()));
+            labels.push(("messaging.destination.partition.id", partition.to_string()));
+            metrics::gauge!("messaging.kafka.consumer.lag", &labels).set(lag);
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use enabled::Exporter;
+
+/// Without the `metrics` feature: nothing.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug)]
+pub(crate) struct Exporter;
+
+#[cfg(not(feature = "metrics"))]
+impl Exporter {
+    pub(crate) fn new(_client_id: &str, _group: Option<&str>) -> Self {
+        Exporter
+    }
+
+    pub(crate) fn publish(
+        &mut self,
+        _: &crate::outcome::ConsumerMetrics,
+        _: &[(crate::record::TopicPartition, i64)],
+    ) {
+    }
+}
