@@ -1,13 +1,16 @@
-//! Consumer figures through the `metrics` facade (feature `metrics`), named
-//! after the OpenTelemetry messaging conventions and labelled with the
-//! client id and the group: published by the consumer thread once a second,
+//! Figures through the `metrics` facade (feature `metrics`), named after
+//! the OpenTelemetry messaging conventions and labelled with the client id
+//! (and the group): a consumer's published by its thread once a second,
 //! from the counters `Control::metrics` reads and, with
-//! `statistics.interval.ms`, the lag per partition. Without the feature this
-//! is empty and costs nothing.
+//! `statistics.interval.ms`, the lag per partition; a producer's from its
+//! delivery callback every 1024 deliveries and on each failure. Without the
+//! feature this is empty and costs nothing.
 
 #[cfg(feature = "metrics")]
 mod enabled {
     use std::collections::BTreeSet;
+
+    pub(crate) use super::producer::produced;
 
     use crate::outcome::ConsumerMetrics;
     use crate::record::TopicPartition;
@@ -91,12 +94,32 @@ mod enabled {
 }
 
 #[cfg(feature = "metrics")]
-pub(crate) use enabled::Exporter;
+pub(crate) use enabled::{produced, Exporter};
+
+#[cfg(feature = "metrics")]
+mod producer {
+    /// A producer's figures: records delivered, delivery failures, records
+    /// in flight, labelled with its client id. Called on every 1024th
+    /// delivery and on each failure, from librdkafka's delivery callback.
+    pub(crate) fn produced(client_id: &str, delivered: u64, failures: u64, in_flight: u64) {
+        let labels = [
+            ("messaging.system", "kafka".to_owned()),
+            ("messaging.client.id", client_id.to_owned()),
+        ];
+        metrics::counter!("messaging.client.sent.messages", &labels).absolute(delivered);
+        metrics::counter!("messaging.kafka.producer.delivery.failures", &labels).absolute(failures);
+        metrics::gauge!("messaging.kafka.producer.in_flight", &labels).set(in_flight as f64);
+    }
+}
 
 /// Without the `metrics` feature: nothing.
 #[cfg(not(feature = "metrics"))]
 #[derive(Debug)]
 pub(crate) struct Exporter;
+
+/// Without the `metrics` feature: nothing.
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn produced(_client_id: &str, _delivered: u64, _failures: u64, _in_flight: u64) {}
 
 #[cfg(not(feature = "metrics"))]
 impl Exporter {

@@ -160,7 +160,7 @@
 //! - `zstd` (default): the zstd codec, built from source by a crate.
 //! - `tls`: TLS and SASL/SCRAM, with OpenSSL built from source.
 //! - `json`: [`serde::Json`], a serializer and deserializer for serde types.
-//! - `metrics`: consumer figures and lag through the `metrics` facade.
+//! - `metrics`: consumer and producer figures through the `metrics` facade.
 //! - `testkit`: [`testkit::EmbeddedKafka`] (librdkafka's in-process mock
 //!   cluster), [`testkit::TestBroker`], test helpers, and
 //!   [`testkit::CommitRecorder`] for broker-free unit tests of a pipeline.

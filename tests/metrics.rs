@@ -1,4 +1,4 @@
-//! The `metrics` feature: a consumer's figures reach the installed recorder
+//! The `metrics` feature: a consumer's and a producer's figures reach the installed recorder
 //! with their OpenTelemetry names and labels. Skipped (with a printed
 //! reason) without the feature.
 
@@ -7,13 +7,18 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use reactive_kafka::{committer, consumer, CommitterSettings, Subscription};
+use metrics_util::debugging::DebugValue;
+use reactive_kafka::{committer, consumer, CommitterSettings, ProducerRecord, Subscription};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_figures_reach_the_recorder_with_their_labels() {
+async fn consumer_and_producer_figures_reach_the_recorder_with_their_labels() {
     if !cfg!(feature = "metrics") {
         println!("skipped: needs the `metrics` feature (cargo test --features metrics)");
+        return;
+    }
+    if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok_and(|s| !s.is_empty()) {
+        println!("skipped: injects produce errors into the embedded broker (unset KAFKA_BOOTSTRAP_SERVERS)");
         return;
     }
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
@@ -54,15 +59,11 @@ async fn consumer_figures_reach_the_recorder_with_their_labels() {
                 continue;
             }
             match (key.name(), value) {
-                (
-                    "messaging.kafka.consumer.commits",
-                    metrics_util::debugging::DebugValue::Counter(n),
-                ) => found.0 = Some(n),
-                (
-                    "messaging.kafka.consumer.assigned.partitions",
-                    metrics_util::debugging::DebugValue::Gauge(g),
-                ) => found.1 = Some(g.into_inner()),
-                ("messaging.kafka.consumer.lag", metrics_util::debugging::DebugValue::Gauge(g)) => {
+                ("messaging.kafka.consumer.commits", DebugValue::Counter(n)) => found.0 = Some(n),
+                ("messaging.kafka.consumer.assigned.partitions", DebugValue::Gauge(g)) => {
+                    found.1 = Some(g.into_inner())
+                }
+                ("messaging.kafka.consumer.lag", DebugValue::Gauge(g)) => {
                     assert!(labels.contains(&("messaging.destination.name".into(), topic.clone())));
                     assert!(
                         labels.contains(&("messaging.destination.partition.id".into(), "0".into()))
@@ -81,4 +82,49 @@ async fn consumer_figures_reach_the_recorder_with_their_labels() {
     assert_eq!(found.1, Some(1.0), "{found:?}");
     assert_eq!(found.2, Some(60.0), "100 produced, 40 committed: {found:?}");
     control.shutdown().await.unwrap();
+
+    // A producer: 2048 records delivered, then one that fails.
+    let settings = broker.producer_settings().client_id("producer-exported");
+    let mut sink = reactive_kafka::producer::plain_sink(settings).unwrap();
+    for _ in 0..2048 {
+        futures::SinkExt::feed(&mut sink, ProducerRecord::new(topic.as_str()).payload("x"))
+            .await
+            .unwrap();
+    }
+    futures::SinkExt::flush(&mut sink).await.unwrap();
+    // The broker refuses the next produce requests: a delivery failure.
+    let embedded = broker
+        .embedded()
+        .expect("this test runs on the embedded broker");
+    embedded.fail_requests(
+        0,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        100,
+    );
+    let failed = async {
+        futures::SinkExt::send(&mut sink, ProducerRecord::new(topic.as_str()).payload("y")).await?;
+        futures::SinkExt::close(&mut sink).await
+    };
+    assert!(failed.await.is_err(), "refused");
+    let (mut sent, mut failures) = (None, None);
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let ours = key
+            .labels()
+            .any(|l| l.key() == "messaging.client.id" && l.value() == "producer-exported");
+        match (ours, key.name(), value) {
+            (true, "messaging.client.sent.messages", DebugValue::Counter(n)) => sent = Some(n),
+            (true, "messaging.kafka.producer.delivery.failures", DebugValue::Counter(n)) => {
+                failures = Some(n)
+            }
+            _ => {}
+        }
+    }
+    println!("producer: sent {sent:?}, failures {failures:?}");
+    assert_eq!(
+        sent,
+        Some(2048),
+        "published at the 1024th and 2048th delivery and the failure"
+    );
+    assert_eq!(failures, Some(1));
 }

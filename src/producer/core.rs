@@ -64,6 +64,7 @@ impl IntoOpaque for DeliveryReply {
 pub(crate) struct DeliveryState {
     pub(crate) in_flight: AtomicUsize,
     pub(crate) delivered: AtomicU64,
+    pub(crate) delivery_failures: AtomicU64,
     /// The first failure of an untracked record.
     failure: Mutex<Option<Error>>,
     /// The one task (a sink or a flow) that waits for room or for deliveries.
@@ -81,6 +82,8 @@ pub(crate) struct CoreContext {
     connect_failures: crate::connect::ConnectFailures,
     /// Where SASL/OAUTHBEARER tokens come from, when the user gave one.
     token_provider: Option<crate::settings::TokenProvider>,
+    /// The label of this producer's figures (feature `metrics`).
+    client_id: String,
 }
 
 impl ClientContext for CoreContext {
@@ -113,6 +116,17 @@ impl ClientContext for CoreContext {
     }
 }
 
+impl CoreContext {
+    fn export(&self) {
+        crate::export::produced(
+            &self.client_id,
+            self.state.delivered.load(Ordering::Relaxed),
+            self.state.delivery_failures.load(Ordering::Relaxed),
+            self.state.in_flight.load(Ordering::Relaxed) as u64,
+        );
+    }
+}
+
 impl ProducerContext for CoreContext {
     type DeliveryOpaque = DeliveryReply;
 
@@ -120,7 +134,10 @@ impl ProducerContext for CoreContext {
         let outcome =
             match result {
                 Ok(msg) => {
-                    self.state.delivered.fetch_add(1, Ordering::Relaxed);
+                    let delivered = self.state.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+                    if delivered % 1024 == 0 {
+                        self.export();
+                    }
                     Ok(RecordMetadata {
                         partition: msg.partition(),
                         offset: msg.offset(),
@@ -131,6 +148,8 @@ impl ProducerContext for CoreContext {
                         Error::with_source(ErrorKind::Delivery, "record not delivered", e.clone())
                             .at(msg.topic(), Some(msg.partition()).filter(|p| *p >= 0), None);
                     tracing::warn!(error = %err.report(), "delivery failed");
+                    self.state.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                    self.export();
                     Err(err)
                 }
             };
@@ -190,6 +209,11 @@ impl ProducerCore {
                 secrets: crate::settings::Secrets::of(&settings.properties),
                 connect_failures: Default::default(),
                 token_provider: settings.token_provider.clone(),
+                client_id: settings
+                    .properties
+                    .get("client.id")
+                    .cloned()
+                    .unwrap_or_else(|| "rdkafka".to_owned()),
             },
         )
         .map_err(|e| match e {
