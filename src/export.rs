@@ -44,7 +44,8 @@ mod enabled {
             let l = &self.labels;
             let counter = |name: &'static str, v: u64| metrics::counter!(name, l).absolute(v);
             let gauge = |name: &'static str, v: f64| metrics::gauge!(name, l).set(v);
-            counter("messaging.client.consumed.messages", m.records);
+            counter("messaging.client.consumed.messages", m.records_handed_out);
+            counter("messaging.kafka.consumer.buffered.messages", m.records);
             counter("messaging.kafka.consumer.batches", m.batches);
             counter("messaging.kafka.consumer.commits", m.commits);
             counter(

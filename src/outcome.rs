@@ -71,8 +71,12 @@ pub struct DrainReport {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsumerMetrics {
-    /// Records handed to the source.
+    /// Records read and passed to the source's buffer (some may not have
+    /// been pulled yet: see [`records_handed_out`](Self::records_handed_out)).
     pub records: u64,
+    /// Records the stream (or its sub-streams) handed out: what your code
+    /// pulled.
+    pub records_handed_out: u64,
     /// Batches handed to the source.
     pub batches: u64,
     /// Partitions assigned now.

@@ -288,3 +288,22 @@ async fn statistics_and_lag_follow_what_was_committed() {
     assert_eq!(client.lag(&group, &topic).await.unwrap()[0].lag, 60);
     control.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_handed_out_is_what_was_pulled_and_records_what_was_buffered() {
+    let (broker, topic) = broker_with_topic("handed", 1).await;
+    produce_n(&broker, &topic, 50, 1).await;
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-handed")),
+        Subscription::topics([topic.as_str()]),
+    )
+    .unwrap();
+    take_n(&mut source, 10, Duration::from_secs(30)).await;
+    let m = control.metrics();
+    assert_eq!(m.records_handed_out, 10, "{m:?}");
+    assert!(m.records >= 10, "read ahead into the buffer: {m:?}");
+    take_n(&mut source, 40, Duration::from_secs(30)).await;
+    let m = control.metrics();
+    assert_eq!((m.records_handed_out, m.records), (50, 50), "{m:?}");
+    control.shutdown().await.unwrap();
+}

@@ -65,6 +65,7 @@ impl SourceCore {
                         let more = records.len() > 0;
                         let item = f(record, partition);
                         self.set_holding(more);
+                        self.handle.handed_out();
                         return Poll::Ready(Some(Ok(item)));
                     }
                     // Released (revoked): the rest belongs to the next owner.

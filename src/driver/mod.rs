@@ -230,6 +230,7 @@ impl Shared {
 #[derive(Debug, Default)]
 struct Counters {
     records: AtomicU64,
+    records_handed_out: AtomicU64,
     batches: AtomicU64,
     assigned_partitions: AtomicU64,
     assignments: AtomicU64,
@@ -252,6 +253,7 @@ impl Counters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ConsumerMetrics {
             records: get(&self.records),
+            records_handed_out: get(&self.records_handed_out),
             batches: get(&self.batches),
             assigned_partitions: get(&self.assigned_partitions),
             assignments: get(&self.assignments),
@@ -445,6 +447,11 @@ impl DriverHandle {
             .health
             .pulls
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A record was handed out to the user.
+    pub(crate) fn handed_out(&self) {
+        Counters::add(&self.link.shared.counters.records_handed_out, 1);
     }
 
     /// A source now holds records it took and has not handed out (true),
