@@ -80,6 +80,19 @@ impl std::fmt::Debug for MetadataClient {
     }
 }
 
+/// The last clone destroys the librdkafka client, which blocks: that is
+/// done on the blocking pool, not on an async worker.
+impl Drop for MetadataClient {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.consumer) == 1 {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let consumer = self.consumer.clone();
+                rt.spawn_blocking(move || drop(consumer));
+            }
+        }
+    }
+}
+
 impl MetadataClient {
     /// A client for the cluster of `settings` (its servers and security
     /// properties; a group, if set, is not used). Each call is bounded by
