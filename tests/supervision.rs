@@ -384,3 +384,15 @@ async fn a_drain_while_a_failed_pipeline_waits_to_restart_returns_at_once() {
         asked.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_factory_that_panics_is_reported_not_taken_for_success() {
+    let settings = RestartSettings::new(Duration::from_secs(1), Duration::from_secs(1), 0.0);
+    let control = supervision::restart(
+        settings,
+        |_run| -> reactive_kafka::Result<DrainingControl<u64>> { panic!("the factory broke") },
+    );
+    let err = control.join().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.to_string().contains("panic"), "{err}");
+}

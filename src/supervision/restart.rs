@@ -280,12 +280,18 @@ impl<T: Send + 'static> RestartControl<T> {
     /// was shut down, or the failure that ended it. Waits for the end.
     pub async fn join(mut self) -> Result<Option<T>> {
         self.ended().await;
+        // Every way the supervisor ends records an outcome; none means its
+        // task died (the factory panicked): said, not taken for success.
         self.shared
             .outcome
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .unwrap_or(Ok(None))
+            .unwrap_or_else(|| {
+                Err(Error::closed(
+                    "the supervisor stopped without an outcome (did the pipeline factory panic?)",
+                ))
+            })
     }
 
     /// Stops supervising: drains and shuts down the current run (its output
