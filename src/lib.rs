@@ -179,6 +179,7 @@ mod export;
 mod listener;
 mod logging;
 pub mod metadata;
+mod otel;
 mod outcome;
 pub mod producer;
 mod record;

@@ -77,6 +77,8 @@ pub struct ConsumerMetrics {
     /// Records the stream (or its sub-streams) handed out: what your code
     /// pulled.
     pub records_handed_out: u64,
+    /// Key and payload bytes of the records read.
+    pub bytes: u64,
     /// Batches handed to the source.
     pub batches: u64,
     /// Partitions assigned now.
@@ -100,6 +102,10 @@ pub struct ConsumerMetrics {
     /// Errors librdkafka reported and retries on its own (a broker away, a
     /// leader moving); logged at most once per 10 s per error.
     pub retried_errors: u64,
+    /// Time revoked partitions were held, summed over revocations: from
+    /// the revocation until the records handed out of them were committed
+    /// (or `revoke_timeout`), while the rebalance waited.
+    pub revocation_hold_time: std::time::Duration,
 }
 
 /// How a consumer is doing, read with [`Control::health`](crate::Control::health):

@@ -136,6 +136,52 @@ impl ConsumerRecord {
             partition: self.partition,
         }
     }
+
+    /// The trace context the producer wrote into the record's W3C
+    /// `traceparent` and `tracestate` headers (this crate's producers do
+    /// with the feature on, as do the Java client's instrumentations), or
+    /// `None` when there is none or it is malformed.
+    ///
+    /// ```
+    /// # use reactive_kafka::ConsumerRecord;
+    /// # fn f(record: &ConsumerRecord) {
+    /// if let Some(cx) = record.trace_context() {
+    ///     println!("sent in trace {}", cx.trace_id());
+    /// }
+    /// # }
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+    pub fn trace_context(&self) -> Option<opentelemetry::trace::SpanContext> {
+        let find = |name: &str| {
+            self.headers
+                .iter()
+                .find(|h| h.key.eq_ignore_ascii_case(name))
+                .and_then(|h| h.value.as_deref())
+        };
+        crate::otel::parse(
+            find(crate::otel::TRACEPARENT)?,
+            find(crate::otel::TRACESTATE),
+        )
+    }
+
+    /// A `process {topic}` span (OpenTelemetry messaging conventions: the
+    /// record's topic, partition, offset and key as attributes) whose parent
+    /// is the record's [`trace_context`](Self::trace_context), so the trace
+    /// runs from the producer's `send` span into your processing. Enter it
+    /// (or `.instrument()` a future with it) while you process the record.
+    /// A disabled span when no subscriber wants `reactive_kafka::otel` spans.
+    #[cfg(feature = "opentelemetry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+    pub fn process_span(&self) -> tracing::Span {
+        crate::otel::process(
+            &self.topic,
+            self.partition,
+            self.offset,
+            self.key.as_deref(),
+            || self.trace_context(),
+        )
+    }
 }
 
 impl fmt::Debug for ConsumerRecord {
@@ -217,6 +263,38 @@ impl ProducerRecord {
             value: Some(value.into()),
         });
         self
+    }
+
+    /// Writes `context` into the record's W3C `traceparent` and
+    /// `tracestate` headers (replacing any), so that the record continues
+    /// that trace: for example the `process` span of the record this one was
+    /// made from. Without it, the producer writes the context of its `send`
+    /// span (or the current OpenTelemetry context) into records that carry
+    /// no `traceparent`.
+    #[cfg(feature = "opentelemetry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+    pub fn trace_context(mut self, context: &opentelemetry::trace::SpanContext) -> Self {
+        self.headers.retain(|h| {
+            !h.key.eq_ignore_ascii_case(crate::otel::TRACEPARENT)
+                && !h.key.eq_ignore_ascii_case(crate::otel::TRACESTATE)
+        });
+        if context.is_valid() {
+            for (key, value) in crate::otel::headers(context) {
+                self.headers.push(Header {
+                    key: key.to_owned(),
+                    value: Some(Bytes::from(value)),
+                });
+            }
+        }
+        self
+    }
+
+    /// True when the record carries a `traceparent` header.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn has_traceparent(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|h| h.key.eq_ignore_ascii_case(crate::otel::TRACEPARENT))
     }
 
     /// The destination topic.

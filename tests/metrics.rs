@@ -128,3 +128,113 @@ async fn consumer_and_producer_figures_reach_the_recorder_with_their_labels() {
     );
     assert_eq!(failures, Some(1));
 }
+
+/// Keeps every value set on the producer's in-flight gauge.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<Vec<f64>>);
+
+impl metrics::GaugeFn for InFlight {
+    fn increment(&self, _: f64) {}
+    fn decrement(&self, _: f64) {}
+    fn set(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+struct InFlightRecorder(std::sync::Arc<InFlight>);
+
+impl metrics::Recorder for InFlightRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        if key.name() == "messaging.kafka.producer.in_flight" {
+            metrics::Gauge::from_arc(self.0.clone())
+        } else {
+            metrics::Gauge::noop()
+        }
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committable_sinks_in_flight_gauge_rises_and_falls_back_to_zero() {
+    if !cfg!(feature = "metrics") {
+        println!("skipped: needs the `metrics` feature (cargo test --features metrics)");
+        return;
+    }
+    let (broker, input) = broker_with_topic("in-flight-in", 1).await;
+    let output = broker.unique_topic("in-flight-out", 1).await.unwrap();
+    produce_n(&broker, &input, 3000, 1).await;
+    let (source, control) = consumer::committable_source(
+        broker.consumer_settings(&unique("g-in-flight")),
+        Subscription::topics([input.as_str()]),
+    )
+    .unwrap();
+    // A producer's figures are registered when it is built: with this
+    // recorder, for this thread only, while the sink is made.
+    let gauge = std::sync::Arc::new(InFlight::default());
+    let sink = metrics::with_local_recorder(&InFlightRecorder(gauge.clone()), || {
+        reactive_kafka::producer::committable_sink(
+            broker.producer_settings(),
+            CommitterSettings::default(),
+        )
+        .unwrap()
+    });
+    let output_topic = output.clone();
+    source
+        .take(3000)
+        .map(move |m| {
+            let m = m?;
+            Ok(reactive_kafka::producer::Envelope::message(
+                ProducerRecord::new(output_topic.as_str())
+                    .payload(m.record.payload_bytes().unwrap_or_default()),
+                m.offset,
+            ))
+        })
+        .forward(sink)
+        .await
+        .unwrap();
+    control.shutdown().await.unwrap();
+    let values = gauge.0.lock().unwrap().clone();
+    let peak = values.iter().copied().fold(0.0, f64::max);
+    println!(
+        "in-flight gauge: {} values, peak {peak}, last {:?}",
+        values.len(),
+        values.last()
+    );
+    assert_eq!(values.len(), 3000, "set on each delivery");
+    assert!(peak > 1.0, "records were in flight together: {peak}");
+    assert_eq!(
+        values.last(),
+        Some(&0.0),
+        "back to 0 once all were delivered"
+    );
+}

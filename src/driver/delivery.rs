@@ -53,6 +53,7 @@ pub(crate) fn deliver_partition(
                 if builder.is_empty() {
                     return delivered;
                 }
+                Counters::add(&counters.bytes, builder.bytes() as u64);
                 RecordBatch {
                     partition: Arc::new(PartitionHandle::clone(&p.handle)),
                     records: builder.finish(&p.handle.tp.topic, p.handle.tp.partition),

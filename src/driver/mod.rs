@@ -231,6 +231,7 @@ impl Shared {
 struct Counters {
     records: AtomicU64,
     records_handed_out: AtomicU64,
+    bytes: AtomicU64,
     batches: AtomicU64,
     assigned_partitions: AtomicU64,
     assignments: AtomicU64,
@@ -242,6 +243,7 @@ struct Counters {
     offsets_committed: AtomicU64,
     offsets_stale: AtomicU64,
     retried_errors: AtomicU64,
+    revocation_hold_nanos: AtomicU64,
 }
 
 impl Counters {
@@ -254,6 +256,7 @@ impl Counters {
         ConsumerMetrics {
             records: get(&self.records),
             records_handed_out: get(&self.records_handed_out),
+            bytes: get(&self.bytes),
             batches: get(&self.batches),
             assigned_partitions: get(&self.assigned_partitions),
             assignments: get(&self.assignments),
@@ -265,6 +268,7 @@ impl Counters {
             offsets_committed: get(&self.offsets_committed),
             offsets_stale: get(&self.offsets_stale),
             retried_errors: get(&self.retried_errors),
+            revocation_hold_time: std::time::Duration::from_nanos(get(&self.revocation_hold_nanos)),
         }
     }
 }

@@ -90,6 +90,8 @@ struct SentCommit {
     offsets: Offsets,
     requests: Vec<Request>,
     started: Instant,
+    /// The commit's span (feature `opentelemetry`), closed with the answer.
+    span: tracing::Span,
 }
 
 /// A request waiting for its retry.
@@ -105,15 +107,21 @@ pub(crate) struct CommitPipeline {
     /// Waiting for the commit in flight, merged into the next.
     queued: Vec<Request>,
     retries: Vec<Retry>,
+    group: Option<String>,
+    /// Commit durations and revocation holds (feature `metrics`).
+    pub(crate) timings: crate::export::Timings,
 }
 
 impl CommitPipeline {
-    pub(crate) fn new(link: Arc<DriverLink>) -> Self {
+    /// `client_id` and `group` label the commit spans and durations.
+    pub(crate) fn new(link: Arc<DriverLink>, client_id: &str, group: Option<&str>) -> Self {
         CommitPipeline {
             link,
             sent: VecDeque::new(),
             queued: Vec::new(),
             retries: Vec::new(),
+            group: group.map(str::to_owned),
+            timings: crate::export::Timings::new(client_id, group),
         }
     }
 
@@ -219,11 +227,15 @@ impl CommitPipeline {
         }
         let plain: Vec<PartitionOffset> = offsets.iter().map(|(o, _)| o.clone()).collect();
         match target.send(&plain) {
-            Ok(()) => self.sent.push_back(SentCommit {
-                offsets,
-                requests,
-                started: now,
-            }),
+            Ok(()) => {
+                let span = crate::otel::commit(self.group.as_deref(), offsets.len());
+                self.sent.push_back(SentCommit {
+                    offsets,
+                    requests,
+                    started: now,
+                    span,
+                })
+            }
             Err(e) => {
                 let err = commit_error(&offsets, e);
                 target.failed(&offsets, &err, now);
@@ -378,7 +390,9 @@ impl CommitPipeline {
                 for (o, g) in &sent.offsets {
                     target.committed(&o.tp, *g, o.offset);
                 }
-                tracing::debug!(offsets = ?sent.offsets, requests = sent.requests.len(), elapsed = ?now.saturating_duration_since(sent.started), "committed");
+                let elapsed = now.saturating_duration_since(sent.started);
+                self.timings.commit(elapsed);
+                tracing::debug!(offsets = ?sent.offsets, requests = sent.requests.len(), ?elapsed, "committed");
                 // Counters first: whoever gets the answer may read them at once.
                 self.update_in_flight();
                 for request in sent.requests {
@@ -386,6 +400,9 @@ impl CommitPipeline {
                 }
             }
             Err(err) => {
+                sent.span.record("otel.status_code", "ERROR");
+                sent.span
+                    .record("error.type", tracing::field::debug(err.kind()));
                 target.failed(&sent.offsets, &err, now);
                 for request in sent.requests {
                     self.fail_or_retry(request, err.clone(), now);

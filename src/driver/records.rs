@@ -32,6 +32,17 @@ impl RecordBuilder {
         self.pending.is_empty()
     }
 
+    /// Records copied in since the last `finish`.
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Key and payload bytes copied in since the last `finish`.
+    pub(crate) fn bytes(&self) -> usize {
+        self.arena.len()
+    }
+
     fn copy(&mut self, bytes: Option<&[u8]>) -> Option<Range<usize>> {
         bytes.map(|b| {
             let start = self.arena.len();

@@ -761,6 +761,11 @@ impl Driver {
         let any = !settled.is_empty();
         for s in settled {
             tracing::info!(partitions = ?s.partitions, waited = ?s.waited, "revoked partitions released");
+            Counters::add(
+                &self.link.shared.counters.revocation_hold_nanos,
+                s.waited.as_nanos() as u64,
+            );
+            self.pipeline.timings.revocation_hold(s.waited);
             self.notify_revoked(&s.partitions, false);
             self.table.forget(|tp| s.partitions.contains(tp));
             context::release(self.consumer(), &s.partitions);
@@ -796,8 +801,16 @@ impl Driver {
             } = self;
             let p = table.get_mut(i);
             let mut read_errors = Vec::new();
+            #[cfg(feature = "opentelemetry")]
+            let (tp, group) = (p.handle.tp.clone(), self.group_id.as_deref());
             let read = |queue: &Option<PartitionQueue>, b: &mut RecordBuilder| {
-                queue.as_ref()?.drain_into(b, *max_batch, scratch)
+                let read = queue.as_ref()?.drain_into(b, *max_batch, scratch);
+                #[cfg(feature = "opentelemetry")]
+                if !b.is_empty() {
+                    crate::otel::poll(&tp.topic, tp.partition, group)
+                        .record("messaging.batch.message_count", b.len());
+                }
+                read
             };
             match deliver_partition(p, builder, &link.shared.counters, read, &mut read_errors) {
                 Delivered::Some => progressed = true,

@@ -88,7 +88,11 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         output: Some(output),
         table: PartitionTable::default(),
         holds: RevocationHolds::new(revoke_timeout),
-        pipeline: CommitPipeline::new(link.clone()),
+        pipeline: CommitPipeline::new(
+            link.clone(),
+            settings.get("client.id").as_deref().unwrap_or("rdkafka"),
+            settings.group_id.as_deref(),
+        ),
         builder: RecordBuilder::default(),
         scratch: MessageBuf::default(),
         rr: 0,

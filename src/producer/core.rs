@@ -82,8 +82,8 @@ pub(crate) struct CoreContext {
     connect_failures: crate::connect::ConnectFailures,
     /// Where SASL/OAUTHBEARER tokens come from, when the user gave one.
     token_provider: Option<crate::settings::TokenProvider>,
-    /// The label of this producer's figures (feature `metrics`).
-    client_id: String,
+    /// This producer's figures (feature `metrics`; nothing without it).
+    exporter: crate::export::Producer,
 }
 
 impl ClientContext for CoreContext {
@@ -116,17 +116,6 @@ impl ClientContext for CoreContext {
     }
 }
 
-impl CoreContext {
-    fn export(&self) {
-        crate::export::produced(
-            &self.client_id,
-            self.state.delivered.load(Ordering::Relaxed),
-            self.state.delivery_failures.load(Ordering::Relaxed),
-            self.state.in_flight.load(Ordering::Relaxed) as u64,
-        );
-    }
-}
-
 impl ProducerContext for CoreContext {
     type DeliveryOpaque = DeliveryReply;
 
@@ -134,10 +123,16 @@ impl ProducerContext for CoreContext {
         let outcome =
             match result {
                 Ok(msg) => {
-                    let delivered = self.state.delivered.fetch_add(1, Ordering::Relaxed) + 1;
-                    if delivered % 1024 == 0 {
-                        self.export();
-                    }
+                    self.state.delivered.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.exporter.delivered(
+                        msg.payload_len() + msg.key_len(),
+                        // SAFETY: the message is valid for this callback;
+                        // librdkafka's latency from produce() to now, in
+                        // microseconds (-1 if unknown).
+                        unsafe { rdkafka::bindings::rd_kafka_message_latency(msg.ptr()) },
+                        self.state.in_flight.load(Ordering::Relaxed) - 1,
+                    );
                     Ok(RecordMetadata {
                         partition: msg.partition(),
                         offset: msg.offset(),
@@ -149,7 +144,8 @@ impl ProducerContext for CoreContext {
                             .at(msg.topic(), Some(msg.partition()).filter(|p| *p >= 0), None);
                     tracing::warn!(error = %err.report(), "delivery failed");
                     self.state.delivery_failures.fetch_add(1, Ordering::Relaxed);
-                    self.export();
+                    self.exporter
+                        .failed(self.state.in_flight.load(Ordering::Relaxed) - 1);
                     Err(err)
                 }
             };
@@ -209,11 +205,12 @@ impl ProducerCore {
                 secrets: crate::settings::Secrets::of(&settings.properties),
                 connect_failures: Default::default(),
                 token_provider: settings.token_provider.clone(),
-                client_id: settings
-                    .properties
-                    .get("client.id")
-                    .cloned()
-                    .unwrap_or_else(|| "rdkafka".to_owned()),
+                exporter: crate::export::Producer::new(
+                    settings
+                        .properties
+                        .get("client.id")
+                        .map_or("rdkafka", String::as_str),
+                ),
             },
         )
         .map_err(|e| match e {
@@ -295,12 +292,27 @@ impl ProducerCore {
         if let Some(t) = record.timestamp {
             base = base.timestamp(t);
         }
-        if !record.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        #[cfg(feature = "opentelemetry")]
+        let (span, context) =
+            crate::otel::send(&record.topic, record.partition, record.has_traceparent());
+        #[cfg(feature = "opentelemetry")]
+        let _entered = span.enter();
+        #[cfg(feature = "opentelemetry")]
+        let context = context.map(|sc| crate::otel::headers(&sc));
+        #[cfg(not(feature = "opentelemetry"))]
+        let context: Option<[(&str, String); 0]> = None;
+        if !record.headers.is_empty() || context.is_some() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 2);
             for h in &record.headers {
                 headers = headers.insert(RdHeader {
                     key: &h.key,
                     value: h.value.as_deref(),
+                });
+            }
+            for (key, value) in context.iter().flatten() {
+                headers = headers.insert(RdHeader {
+                    key,
+                    value: Some(value.as_bytes()),
                 });
             }
             base = base.headers(headers);

@@ -58,7 +58,7 @@ fn setup() -> Setup {
         target.current.push((tp(p), 1));
     }
     Setup {
-        pipeline: CommitPipeline::new(link.clone()),
+        pipeline: CommitPipeline::new(link.clone(), "test", Some("group")),
         link,
         target,
         now: Instant::now(),
