@@ -6,7 +6,13 @@
 //! cargo bench --bench throughput                  # 100 B and 1 KiB records, more repetitions
 //! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo bench --bench throughput -- --quick
 //! cargo bench --bench throughput -- --quick --only producer_flow   # cases whose name contains it
+//! cargo bench --bench throughput -- --quick --only plain_source,producer_flow   # either
 //! ```
+//!
+//! Built with the `metrics` feature, `--instrument` installs a no-op
+//! `metrics` recorder first, so the crate's figures are gathered and
+//! handed to it (`scripts/bench-overhead` compares such a build with a
+//! plain one).
 //!
 //! Consumer cases read the same pre-produced topic from the beginning with a
 //! new consumer group each; the clock starts at the first record, so group
@@ -42,12 +48,18 @@ use report::Row;
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only NAME`: just the cases whose name contains NAME (for profiling).
+    // `--only A,B`: just the cases whose name contains A or B (for profiling).
     let only = args
         .windows(2)
         .find(|w| w[0] == "--only")
         .map(|w| w[1].clone());
-    let wanted = |case: Case| only.as_deref().is_none_or(|o| case.name().contains(o));
+    let wanted = |case: Case| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|o| case.name().contains(o)))
+    };
+    if args.iter().any(|a| a == "--instrument") {
+        instrument();
+    }
     let broker = TestBroker::start().await.expect("broker");
     let embedded = broker.is_embedded();
     let (sizes, runs, records, partitions) = if quick {
@@ -56,10 +68,12 @@ async fn main() {
         (vec![100, 1024], 5, 400_000, 16)
     };
     println!(
-        "# broker={} partitions={partitions} runs={runs} mode={} cores={}",
+        "# broker={} partitions={partitions} runs={runs} mode={} cores={} metrics={} opentelemetry={}",
         if embedded { "embedded" } else { "external" },
         if quick { "quick" } else { "full" },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cfg!(feature = "metrics"),
+        cfg!(feature = "opentelemetry"),
     );
 
     let mut rows: Vec<Row> = Vec::new();
@@ -96,6 +110,19 @@ async fn main() {
         Ok(dir) => println!("\nwrote {dir}/throughput.csv and {dir}/throughput.svg"),
         Err(e) => eprintln!("could not write the report files: {e}"),
     }
+}
+
+/// Installs a no-op `metrics` recorder: the crate gathers and hands over
+/// its figures, the recorder drops them.
+#[cfg(feature = "metrics")]
+fn instrument() {
+    metrics::set_global_recorder(metrics::NoopRecorder).expect("the only recorder");
+    println!("# instrumented: metrics feature on, a no-op recorder installed");
+}
+
+#[cfg(not(feature = "metrics"))]
+fn instrument() {
+    println!("# --instrument ignored: built without the metrics feature");
 }
 
 /// Runs `case` and its `baseline` `runs` times, interleaved, and adds the
