@@ -55,6 +55,14 @@ pub enum ErrorKind {
     /// Your own processing failed: an error made with [`Error::processing`]
     /// to end a pipeline whose stream and sink speak this crate's error.
     Processing,
+    /// A transaction failed and was aborted: its records are invisible to
+    /// `read_committed` readers and its input offsets were not committed,
+    /// so they are read again.
+    Transaction,
+    /// Another producer with the same transactional id (a newer instance of
+    /// this one), or a newer generation of the consumer group, took over:
+    /// this producer is fenced and can do nothing more. Fatal.
+    ProducerFenced,
 }
 
 /// The error type of every fallible operation in this crate.
@@ -221,7 +229,8 @@ impl Error {
             | ErrorKind::Authentication
             | ErrorKind::Tls
             | ErrorKind::TopicAuthorization
-            | ErrorKind::GroupAuthorization => true,
+            | ErrorKind::GroupAuthorization
+            | ErrorKind::ProducerFenced => true,
             _ => {
                 matches!(
                     self.inner.source,
@@ -318,6 +327,9 @@ fn kind_of_cause(code: RDKafkaErrorCode) -> Option<ErrorKind> {
         RDKafkaErrorCode::TopicAuthorizationFailed => Some(ErrorKind::TopicAuthorization),
         RDKafkaErrorCode::GroupAuthorizationFailed => Some(ErrorKind::GroupAuthorization),
         RDKafkaErrorCode::SaslAuthenticationFailed => Some(ErrorKind::Authentication),
+        RDKafkaErrorCode::ProducerFenced
+        | RDKafkaErrorCode::InvalidProducerEpoch
+        | RDKafkaErrorCode::Fenced => Some(ErrorKind::ProducerFenced),
         _ => None,
     }
 }

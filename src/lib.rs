@@ -191,6 +191,7 @@ mod task_sink;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
+pub mod transactional;
 
 pub use committer::CommittableOffsetBatch;
 pub use consumer::{

@@ -14,6 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use reactive_kafka::consumer::DeserializeExt;
 use reactive_kafka::testkit::{unique_name, TestBroker};
+use reactive_kafka::transactional::{self, TransactionalSettings};
 use reactive_kafka::{
     committer, consumer, producer, CommitterSettings, ConsumerSettings, ProducerRecord,
     Subscription,
@@ -67,11 +68,13 @@ pub(crate) enum Case {
     RawBaseProducer,
     PlainSink,
     ProducerFlow,
+    RawTransactionalLoop,
+    TransactionalPipeline,
 }
 
 impl Case {
     /// Each case with the raw loop it is compared with.
-    pub(crate) const PAIRS: [(Case, Case); 9] = [
+    pub(crate) const PAIRS: [(Case, Case); 10] = [
         (Case::PlainSource, Case::RawBaseConsumer),
         (Case::PlainSourceSlowBackoff, Case::RawBaseConsumer),
         (Case::RawStreamConsumer, Case::RawBaseConsumer),
@@ -82,6 +85,8 @@ impl Case {
         (Case::TypedCommittableCommitter, Case::CommittableCommitter),
         (Case::PlainSink, Case::RawBaseProducer),
         (Case::ProducerFlow, Case::RawBaseProducer),
+        // Consume, produce and commit in transactions every 100 ms.
+        (Case::TransactionalPipeline, Case::RawTransactionalLoop),
     ];
 
     /// Cases on a topic of their own partition count, with their baseline.
@@ -112,6 +117,8 @@ impl Case {
             Case::RawBaseProducer => "raw_base_producer",
             Case::PlainSink => "producer_plain_sink",
             Case::ProducerFlow => "producer_flow",
+            Case::RawTransactionalLoop => "raw_transactional_loop",
+            Case::TransactionalPipeline => "transactional_source+sink",
         }
     }
 
@@ -159,6 +166,19 @@ impl Case {
             Case::ProducerFlow => {
                 let topic = plan.fresh_topic().await;
                 producer_flow(plan, &topic).await
+            }
+            Case::RawTransactionalLoop => {
+                let output = plan.fresh_topic().await;
+                let (servers, input) = (plan.servers.clone(), plan.topic.clone());
+                tokio::task::spawn_blocking(move || {
+                    raw_transactional_loop(&servers, &input, &output, n)
+                })
+                .await
+                .expect("raw transactional loop")
+            }
+            Case::TransactionalPipeline => {
+                let output = plan.fresh_topic().await;
+                transactional_pipeline(plan, &output).await
             }
         };
         Measurement {
@@ -717,4 +737,131 @@ fn rss_mb(field: &str) -> f64 {
             })
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// How often both transactional cases commit (Alpakka's default).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The raw exactly-once loop: a `read_committed` consumer and a
+/// transactional producer; each record copied to `output` inside a
+/// transaction that also carries the consumed offsets, committed every
+/// `COMMIT_INTERVAL`.
+fn raw_transactional_loop(servers: &str, input: &str, output: &str, n: usize) -> Duration {
+    let group = unique_name("raw-txn");
+    let mut config = consumer_config(servers, &group);
+    config.set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    consumer.subscribe(&[input]).expect("subscribe");
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", servers)
+        .set("transactional.id", unique_name("raw-txn"));
+    for (k, v) in PRODUCER {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer = config.create().expect("producer");
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).expect("init");
+    let mut next: std::collections::BTreeMap<i32, i64> = Default::default();
+    let commit = |next: &mut std::collections::BTreeMap<i32, i64>| {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next.iter() {
+            tpl.add_partition_offset(input, *p, Offset::Offset(*o))
+                .expect("offset");
+        }
+        let metadata = consumer.group_metadata().expect("group metadata");
+        producer
+            .send_offsets_to_transaction(&tpl, &metadata, timeout)
+            .expect("offsets");
+        producer.commit_transaction(timeout).expect("commit");
+        next.clear();
+    };
+    let (mut count, mut started, mut open_since) = (0, None, None);
+    let limit = deadline();
+    while count < n {
+        assert!(
+            Instant::now() < limit,
+            "raw transactional loop stalled at {count} of {n}"
+        );
+        if open_since.is_some_and(|t: Instant| t.elapsed() >= COMMIT_INTERVAL) {
+            commit(&mut next);
+            open_since = None;
+        }
+        match consumer.poll(Duration::from_millis(10)) {
+            Some(Ok(m)) => {
+                started.get_or_insert_with(Instant::now);
+                if open_since.is_none() {
+                    producer.begin_transaction().expect("begin");
+                    open_since = Some(Instant::now());
+                }
+                let mut record = BaseRecord::<[u8], [u8]>::to(output);
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(p) = m.payload() {
+                    record = record.payload(p);
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((e, r))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
+                            producer.poll(Duration::from_millis(1));
+                            record = r;
+                        }
+                        Err((e, _)) => panic!("send failed: {e}"),
+                    }
+                }
+                producer.poll(Duration::ZERO);
+                next.insert(m.partition(), m.offset() + 1);
+                count += 1;
+            }
+            Some(Err(e)) => panic!("raw consumer error: {e}"),
+            None => {}
+        }
+    }
+    if open_since.is_some() {
+        commit(&mut next);
+    }
+    started.expect("records").elapsed()
+}
+
+/// `transactional::source` into `transactional::sink`: each record copied
+/// to `output`, committed every `COMMIT_INTERVAL`.
+async fn transactional_pipeline(plan: &Plan<'_>, output: &str) -> Duration {
+    let (source, control) = transactional::source(
+        consumer_settings(&plan.servers, &unique_name("txn")),
+        Subscription::topics([plan.topic.as_str()]),
+    )
+    .expect("source");
+    let sink = transactional::sink(
+        producer_settings(&plan.servers),
+        TransactionalSettings::new(unique_name("txn"))
+            .commit_interval(COMMIT_INTERVAL)
+            .max_records(usize::MAX),
+    )
+    .expect("sink");
+    let started = std::sync::OnceLock::new();
+    let output = output.to_owned();
+    let first = &started;
+    let envelopes = source.take(plan.records).map(move |m| {
+        first.get_or_init(Instant::now);
+        let m = m?;
+        let mut record = ProducerRecord::new(output.as_str());
+        if let Some(k) = m.record.key_bytes() {
+            record = record.key(k);
+        }
+        if let Some(p) = m.record.payload_bytes() {
+            record = record.payload(p);
+        }
+        Ok(producer::Envelope::message(record, m.offset))
+    });
+    tokio::time::timeout(Duration::from_secs(300), envelopes.forward(sink))
+        .await
+        .expect("transactional pipeline stalled")
+        .expect("pipeline");
+    let elapsed = started.get().expect("records").elapsed();
+    control.shutdown().await.expect("shutdown");
+    elapsed
 }

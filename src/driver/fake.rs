@@ -120,6 +120,29 @@ impl Recorder {
                 }
             }
             Command::SourceDropped(_) | Command::Released => {}
+            // No group here: a transaction cannot be committed for it.
+            Command::GroupMetadata(reply) => {
+                let _ = reply.send(None);
+            }
+            Command::CommittedInTransaction { offsets, reply } => {
+                let offsets: Vec<PartitionOffset> = offsets
+                    .into_iter()
+                    .map(|(h, offset)| PartitionOffset {
+                        tp: h.tp.clone(),
+                        offset,
+                    })
+                    .collect();
+                let mut state = self.state();
+                for o in &offsets {
+                    let c = state.committed.entry(o.tp.clone()).or_insert(o.offset);
+                    *c = (*c).max(o.offset);
+                }
+                state.commits.push(offsets.clone());
+                let _ = reply.send(CommitOutcome {
+                    committed: offsets,
+                    ..CommitOutcome::default()
+                });
+            }
         }
     }
 }

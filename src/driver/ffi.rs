@@ -279,3 +279,12 @@ impl Drop for ConsumerQueueRef {
         unsafe { rdsys::rd_kafka_queue_destroy(self.0) };
     }
 }
+
+/// librdkafka's latency of a produced message, from `produce()` to now, in
+/// microseconds (-1 if unknown); for a delivery report's message.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn message_latency_us(msg: &rdkafka::message::BorrowedMessage<'_>) -> i64 {
+    // SAFETY: the message is valid while `msg` borrows it; the call only
+    // reads its timestamps.
+    unsafe { rdsys::rd_kafka_message_latency(msg.ptr()) }
+}

@@ -24,6 +24,8 @@ mod delivery;
 #[cfg(any(test, feature = "testkit"))]
 pub(crate) mod fake;
 mod ffi;
+#[cfg(feature = "metrics")]
+pub(crate) use ffi::message_latency_us;
 mod handover;
 mod missing;
 mod pipeline;
@@ -40,6 +42,7 @@ use std::task::{Context, Poll};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::ConsumerGroupMetadata;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
@@ -108,6 +111,15 @@ pub(crate) enum DriverState {
 /// Offsets to commit (next to read), each with its partition's assignment.
 pub(crate) type CommitOffsets = Vec<(Arc<PartitionHandle>, i64)>;
 
+/// A consumer's group metadata (member id, generation), opaque.
+pub(crate) struct GroupMetadata(pub(crate) ConsumerGroupMetadata);
+
+impl std::fmt::Debug for GroupMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupMetadata")
+    }
+}
+
 /// Commands from async code to the driver thread.
 #[derive(Debug)]
 enum Command {
@@ -129,6 +141,15 @@ enum Command {
     Released,
     /// The pipeline that commits for this consumer failed: close with this error.
     Fail(Error),
+    /// The consumer group's metadata (member, generation), for a
+    /// transaction to commit offsets with.
+    GroupMetadata(oneshot::Sender<Option<GroupMetadata>>),
+    /// A producer's transaction committed these offsets (next offsets to
+    /// read) for the group: record them as committed.
+    CommittedInTransaction {
+        offsets: CommitOffsets,
+        reply: oneshot::Sender<CommitOutcome>,
+    },
 }
 
 /// Where a link's commands go.
@@ -630,6 +651,39 @@ pub(crate) fn commit(
         }
         Ok(total)
     }
+}
+
+/// The group metadata of the consumer `handle` came from, as a transaction
+/// needs it at commit time (KIP-447: the broker fences a transaction whose
+/// member or generation is no longer current).
+pub(crate) async fn group_metadata(handle: &PartitionHandle) -> Result<GroupMetadata> {
+    let (reply, rx) = oneshot::channel();
+    handle.link.send(Command::GroupMetadata(reply))?;
+    rx.await
+        .map_err(|_| Error::closed("the consumer closed before giving its group metadata"))?
+        .ok_or_else(|| Error::closed("the consumer has no group metadata (closed, or no group)"))
+}
+
+/// Tells each consumer that a transaction committed `offsets` for it, so
+/// that its revocation holds settle and its drain report counts them; the
+/// merged outcome names offsets of partitions revoked meanwhile as stale.
+pub(crate) async fn committed_in_transaction(offsets: CommitOffsets) -> Result<CommitOutcome> {
+    let mut by_driver: Vec<(Arc<DriverLink>, CommitOffsets)> = Vec::new();
+    for (handle, offset) in offsets {
+        match by_driver.iter_mut().find(|(l, _)| l.id == handle.link.id) {
+            Some((_, group)) => group.push((handle, offset)),
+            None => by_driver.push((handle.link.clone(), vec![(handle, offset)])),
+        }
+    }
+    let mut total = CommitOutcome::default();
+    for (link, offsets) in by_driver {
+        let (reply, rx) = oneshot::channel();
+        link.send(Command::CommittedInTransaction { offsets, reply })?;
+        total.merge(rx.await.map_err(|_| {
+            Error::closed("the consumer closed before recording the transaction's offsets")
+        })?);
+    }
+    Ok(total)
 }
 
 /// The listener a driver calls, shared by the context and the loop.

@@ -31,7 +31,7 @@ use super::{
     SourceScope, SubSource,
 };
 use crate::error::{consumer_error_class, Error, ErrorClass, ErrorKind, Report, Result};
-use crate::outcome::{DrainReport, PartitionOffset};
+use crate::outcome::{CommitOutcome, DrainReport, PartitionOffset};
 use crate::record::TopicPartition;
 use crate::subscription::{StartOffset, Subscription};
 
@@ -437,6 +437,17 @@ impl Driver {
                         self.failure = Some(err);
                     }
                 }
+                Command::GroupMetadata(reply) => {
+                    let metadata = self
+                        .consumer
+                        .as_ref()
+                        .and_then(|c| c.group_metadata())
+                        .map(super::GroupMetadata);
+                    let _ = reply.send(metadata);
+                }
+                Command::CommittedInTransaction { offsets, reply } => {
+                    let _ = reply.send(self.committed_in_transaction(offsets));
+                }
                 Command::Released => {
                     // Commits already in flight still get their answer.
                     tracing::debug!("all handles dropped: closing");
@@ -444,6 +455,36 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Records offsets a producer's transaction committed for this group:
+    /// the revocation holds of their partitions may settle, and the drain
+    /// report counts them. Offsets of partitions revoked meanwhile are
+    /// stale (the broker refused the transaction's offsets of a past
+    /// generation: the transaction could not have committed them).
+    fn committed_in_transaction(&mut self, offsets: super::CommitOffsets) -> CommitOutcome {
+        let mut outcome = CommitOutcome::default();
+        for (handle, next) in offsets {
+            let o = PartitionOffset {
+                tp: handle.tp.clone(),
+                offset: next,
+            };
+            if self.table.is_current(&handle.tp, handle.generation) {
+                self.table
+                    .record_committed(&handle.tp, handle.generation, next);
+                outcome.committed.push(o);
+            } else {
+                outcome.stale.push(o);
+            }
+        }
+        let counters = &self.link.shared.counters;
+        Counters::add(&counters.commits, 1);
+        Counters::add(&counters.offsets_committed, outcome.committed.len() as u64);
+        Counters::add(&counters.offsets_stale, outcome.stale.len() as u64);
+        let health = &self.link.shared.health;
+        health.mark(&health.committed);
+        self.settle_revocations(false);
+        outcome
     }
 
     /// Serves the main queue: rebalances, commit results, errors, and any

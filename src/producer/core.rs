@@ -127,16 +127,26 @@ impl ProducerContext for CoreContext {
                     #[cfg(feature = "metrics")]
                     self.exporter.delivered(
                         msg.payload_len() + msg.key_len(),
-                        // SAFETY: the message is valid for this callback;
-                        // librdkafka's latency from produce() to now, in
-                        // microseconds (-1 if unknown).
-                        unsafe { rdkafka::bindings::rd_kafka_message_latency(msg.ptr()) },
+                        crate::driver::message_latency_us(msg),
                         self.state.in_flight.load(Ordering::Relaxed) - 1,
                     );
                     Ok(RecordMetadata {
                         partition: msg.partition(),
                         offset: msg.offset(),
                     })
+                }
+                Err((e, msg)) if is_purge(e) => {
+                    // Purged by an aborted transaction: discarded on
+                    // purpose, not a failure.
+                    tracing::trace!(
+                        topic = msg.topic(),
+                        "record of an aborted transaction purged"
+                    );
+                    Err(Error::with_source(
+                        ErrorKind::Transaction,
+                        "record purged: its transaction was aborted",
+                        e.clone(),
+                    ))
                 }
                 Err((e, msg)) => {
                     let err =
@@ -153,12 +163,13 @@ impl ProducerContext for CoreContext {
             Some(reply) => {
                 let _ = reply.send(outcome);
             }
-            None => {
-                if let Err(err) = outcome {
+            None => match outcome {
+                Err(err) if err.kind() != ErrorKind::Transaction => {
                     let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
                     failure.get_or_insert(err);
                 }
-            }
+                _ => {}
+            },
         }
         self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.state.waker.wake();
@@ -166,6 +177,14 @@ impl ProducerContext for CoreContext {
             self.state.room.notify_waiters();
         }
     }
+}
+
+/// True for the delivery error of a record an aborted transaction purged.
+fn is_purge(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
 }
 
 /// What happened to a record handed to [`ProducerCore::send`].
@@ -336,6 +355,55 @@ impl ProducerCore {
                 )
             }
         }
+    }
+
+    fn client(&self) -> std::result::Result<&ThreadedProducer<CoreContext>, KafkaError> {
+        // Only after `release`, which nothing calls while a transaction runs.
+        self.producer.as_ref().ok_or(KafkaError::Canceled)
+    }
+
+    /// librdkafka's `init_transactions` (blocks up to `timeout`).
+    pub(crate) fn init_transactions(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<(), KafkaError> {
+        self.client()?.init_transactions(timeout)
+    }
+
+    /// librdkafka's `begin_transaction` (does not block). Forgets the
+    /// delivery failure of an earlier transaction, which ended with it.
+    pub(crate) fn begin_transaction(&self) -> std::result::Result<(), KafkaError> {
+        self.client()?.begin_transaction()?;
+        *self.state.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
+    /// librdkafka's `send_offsets_to_transaction` (blocks up to `timeout`).
+    pub(crate) fn send_offsets_to_transaction(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> std::result::Result<(), KafkaError> {
+        self.client()?
+            .send_offsets_to_transaction(offsets, group, timeout)
+    }
+
+    /// librdkafka's `commit_transaction`: waits for every record of the
+    /// transaction to be delivered, then commits (blocks up to `timeout`).
+    pub(crate) fn commit_transaction(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<(), KafkaError> {
+        self.client()?.commit_transaction(timeout)
+    }
+
+    /// librdkafka's `abort_transaction` (blocks up to `timeout`).
+    pub(crate) fn abort_transaction(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<(), KafkaError> {
+        self.client()?.abort_transaction(timeout)
     }
 
     /// Registers the task to be woken by the next delivery report.

@@ -16,6 +16,7 @@ mod sink;
 mod typed;
 
 pub use self::core::RecordMetadata;
+pub(crate) use self::core::{ProducerCore, Sent};
 pub use committable::CommittableSink;
 pub use envelope::{Envelope, ProduceFailure, ProducerResult};
 pub use flow::ProducerFlow;
