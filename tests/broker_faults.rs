@@ -278,6 +278,13 @@ fn defaults(broker: &TestBroker) -> ConsumerSettings {
     ConsumerSettings::new(broker.bootstrap_servers()).auto_offset_reset(AutoOffsetReset::Earliest)
 }
 
+/// Crate defaults, for a consumer of `group` on `servers`.
+fn defaults_for(servers: &str, group: &str) -> ConsumerSettings {
+    ConsumerSettings::new(servers)
+        .group_id(group)
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+}
+
 async fn real_broker_or_skip(what: &str) -> Option<TestBroker> {
     let broker = TestBroker::start().await.unwrap();
     if broker.is_embedded() || !kafka_local("status").await {
@@ -376,4 +383,118 @@ async fn consume_produce_commit_runs_through_a_broker_freeze_and_restart() {
         .await
         .unwrap();
     assert_outages_cost_nothing("consume-produce-commit", &report);
+}
+
+/// Every key of `topic` a `read_committed` reader sees, with its count,
+/// read until nothing new came for 3 s.
+async fn read_committed(
+    broker: &TestBroker,
+    topic: &str,
+) -> std::collections::BTreeMap<Vec<u8>, usize> {
+    let settings = broker
+        .consumer_settings(&unique("g-committed-reader"))
+        .property("isolation.level", "read_committed");
+    let (mut source, control) =
+        reactive_kafka::consumer::plain_source(settings, Subscription::topics([topic])).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    let mut wait = Duration::from_secs(20);
+    while let Ok(Some(record)) = tokio::time::timeout(wait, source.next()).await {
+        let record = record.unwrap();
+        *seen
+            .entry(record.key().unwrap_or_default().to_vec())
+            .or_insert(0) += 1;
+        wait = Duration::from_secs(3);
+    }
+    control.shutdown().await.unwrap();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_pipeline_under_a_supervisor_is_exactly_once_through_a_broker_restart() {
+    use reactive_kafka::producer::Envelope;
+    use reactive_kafka::supervision::{restart, RestartSettings};
+    use reactive_kafka::transactional::{self, TransactionalSettings};
+    use std::sync::Arc;
+
+    count_warnings();
+    let _one_at_a_time = BROKER.lock().await;
+    let Some(broker) = real_broker_or_skip("restarting the broker").await else {
+        return;
+    };
+    serves_admin_requests_again().await;
+    const N: usize = 6_000;
+    let input = broker.unique_topic("txn-restart-in", 4).await.unwrap();
+    let output = broker.unique_topic("txn-restart-out", 4).await.unwrap();
+    produce_n(&broker, &input, N, 4).await;
+    let (group, id) = (unique("g-txn-restart"), unique("txn-restart"));
+    let processed = Arc::new(AtomicUsize::new(0));
+    let make = {
+        let (servers, input, output, processed) = (
+            broker.bootstrap_servers().to_owned(),
+            input.clone(),
+            output.clone(),
+            processed.clone(),
+        );
+        let group = group.clone();
+        move |_attempt: u64| {
+            let settings = defaults_for(&servers, &group);
+            let (source, control) =
+                transactional::source(settings, Subscription::topics([input.as_str()]))?;
+            let sink = transactional::sink(
+                ProducerSettings::new(&servers),
+                TransactionalSettings::new(id.clone()).timeout(Duration::from_secs(20)),
+            )?;
+            let (output, processed) = (output.clone(), processed.clone());
+            Ok(reactive_kafka::consumer::DrainingControl::spawn(
+                control,
+                source
+                    .then(move |m| {
+                        let (output, processed) = (output.clone(), processed.clone());
+                        async move {
+                            let m = m?;
+                            processed.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            let record = reactive_kafka::ProducerRecord::new(output.as_str())
+                                .key(m.record.key_bytes().unwrap_or_default())
+                                .payload("x");
+                            Ok(Envelope::message(record, m.offset))
+                        }
+                    })
+                    .forward(sink),
+            ))
+        }
+    };
+    let supervisor = restart(
+        RestartSettings::new(Duration::from_millis(200), Duration::from_secs(2), 0.2),
+        make,
+    );
+    wait_until("1,500 processed", Duration::from_secs(60), || {
+        processed.load(Ordering::Relaxed) >= 1_500
+    })
+    .await;
+    assert!(kafka_local("restart").await, "the broker restarts");
+    let out = tokio::time::timeout(Duration::from_secs(240), async {
+        loop {
+            let c = read_committed(&broker, &output).await;
+            if c.len() >= N || c.values().any(|n| *n > 1) {
+                return c;
+            }
+        }
+    })
+    .await
+    .expect("the output is complete within 4 minutes");
+    let restarts = supervisor.metrics();
+    let ended = supervisor.drain_and_shutdown().await;
+    println!(
+        "through a broker restart: {} processed for {N} inputs, output {} keys, supervisor {restarts:?}, ended {:?}",
+        processed.load(Ordering::Relaxed),
+        out.len(),
+        ended.as_ref().map(|_| ())
+    );
+    assert_eq!(out.len(), N, "every input's output");
+    assert!(
+        out.values().all(|n| *n == 1),
+        "each exactly once: {:?}",
+        out.iter().filter(|(_, n)| **n > 1).count()
+    );
 }

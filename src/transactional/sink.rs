@@ -131,17 +131,27 @@ async fn run(
                 chunk = rx.next() => match chunk {
                     Some(envelopes) => {
                         for envelope in envelopes {
-                            let (records, offset, _) = envelope.into_parts();
                             if open.is_none() {
                                 txn.begin()?;
                                 open = Some(Open::default());
                                 deadline = Instant::now() + tx.commit_interval;
                             }
                             let o = open.as_mut().expect("opened above");
-                            for record in &records {
-                                txn.send(record).await?;
-                            }
-                            o.records += records.len();
+                            let offset = match envelope {
+                                Envelope::Message { record, pass_through } => {
+                                    txn.send(&record).await?;
+                                    o.records += 1;
+                                    pass_through
+                                }
+                                Envelope::MultiMessage { records, pass_through } => {
+                                    for record in &records {
+                                        txn.send(record).await?;
+                                    }
+                                    o.records += records.len();
+                                    pass_through
+                                }
+                                Envelope::PassThrough(pass_through) => pass_through,
+                            };
                             o.add(&offset);
                             if revoking.is_none() {
                                 revoking = Some(offset.partition.revoking());
