@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reactive_kafka::producer::Envelope;
-use reactive_kafka::testkit::TestBroker;
+use reactive_kafka::testkit::{GroupProtocol, TestBroker};
 use reactive_kafka::transactional::{self, TransactionalProducer, TransactionalSettings};
 use reactive_kafka::{consumer, ErrorKind, ProducerRecord, Subscription};
 use support::*;
@@ -376,7 +376,24 @@ async fn a_pipeline_commits_its_offsets_in_its_transactions_and_drains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_input_appears_once_while_a_second_member_joins_and_leaves() {
+async fn every_input_appears_once_while_a_second_member_joins_and_leaves_eager() {
+    join_and_leave(GroupProtocol::Eager).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_appears_once_while_a_second_member_joins_and_leaves_cooperative() {
+    join_and_leave(GroupProtocol::Cooperative).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_appears_once_while_a_second_member_joins_and_leaves_kip848() {
+    join_and_leave(GroupProtocol::Consumer).await;
+}
+
+/// A transactional pipeline reads a paced input; a second member joins
+/// half-way, takes partitions, processes, and leaves cleanly; the output
+/// read with `read_committed` holds every input once.
+async fn join_and_leave(protocol: GroupProtocol) {
     const N: usize = 4_000;
     let (broker, input) = broker_with_topic("txn-join-in", 4).await;
     if !real_broker_or_skip(&broker, "exactly once through rebalances") {
@@ -388,7 +405,7 @@ async fn every_input_appears_once_while_a_second_member_joins_and_leaves() {
     // Paced so that the rebalances happen while records flow.
     let paced = |id: String, seen: Arc<AtomicUsize>| {
         let (source, control) = transactional::source(
-            broker.consumer_settings(&group),
+            broker.group_settings(&group, protocol),
             Subscription::topics([input.as_str()]),
         )
         .unwrap();
@@ -453,7 +470,7 @@ async fn every_input_appears_once_while_a_second_member_joins_and_leaves() {
         .expect("the output is complete within 2 minutes");
     let a_report = a.drain_and_shutdown(Duration::from_secs(30)).await.unwrap();
     println!(
-        "A read {}, B read {} ({} read twice across members); output {} keys; drains {} {}",
+        "{protocol:?}: A read {}, B read {} ({} read twice across members); output {} keys; drains {} {}",
         seen_a.load(Ordering::Relaxed),
         seen_b.load(Ordering::Relaxed),
         seen_a.load(Ordering::Relaxed) + seen_b.load(Ordering::Relaxed) - N,
