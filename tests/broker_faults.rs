@@ -385,30 +385,6 @@ async fn consume_produce_commit_runs_through_a_broker_freeze_and_restart() {
     assert_outages_cost_nothing("consume-produce-commit", &report);
 }
 
-/// Every key of `topic` a `read_committed` reader sees, with its count,
-/// read until nothing new came for 3 s.
-async fn read_committed(
-    broker: &TestBroker,
-    topic: &str,
-) -> std::collections::BTreeMap<Vec<u8>, usize> {
-    let settings = broker
-        .consumer_settings(&unique("g-committed-reader"))
-        .property("isolation.level", "read_committed");
-    let (mut source, control) =
-        reactive_kafka::consumer::plain_source(settings, Subscription::topics([topic])).unwrap();
-    let mut seen = std::collections::BTreeMap::new();
-    let mut wait = Duration::from_secs(20);
-    while let Ok(Some(record)) = tokio::time::timeout(wait, source.next()).await {
-        let record = record.unwrap();
-        *seen
-            .entry(record.key().unwrap_or_default().to_vec())
-            .or_insert(0) += 1;
-        wait = Duration::from_secs(3);
-    }
-    control.shutdown().await.unwrap();
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_pipeline_under_a_supervisor_is_exactly_once_through_a_broker_restart() {
     use reactive_kafka::producer::Envelope;
@@ -475,7 +451,7 @@ async fn a_transactional_pipeline_under_a_supervisor_is_exactly_once_through_a_b
     assert!(kafka_local("restart").await, "the broker restarts");
     let out = tokio::time::timeout(Duration::from_secs(240), async {
         loop {
-            let c = read_committed(&broker, &output).await;
+            let c = read_keys(&broker, &output, "read_committed").await;
             if c.len() >= N || c.values().any(|n| *n > 1) {
                 return c;
             }

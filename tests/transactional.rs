@@ -18,33 +18,6 @@ use reactive_kafka::transactional::{self, TransactionalProducer, TransactionalSe
 use reactive_kafka::{consumer, ErrorKind, ProducerRecord, Subscription};
 use support::*;
 
-/// Every record of `topic` a reader with `isolation` sees, as (key, count),
-/// read until nothing new came for 3 s.
-async fn read_all(broker: &TestBroker, topic: &str, isolation: &str) -> BTreeMap<String, usize> {
-    let settings = broker
-        .consumer_settings(&unique("g-reader"))
-        .property("isolation.level", isolation);
-    let (mut source, control) =
-        consumer::plain_source(settings, Subscription::topics([topic])).unwrap();
-    let mut seen = BTreeMap::new();
-    let mut first = true;
-    loop {
-        // The first record may wait for the group join.
-        let wait = Duration::from_secs(if first { 20 } else { 3 });
-        match tokio::time::timeout(wait, source.next()).await {
-            Ok(Some(record)) => {
-                let record = record.unwrap();
-                let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
-                *seen.entry(key).or_insert(0) += 1;
-                first = false;
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    control.shutdown().await.unwrap();
-    seen
-}
-
 fn real_broker_or_skip(broker: &TestBroker, what: &str) -> bool {
     if broker.is_embedded() {
         println!(
@@ -120,13 +93,13 @@ async fn a_committed_transaction_is_delivered_and_an_aborted_one_only_to_read_un
     .unwrap();
     tx.commit().await.unwrap();
 
-    let other_seen = read_all(&broker, &other, "read_committed").await;
+    let other_seen = read_keys(&broker, &other, "read_committed").await;
     assert_eq!(other_seen.get("committed-other"), Some(&1));
     if !real_broker_or_skip(&broker, "checking that aborted records are invisible") {
         return;
     }
-    let committed = read_all(&broker, &topic, "read_committed").await;
-    let uncommitted = read_all(&broker, &topic, "read_uncommitted").await;
+    let committed = read_keys(&broker, &topic, "read_committed").await;
+    let uncommitted = read_keys(&broker, &topic, "read_uncommitted").await;
     println!("read_committed {committed:?}\nread_uncommitted {uncommitted:?}");
     assert_eq!(committed.len(), 11, "10 + 1 committed, nothing aborted");
     assert!(committed
@@ -215,22 +188,21 @@ async fn an_unreachable_broker_fails_initialisation_within_the_timeout() {
     assert!(err.to_string().contains("nowhere"), "names the id: {err}");
 }
 
-/// Consume `input`, upper-case, produce to `output` in transactions.
-/// Counts what the map saw in `seen`.
+/// Consume `input` with `settings`, upper-case, produce to `output` in
+/// transactions of at most `max_records`, each record after `pace`.
+/// Counts what it processed in `seen`.
+#[allow(clippy::too_many_arguments)]
 fn pipeline(
     broker: &TestBroker,
-    group: &str,
+    settings: reactive_kafka::ConsumerSettings,
     id: &str,
     input: &str,
     output: &str,
     seen: Arc<AtomicUsize>,
     max_records: usize,
+    pace: Duration,
 ) -> consumer::DrainingControl<()> {
-    let (source, control) = transactional::source(
-        broker.consumer_settings(group),
-        Subscription::topics([input]),
-    )
-    .unwrap();
+    let (source, control) = transactional::source(settings, Subscription::topics([input])).unwrap();
     let sink = transactional::sink(
         broker.producer_settings(),
         TransactionalSettings::new(id).max_records(max_records),
@@ -240,16 +212,38 @@ fn pipeline(
     consumer::DrainingControl::spawn(
         control,
         source
-            .map(move |m| {
-                let m = m?;
-                seen.fetch_add(1, Ordering::Relaxed);
-                let record = ProducerRecord::new(output.as_str())
-                    .key(m.record.key_bytes().unwrap_or_default())
-                    .payload(m.record.payload().unwrap_or_default().to_ascii_uppercase());
-                Ok(Envelope::message(record, m.offset))
+            .then(move |m| {
+                let (output, seen) = (output.clone(), seen.clone());
+                async move {
+                    let m = m?;
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    if !pace.is_zero() {
+                        tokio::time::sleep(pace).await;
+                    }
+                    let record = ProducerRecord::new(output.as_str())
+                        .key(m.record.key_bytes().unwrap_or_default())
+                        .payload(m.record.payload().unwrap_or_default().to_ascii_uppercase());
+                    Ok(Envelope::message(record, m.offset))
+                }
             })
             .forward(sink),
     )
+}
+
+/// What a `read_committed` reader sees of `output` once it holds `n` keys
+/// (or a key twice), within two minutes.
+async fn complete_output(broker: &TestBroker, output: &str, n: usize) -> BTreeMap<String, usize> {
+    let read = async {
+        loop {
+            let c = read_keys(broker, output, "read_committed").await;
+            if c.len() >= n || c.values().any(|k| *k > 1) {
+                return c;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("the output is complete within 2 minutes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +260,17 @@ async fn every_input_appears_once_after_the_pipeline_is_killed_mid_transaction()
     // The first instance commits every 400 records and is killed (its task
     // aborted: no close) once it has processed 1,000.
     let seen = Arc::new(AtomicUsize::new(0));
-    let first = pipeline(&broker, &group, &id, &input, &output, seen.clone(), 400);
+    let settings = || broker.consumer_settings(&group);
+    let first = pipeline(
+        &broker,
+        settings(),
+        &id,
+        &input,
+        &output,
+        seen.clone(),
+        400,
+        Duration::ZERO,
+    );
     wait_until(
         "1,000 processed and two transactions committed",
         Duration::from_secs(60),
@@ -278,27 +282,22 @@ async fn every_input_appears_once_after_the_pipeline_is_killed_mid_transaction()
 
     // A new instance with the same id and group finishes the input.
     let seen = Arc::new(AtomicUsize::new(0));
-    let second = pipeline(&broker, &group, &id, &input, &output, seen.clone(), 400);
-    let output_seen = {
-        let broker = &broker;
-        let output = output.clone();
-        async move {
-            loop {
-                let c = read_all(broker, &output, "read_committed").await;
-                if c.len() >= N || c.values().any(|n| *n > 1) {
-                    return c;
-                }
-            }
-        }
-    };
-    let committed = tokio::time::timeout(Duration::from_secs(120), output_seen)
-        .await
-        .expect("the output is complete within 2 minutes");
+    let second = pipeline(
+        &broker,
+        settings(),
+        &id,
+        &input,
+        &output,
+        seen.clone(),
+        400,
+        Duration::ZERO,
+    );
+    let committed = complete_output(&broker, &output, N).await;
     let drained = second
         .drain_and_shutdown(Duration::from_secs(30))
         .await
         .unwrap();
-    let uncommitted = read_all(&broker, &output, "read_uncommitted").await;
+    let uncommitted = read_keys(&broker, &output, "read_uncommitted").await;
     let total_uncommitted: usize = uncommitted.values().sum();
     println!(
         "killed after {killed_after}; the second read {}; read_committed {} keys, read_uncommitted {total_uncommitted} records; drain {:?}",
@@ -340,12 +339,13 @@ async fn a_pipeline_commits_its_offsets_in_its_transactions_and_drains() {
     let seen = Arc::new(AtomicUsize::new(0));
     let running = pipeline(
         &broker,
-        &group,
+        broker.consumer_settings(&group),
         &unique("txn-flow"),
         &input,
         &output,
         seen.clone(),
         100,
+        Duration::ZERO,
     );
     wait_until("all processed", Duration::from_secs(60), || {
         seen.load(Ordering::Relaxed) >= N
@@ -370,7 +370,7 @@ async fn a_pipeline_commits_its_offsets_in_its_transactions_and_drains() {
             "{committed:?}"
         );
     }
-    let out = read_all(&broker, &output, "read_committed").await;
+    let out = read_keys(&broker, &output, "read_committed").await;
     assert_eq!(out.len(), N);
     assert!(out.values().all(|n| *n == 1));
 }
@@ -404,33 +404,16 @@ async fn join_and_leave(protocol: GroupProtocol) {
     let group = unique("g-txn-join");
     // Paced so that the rebalances happen while records flow.
     let paced = |id: String, seen: Arc<AtomicUsize>| {
-        let (source, control) = transactional::source(
-            broker.group_settings(&group, protocol),
-            Subscription::topics([input.as_str()]),
-        )
-        .unwrap();
-        let sink = transactional::sink(
-            broker.producer_settings(),
-            TransactionalSettings::new(id).max_records(200),
-        )
-        .unwrap();
-        let output = output.clone();
-        consumer::DrainingControl::spawn(
-            control,
-            source
-                .then(move |m| {
-                    let (output, seen) = (output.clone(), seen.clone());
-                    async move {
-                        let m = m?;
-                        seen.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                        let record = ProducerRecord::new(output.as_str())
-                            .key(m.record.key_bytes().unwrap_or_default())
-                            .payload("x");
-                        Ok(Envelope::message(record, m.offset))
-                    }
-                })
-                .forward(sink),
+        let settings = broker.group_settings(&group, protocol);
+        pipeline(
+            &broker,
+            settings,
+            &id,
+            &input,
+            &output,
+            seen,
+            200,
+            Duration::from_millis(2),
         )
     };
     let (seen_a, seen_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -453,21 +436,7 @@ async fn join_and_leave(protocol: GroupProtocol) {
     );
     // B leaves cleanly: A gets its partitions back.
     let b_report = b.drain_and_shutdown(Duration::from_secs(30)).await.unwrap();
-    let out = {
-        let broker = &broker;
-        let output = output.clone();
-        async move {
-            loop {
-                let c = read_all(broker, &output, "read_committed").await;
-                if c.len() >= N || c.values().any(|n| *n > 1) {
-                    return c;
-                }
-            }
-        }
-    };
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .expect("the output is complete within 2 minutes");
+    let out = complete_output(&broker, &output, N).await;
     let a_report = a.drain_and_shutdown(Duration::from_secs(30)).await.unwrap();
     println!(
         "{protocol:?}: A read {}, B read {} ({} read twice across members); output {} keys; drains {} {}",
@@ -488,4 +457,162 @@ async fn join_and_leave(protocol: GroupProtocol) {
             .collect::<Vec<_>>()
     );
     assert!(b_report.report.complete && a_report.report.complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_passes_each_offset_on_once_its_transaction_committed() {
+    const N: usize = 600;
+    let (broker, input) = broker_with_topic("txn-flowout-in", 2).await;
+    let output = broker.unique_topic("txn-flowout-out", 2).await.unwrap();
+    produce_n(&broker, &input, N, 2).await;
+    let (source, control) = transactional::source(
+        broker.consumer_settings(&unique("g-txn-flowout")),
+        Subscription::topics([input.as_str()]),
+    )
+    .unwrap();
+    let out = output.clone();
+    let envelopes = source.take(N).map(move |m| {
+        let m = m?;
+        let record = ProducerRecord::new(out.as_str())
+            .key(m.record.key_bytes().unwrap_or_default())
+            .payload("x");
+        Ok(Envelope::message(record, m.offset))
+    });
+    let mut flow = transactional::flow(
+        broker.producer_settings(),
+        TransactionalSettings::new(unique("txn-flowout")).max_records(100),
+        envelopes,
+    )
+    .unwrap();
+    let mut passed: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    while let Some(offset) = flow.next().await {
+        let offset = offset.unwrap();
+        // Passed on only after its transaction committed.
+        assert!(control.metrics().commits >= 1);
+        passed
+            .entry(offset.topic_partition().partition)
+            .or_default()
+            .push(offset.offset());
+    }
+    control.shutdown().await.unwrap();
+    let total: usize = passed.values().map(Vec::len).sum();
+    assert_eq!(total, N, "every envelope's offset, once");
+    for (p, offsets) in &passed {
+        assert!(
+            offsets.windows(2).all(|w| w[1] == w[0] + 1),
+            "partition {p} in order"
+        );
+    }
+    let out = read_keys(&broker, &output, "read_committed").await;
+    assert_eq!(out.len(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_in_a_flows_envelopes_aborts_the_open_transaction_and_ends_the_flow() {
+    let (broker, input) = broker_with_topic("txn-flowerr-in", 1).await;
+    let output = broker.unique_topic("txn-flowerr-out", 1).await.unwrap();
+    produce_n(&broker, &input, 300, 1).await;
+    let (source, control) = transactional::source(
+        broker.consumer_settings(&unique("g-txn-flowerr")),
+        Subscription::topics([input.as_str()]),
+    )
+    .unwrap();
+    let out = output.clone();
+    // Record 150 cannot be processed: the pipeline's own error.
+    let envelopes = source.take(300).map(move |m| {
+        let m = m?;
+        if m.record.offset() == 150 {
+            return Err(reactive_kafka::Error::processing("offset 150 is poison"));
+        }
+        let record = ProducerRecord::new(out.as_str())
+            .key(m.record.key_bytes().unwrap_or_default())
+            .payload("x");
+        Ok(Envelope::message(record, m.offset))
+    });
+    let mut flow = transactional::flow(
+        broker.producer_settings(),
+        TransactionalSettings::new(unique("txn-flowerr"))
+            .max_records(100)
+            .commit_interval(Duration::from_secs(60)),
+        envelopes,
+    )
+    .unwrap();
+    let mut passed = 0;
+    let err = loop {
+        match flow.next().await {
+            Some(Ok(_)) => passed += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the flow ended without the error"),
+        }
+    };
+    println!("after {passed} offsets: {err}");
+    assert_eq!(err.kind(), ErrorKind::Processing, "{err}");
+    assert!(flow.next().await.is_none(), "the error ends the flow");
+    assert_eq!(passed, 100, "the first transaction (100 records) committed");
+    // The consumer heard of it too.
+    let ended = control
+        .shutdown()
+        .await
+        .expect_err("the consumer ended with the error");
+    assert_eq!(ended.kind(), ErrorKind::Processing, "{ended}");
+    if !real_broker_or_skip(
+        &broker,
+        "checking that the aborted transaction is invisible",
+    ) {
+        return;
+    }
+    // Records 100 to 149 were in the aborted transaction.
+    let out = read_keys(&broker, &output, "read_committed").await;
+    assert_eq!(out.len(), 100, "only the committed transaction's records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_source_feeds_one_sink_and_every_partition_is_committed() {
+    const N: usize = 800;
+    let (broker, input) = broker_with_topic("txn-part-in", 4).await;
+    let output = broker.unique_topic("txn-part-out", 2).await.unwrap();
+    produce_n(&broker, &input, N, 4).await;
+    let group = unique("g-txn-part");
+    let (source, control) = transactional::partitioned_source(
+        broker.consumer_settings(&group),
+        Subscription::topics([input.as_str()]),
+    )
+    .unwrap();
+    let sink = transactional::sink(
+        broker.producer_settings(),
+        TransactionalSettings::new(unique("txn-part")).max_records(150),
+    )
+    .unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (out, counted) = (output.clone(), seen.clone());
+    let running = consumer::DrainingControl::spawn(
+        control,
+        source
+            .filter_map(|sub| futures::future::ready(sub.ok().map(|(_, s)| s)))
+            .flatten_unordered(None)
+            .map(move |m| {
+                let m = m?;
+                counted.fetch_add(1, Ordering::Relaxed);
+                let record = ProducerRecord::new(out.as_str())
+                    .key(m.record.key_bytes().unwrap_or_default())
+                    .payload("x");
+                Ok(Envelope::message(record, m.offset))
+            })
+            .forward(sink),
+    );
+    wait_until("all processed", Duration::from_secs(60), || {
+        seen.load(Ordering::Relaxed) >= N
+    })
+    .await;
+    let drained = running
+        .drain_and_shutdown(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(drained.report.complete, "{:?}", drained.report);
+    let committed: i64 = drained.report.committed.iter().map(|o| o.offset).sum();
+    assert_eq!(committed, N as i64, "{:?}", drained.report.committed);
+    assert_eq!(drained.report.committed.len(), 4, "every partition");
+    let out = read_keys(&broker, &output, "read_committed").await;
+    assert_eq!(out.len(), N);
+    assert!(out.values().all(|n| *n == 1));
 }

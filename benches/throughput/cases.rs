@@ -614,20 +614,10 @@ fn raw_base_producer(
     let payload = vec![b'x'; size];
     let started = Instant::now();
     for i in 0..n {
-        let mut record = BaseRecord::<(), [u8]>::to(topic)
+        let record = BaseRecord::<(), [u8]>::to(topic)
             .partition((i % partitions as usize) as i32)
             .payload(&payload[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    producer.poll(Duration::from_millis(1));
-                    record = r;
-                }
-                Err((e, _)) => panic!("send failed: {e}"),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send_retrying(&producer, record);
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
     let elapsed = started.elapsed();
@@ -801,19 +791,7 @@ fn raw_transactional_loop(servers: &str, input: &str, output: &str, n: usize) ->
                 if let Some(p) = m.payload() {
                     record = record.payload(p);
                 }
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((e, r))
-                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                        {
-                            producer.poll(Duration::from_millis(1));
-                            record = r;
-                        }
-                        Err((e, _)) => panic!("send failed: {e}"),
-                    }
-                }
-                producer.poll(Duration::ZERO);
+                send_retrying(&producer, record);
                 next.insert(m.partition(), m.offset() + 1);
                 count += 1;
             }
@@ -864,4 +842,23 @@ async fn transactional_pipeline(plan: &Plan<'_>, output: &str) -> Duration {
     let elapsed = started.get().expect("records").elapsed();
     control.shutdown().await.expect("shutdown");
     elapsed
+}
+
+/// Hands `record` to a raw producer, serving delivery reports while its
+/// queue is full, as raw loops do.
+fn send_retrying<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, K, P>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => break,
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                producer.poll(Duration::from_millis(1));
+                record = r;
+            }
+            Err((e, _)) => panic!("send failed: {e}"),
+        }
+    }
+    producer.poll(Duration::ZERO);
 }

@@ -132,16 +132,7 @@ impl Recorder {
                         offset,
                     })
                     .collect();
-                let mut state = self.state();
-                for o in &offsets {
-                    let c = state.committed.entry(o.tp.clone()).or_insert(o.offset);
-                    *c = (*c).max(o.offset);
-                }
-                state.commits.push(offsets.clone());
-                let _ = reply.send(CommitOutcome {
-                    committed: offsets,
-                    ..CommitOutcome::default()
-                });
+                let _ = reply.send(record(&mut self.state(), offsets));
             }
         }
     }
@@ -156,15 +147,20 @@ fn answer(state: &mut State, offsets: Vec<PartitionOffset>, reply: Reply) {
         )));
         return;
     }
+    let _ = reply.send(Ok(record(state, offsets)));
+}
+
+/// Records an acknowledged commit of `offsets`.
+fn record(state: &mut State, offsets: Vec<PartitionOffset>) -> CommitOutcome {
     for o in &offsets {
         let c = state.committed.entry(o.tp.clone()).or_insert(o.offset);
         *c = (*c).max(o.offset);
     }
     state.commits.push(offsets.clone());
-    let _ = reply.send(Ok(CommitOutcome {
+    CommitOutcome {
         committed: offsets,
         ..CommitOutcome::default()
-    }));
+    }
 }
 
 /// A consumer that exists only in the test: partition handles to build

@@ -36,8 +36,12 @@
 //!   the old one's producer and aborts its open transaction at
 //!   `init_transactions`.
 //!
-//! [`TransactionalProducer`] writes to several topics atomically without a
-//! source.
+//! [`flow`] does what [`sink`] does and passes each envelope's offset on
+//! once its transaction committed. [`partitioned_source`] gives a
+//! `read_committed` sub-stream per partition; merge them into one sink (or
+//! flow): one transaction holds the offsets of every partition of the
+//! consumer. [`TransactionalProducer`] writes to several topics atomically
+//! without a source.
 //!
 //! Needs a broker with transactions (Apache Kafka 2.5 or later for
 //! KIP-447). The embedded broker runs the transaction API but does not
@@ -47,15 +51,17 @@
 //! [`ErrorKind::Transaction`]: crate::ErrorKind::Transaction
 //! [`ErrorKind::ProducerFenced`]: crate::ErrorKind::ProducerFenced
 
+mod flow;
 mod producer;
 mod settings;
 mod sink;
 
+pub use flow::{flow, TransactionalFlow};
 pub use producer::{Transaction, TransactionalProducer};
 pub use settings::TransactionalSettings;
 pub use sink::{sink, TransactionalSink};
 
-use crate::consumer::{self, CommittableSource, Control};
+use crate::consumer::{self, CommittablePartitionedSource, CommittableSource, Control};
 use crate::error::Result;
 use crate::settings::ConsumerSettings;
 use crate::subscription::Subscription;
@@ -68,6 +74,20 @@ pub fn source(
     subscription: Subscription,
 ) -> Result<(CommittableSource, Control)> {
     consumer::committable_source(
+        settings.property("isolation.level", "read_committed"),
+        subscription,
+    )
+}
+
+/// A committable partitioned source that reads only committed records: a
+/// sub-stream per assigned partition. Send every sub-stream's envelopes to
+/// one [`sink`] (for example `flatten_unordered` over the sub-streams, or a
+/// channel): a sink's transaction commits the offsets of all of them.
+pub fn partitioned_source(
+    settings: ConsumerSettings,
+    subscription: Subscription,
+) -> Result<(CommittablePartitionedSource, Control)> {
+    consumer::committable_partitioned_source(
         settings.property("isolation.level", "read_committed"),
         subscription,
     )

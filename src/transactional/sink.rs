@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::channel::mpsc;
 use futures::{Sink, StreamExt};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -80,7 +79,9 @@ pub fn sink(producer: ProducerSettings, tx: TransactionalSettings) -> Result<Tra
     let txn = TxnCore::new(&producer, &tx)?;
     let closing = Arc::new(AtomicBool::new(false));
     let flag = closing.clone();
-    let inner = TaskSink::spawn("transactional::sink", 256, move |rx| run(txn, tx, rx, flag))?;
+    let inner = TaskSink::spawn("transactional::sink", 256, move |rx| {
+        run(txn, tx, rx.map(Ok), flag, None)
+    })?;
     Ok(TransactionalSink { inner, closing })
 }
 
@@ -90,6 +91,8 @@ pub fn sink(producer: ProducerSettings, tx: TransactionalSettings) -> Result<Tra
 struct Open {
     offsets: CommitOffsets,
     records: usize,
+    /// Each envelope's offset, in order, for a flow's output.
+    passed: Vec<CommittableOffset>,
 }
 
 impl Open {
@@ -109,12 +112,25 @@ impl Open {
     }
 }
 
-async fn run(
+/// What receives each envelope's offset once its transaction committed
+/// (a flow's output).
+pub(crate) type Committed = tokio::sync::mpsc::Sender<Result<CommittableOffset>>;
+
+/// The transaction loop of a sink or flow: envelopes from `input` (an
+/// error item fails it), committed when the interval passes, at
+/// `max_records`, while the consumer is revoking, and when the input ends
+/// after `closing` was set (else aborted); each committed envelope's offset
+/// goes to `committed`, if given.
+pub(crate) async fn run<S>(
     txn: TxnCore,
     tx: TransactionalSettings,
-    mut rx: mpsc::Receiver<Vec<Envelope<CommittableOffset>>>,
+    mut input: S,
     closing: Arc<AtomicBool>,
-) -> Result<()> {
+    committed: Option<Committed>,
+) -> Result<()>
+where
+    S: futures::Stream<Item = Result<Vec<Envelope<CommittableOffset>>>> + Unpin,
+{
     txn.init().await?;
     let mut open: Option<Open> = None;
     let mut deadline = Instant::now();
@@ -128,8 +144,9 @@ async fn run(
                 biased;
                 _ = revoked(&mut revoking), if open.is_some() => true,
                 _ = tokio::time::sleep_until(deadline), if open.is_some() => true,
-                chunk = rx.next() => match chunk {
-                    Some(envelopes) => {
+                chunk = input.next() => match chunk {
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(envelopes)) => {
                         for envelope in envelopes {
                             if open.is_none() {
                                 txn.begin()?;
@@ -153,19 +170,22 @@ async fn run(
                                 Envelope::PassThrough(pass_through) => pass_through,
                             };
                             o.add(&offset);
+                            if committed.is_some() {
+                                o.passed.push(offset.clone());
+                            }
                             if revoking.is_none() {
                                 revoking = Some(offset.partition.revoking());
                                 consumer = Some(offset.partition.clone());
                             }
                             if o.records >= tx.max_records {
-                                commit(&txn, open.take().expect("open")).await?;
+                                commit(&txn, open.take().expect("open"), committed.as_ref()).await?;
                             }
                         }
                         false
                     }
                     None if closing.load(Ordering::Acquire) => {
                         if let Some(o) = open.take() {
-                            commit(&txn, o).await?;
+                            commit(&txn, o, committed.as_ref()).await?;
                         }
                         return Ok(());
                     }
@@ -182,7 +202,7 @@ async fn run(
             };
             if commit_now {
                 if let Some(o) = open.take() {
-                    commit(&txn, o).await?;
+                    commit(&txn, o, committed.as_ref()).await?;
                 }
             }
         }
@@ -218,7 +238,7 @@ async fn revoked(revoking: &mut Option<watch::Receiver<usize>>) {
 
 /// Adds the offsets to the transaction with their group's metadata,
 /// commits it, and tells the consumers.
-async fn commit(txn: &TxnCore, open: Open) -> Result<()> {
+async fn commit(txn: &TxnCore, open: Open, committed: Option<&Committed>) -> Result<()> {
     // One call per consumer (group) whose offsets the transaction holds.
     let mut by_consumer: Vec<Vec<(Arc<PartitionHandle>, i64)>> = Vec::new();
     for (h, next) in &open.offsets {
@@ -249,6 +269,14 @@ async fn commit(txn: &TxnCore, open: Open) -> Result<()> {
     let outcome = driver::committed_in_transaction(open.offsets).await?;
     if !outcome.stale.is_empty() {
         tracing::info!(stale = ?outcome.stale, "transaction committed offsets of partitions revoked meanwhile");
+    }
+    if let Some(out) = committed {
+        for offset in open.passed {
+            // A flow dropped downstream: nothing is waiting for these.
+            if out.send(Ok(offset)).await.is_err() {
+                break;
+            }
+        }
     }
     Ok(())
 }

@@ -199,3 +199,31 @@ pub async fn start_failure(
         .unwrap_err();
     (err, started.elapsed(), control)
 }
+
+/// Every record of `topic` a reader with `isolation` (`read_committed` or
+/// `read_uncommitted`) sees, counted by key, read until nothing new came
+/// for 3 s (the first record may wait 20 s for the group join).
+pub async fn read_keys(
+    broker: &TestBroker,
+    topic: &str,
+    isolation: &str,
+) -> BTreeMap<String, usize> {
+    let settings = broker
+        .consumer_settings(&unique("g-reader"))
+        .property("isolation.level", isolation);
+    let (mut source, control) = reactive_kafka::consumer::plain_source(
+        settings,
+        reactive_kafka::Subscription::topics([topic]),
+    )
+    .unwrap();
+    let mut seen = BTreeMap::new();
+    let mut wait = Duration::from_secs(20);
+    while let Ok(Some(record)) = tokio::time::timeout(wait, source.next()).await {
+        let record = record.unwrap();
+        let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
+        *seen.entry(key).or_insert(0) += 1;
+        wait = Duration::from_secs(3);
+    }
+    control.shutdown().await.unwrap();
+    seen
+}
