@@ -18,6 +18,19 @@ use reactive_kafka::transactional::{self, TransactionalProducer, TransactionalSe
 use reactive_kafka::{consumer, ErrorKind, ProducerRecord, Subscription};
 use support::*;
 
+/// Sends a record per key to `topic` in `tx`.
+async fn send_keys(
+    tx: &mut reactive_kafka::transactional::Transaction<'_>,
+    topic: &str,
+    keys: impl IntoIterator<Item = String>,
+) {
+    for key in keys {
+        tx.send(ProducerRecord::new(topic).key(key).payload("x"))
+            .await
+            .unwrap();
+    }
+}
+
 fn real_broker_or_skip(broker: &TestBroker, what: &str) -> bool {
     if broker.is_embedded() {
         println!(
@@ -41,56 +54,22 @@ async fn a_committed_transaction_is_delivered_and_an_aborted_one_only_to_read_un
 
     // Committed: two topics at once.
     let mut tx = producer.begin().await.unwrap();
-    for i in 0..10 {
-        tx.send(
-            ProducerRecord::new(topic.as_str())
-                .key(format!("committed-{i}"))
-                .payload("c"),
-        )
-        .await
-        .unwrap();
-    }
-    tx.send(
-        ProducerRecord::new(other.as_str())
-            .key("committed-other")
-            .payload("c"),
-    )
-    .await
-    .unwrap();
+    send_keys(&mut tx, &topic, (0..10).map(|i| format!("committed-{i}"))).await;
+    send_keys(&mut tx, &other, ["committed-other".to_owned()]).await;
     tx.commit().await.unwrap();
     // Aborted, explicitly and by dropping the transaction.
     let mut tx = producer.begin().await.unwrap();
-    for i in 0..5 {
-        tx.send(
-            ProducerRecord::new(topic.as_str())
-                .key(format!("aborted-{i}"))
-                .payload("a"),
-        )
-        .await
-        .unwrap();
-    }
+    send_keys(&mut tx, &topic, (0..5).map(|i| format!("aborted-{i}"))).await;
     // Written to the log (so a read_uncommitted reader sees them), then aborted.
     tx.flush().await.unwrap();
     tx.abort().await.unwrap();
     let mut tx = producer.begin().await.unwrap();
-    tx.send(
-        ProducerRecord::new(topic.as_str())
-            .key("dropped")
-            .payload("a"),
-    )
-    .await
-    .unwrap();
+    send_keys(&mut tx, &topic, ["dropped".to_owned()]).await;
     tx.flush().await.unwrap();
     drop(tx);
     // The next transaction waits for the drop's abort, then commits.
     let mut tx = producer.begin().await.unwrap();
-    tx.send(
-        ProducerRecord::new(topic.as_str())
-            .key("after")
-            .payload("c"),
-    )
-    .await
-    .unwrap();
+    send_keys(&mut tx, &topic, ["after".to_owned()]).await;
     tx.commit().await.unwrap();
 
     let other_seen = read_keys(&broker, &other, "read_committed").await;

@@ -90,13 +90,7 @@ impl Recorder {
     pub(super) fn handle(&self, command: Command, shared: &Shared) {
         match command {
             Command::Commit { offsets, reply, .. } => {
-                let offsets: Vec<PartitionOffset> = offsets
-                    .into_iter()
-                    .map(|(h, offset)| PartitionOffset {
-                        tp: h.tp.clone(),
-                        offset,
-                    })
-                    .collect();
+                let offsets = plain(offsets);
                 let mut state = self.state();
                 if state.hold {
                     state.held.push((offsets, reply));
@@ -125,13 +119,7 @@ impl Recorder {
                 let _ = reply.send(None);
             }
             Command::CommittedInTransaction { offsets, reply } => {
-                let offsets: Vec<PartitionOffset> = offsets
-                    .into_iter()
-                    .map(|(h, offset)| PartitionOffset {
-                        tp: h.tp.clone(),
-                        offset,
-                    })
-                    .collect();
+                let offsets = plain(offsets);
                 let _ = reply.send(record(&mut self.state(), offsets));
             }
         }
@@ -148,6 +136,17 @@ fn answer(state: &mut State, offsets: Vec<PartitionOffset>, reply: Reply) {
         return;
     }
     let _ = reply.send(Ok(record(state, offsets)));
+}
+
+/// The offsets of a command, without their partitions' handles.
+fn plain(offsets: super::CommitOffsets) -> Vec<PartitionOffset> {
+    offsets
+        .into_iter()
+        .map(|(h, offset)| PartitionOffset {
+            tp: h.tp.clone(),
+            offset,
+        })
+        .collect()
 }
 
 /// Records an acknowledged commit of `offsets`.
