@@ -4,6 +4,7 @@
 //! prefetch limits are reached, so backpressure costs no pause and throws
 //! nothing prefetched away.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::error::TrySendError;
@@ -61,17 +62,24 @@ pub(crate) fn deliver_partition(
             }
         };
         let len = batch.records.len() as u64;
+        // Counted before the send: the stream may hand the records out (and
+        // count them) before `try_send` returns, and what was handed out must
+        // never exceed what was read.
+        Counters::add(&counters.records, len);
         match out.try_send(batch) {
             Ok(()) => {
                 delivered = Delivered::Some;
-                Counters::add(&counters.records, len);
                 Counters::add(&counters.batches, 1);
             }
             Err(TrySendError::Full(batch)) => {
+                counters.records.fetch_sub(len, Ordering::Relaxed);
                 p.pending.push_front(batch);
                 return delivered;
             }
-            Err(TrySendError::Closed(_)) => return Delivered::Closed,
+            Err(TrySendError::Closed(_)) => {
+                counters.records.fetch_sub(len, Ordering::Relaxed);
+                return Delivered::Closed;
+            }
         }
     }
 }
