@@ -57,6 +57,10 @@
 //!   any order (`buffer_unordered`): committing an offset marks its record
 //!   done, and what is committed is the offset after the longest run of done
 //!   records of each partition, never past a record still in flight.
+//! - For exactly once (output records and input offsets committed together
+//!   in Kafka transactions), use [`transactional`]: its source reads with
+//!   `read_committed` and its sink or flow commits each batch of output with
+//!   the offsets of the records it came from.
 //!
 //! ## Delivery across rebalances
 //!
