@@ -4,7 +4,8 @@
 //! Payments are read from one topic and each becomes a ledger entry on
 //! another; the entry and the payment's consumed offset are committed in
 //! one transaction. The first instance of the service crashes half-way
-//! (its task is killed: no close, an open transaction with records in it);
+//! (its runtime is shut down at once: no close, an open transaction with
+//! records in it);
 //! a second instance with the same transactional id and group takes over.
 //!
 //! ```text
@@ -118,14 +119,25 @@ async fn run() -> reactive_kafka::Result<bool> {
     let (group, id) = (unique_name("ledger-writer"), unique_name("ledger-writer-0"));
 
     // The first instance crashes after 2,000 payments, two transactions
-    // committed: killed, not closed.
+    // committed: it runs on a runtime of its own, which is shut down at
+    // once, every task of it dropped where it stands (a process crash stops
+    // them all, no task goes on committing).
+    let crashing = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| reactive_kafka::Error::processing(format!("a runtime: {e}")))?;
     let processed = Arc::new(AtomicUsize::new(0));
-    let first = instance(&broker, &group, &id, &payments, &ledger, processed.clone())?;
+    let first = {
+        let _on = crashing.enter();
+        instance(&broker, &group, &id, &payments, &ledger, processed.clone())?
+    };
     while processed.load(Ordering::Relaxed) < 2_000 || first.control().metrics().commits < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let committed_by_first = first.control().metrics().commits;
-    first.abort();
+    crashing.shutdown_background();
+    drop(first);
     println!(
         "first instance killed after {} payments and {committed_by_first} committed transactions",
         processed.load(Ordering::Relaxed)
@@ -156,7 +168,22 @@ async fn run() -> reactive_kafka::Result<bool> {
         drained.report.complete
     );
 
-    let committed = read_ledger(&broker, &ledger, "read_committed").await?;
+    // A read_committed reader sees a partition's records only once every
+    // transaction before them is settled (committed or aborted), so read
+    // again until every payment is there or a minute has passed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut reads = 0;
+    let committed = loop {
+        let committed = read_ledger(&broker, &ledger, "read_committed").await?;
+        reads += 1;
+        if committed.len() == PAYMENTS || tokio::time::Instant::now() > deadline {
+            break committed;
+        }
+        println!(
+            "read {reads}: {} payments visible so far; reading again",
+            committed.len()
+        );
+    };
     let entries: usize = committed.values().sum();
     let missing = PAYMENTS - committed.len();
     let duplicated = committed.values().filter(|n| **n > 1).count();
