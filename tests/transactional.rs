@@ -236,27 +236,38 @@ async fn every_input_appears_once_after_the_pipeline_is_killed_mid_transaction()
     produce_n(&broker, &input, N, 2).await;
     let (group, id) = (unique("g-txn-kill"), unique("txn-kill"));
 
-    // The first instance commits every 400 records and is killed (its task
-    // aborted: no close) once it has processed 1,000.
+    // The first instance commits every 400 records and crashes once it has
+    // processed 1,000: it runs on a runtime of its own, shut down at once,
+    // every task of it dropped where it stands (no close, no task left
+    // committing, as when a process dies).
+    let crashing = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let settings = || broker.consumer_settings(&group);
-    let first = pipeline(
-        broker.producer_settings(),
-        settings(),
-        &id,
-        &input,
-        &output,
-        seen.clone(),
-        400,
-        Duration::ZERO,
-    );
+    let first = {
+        let _on = crashing.enter();
+        pipeline(
+            broker.producer_settings(),
+            settings(),
+            &id,
+            &input,
+            &output,
+            seen.clone(),
+            400,
+            Duration::ZERO,
+        )
+    };
     wait_until(
         "1,000 processed and two transactions committed",
         Duration::from_secs(60),
         || seen.load(Ordering::Relaxed) >= 1_000 && first.control().metrics().commits >= 2,
     )
     .await;
-    first.abort();
+    crashing.shutdown_background();
+    drop(first);
     let killed_after = seen.load(Ordering::Relaxed);
 
     // A new instance with the same id and group finishes the input.
