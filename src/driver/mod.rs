@@ -661,7 +661,11 @@ pub(crate) async fn group_metadata(handle: &PartitionHandle) -> Result<GroupMeta
     handle.link.send(Command::GroupMetadata(reply))?;
     rx.await
         .map_err(|_| Error::closed("the consumer closed before giving its group metadata"))?
-        .ok_or_else(|| Error::closed("the consumer has no group metadata (closed, or no group)"))
+        .ok_or_else(|| {
+            Error::closed(
+                "the consumer is closing or has no group: its offsets cannot be committed in a transaction",
+            )
+        })
 }
 
 /// Tells each consumer that a transaction committed `offsets` for it, so

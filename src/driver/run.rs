@@ -438,6 +438,14 @@ impl Driver {
                     }
                 }
                 Command::GroupMetadata(reply) => {
+                    // As for commits: a closing consumer is leaving its
+                    // partitions; a transaction must not commit offsets
+                    // for it any more (it aborts, the records are read
+                    // again by the next owner).
+                    if matches!(self.phase, Phase::Closing { .. }) {
+                        let _ = reply.send(None);
+                        continue;
+                    }
                     let metadata = self
                         .consumer
                         .as_ref()
