@@ -117,6 +117,22 @@ async fn a_zombie_with_the_same_transactional_id_is_fenced_with_a_named_error() 
             rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED,
             1,
         );
+    } else {
+        // A record the zombie sends now is refused: its delivery failure
+        // names the transaction too.
+        tx.send(ProducerRecord::new(topic.as_str()).payload("late"))
+            .await
+            .unwrap();
+        let err = tx
+            .flush()
+            .await
+            .expect_err("the zombie's record is refused");
+        println!("zombie's late record: {err}");
+        assert_eq!(err.kind(), ErrorKind::ProducerFenced, "{err}");
+        assert!(
+            err.to_string().contains(&id),
+            "names the transactional id: {err}"
+        );
     }
     let err = tx.commit().await.expect_err("the zombie is fenced");
     println!("zombie: {err:?}");

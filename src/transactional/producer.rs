@@ -118,7 +118,12 @@ impl TxnCore {
                 ),
             ));
         }
-        self.core.failure()
+        self.core.failure().map_err(|e| {
+            e.with_note(&format!(
+                "in the transaction of transactional id `{}`",
+                self.id
+            ))
+        })
     }
 
     /// Adds a group's offsets (next offsets to read) to the open transaction.
@@ -137,8 +142,15 @@ impl TxnCore {
     /// Commits the open transaction: waits for its records' delivery first.
     pub(crate) async fn commit(&self) -> Result<()> {
         // A record that failed to be delivered dooms the transaction:
-        // librdkafka's commit fails then too, this names the record.
-        self.core.failure()?;
+        // librdkafka's commit fails then too, this names the record (and
+        // the transactional id: a fenced zombie learns it here as often as
+        // from the commit).
+        self.core.failure().map_err(|e| {
+            e.with_note(&format!(
+                "the transaction (transactional id `{}`) cannot commit",
+                self.id
+            ))
+        })?;
         self.call("could not commit the transaction", |p, t| {
             p.commit_transaction(t)
         })
