@@ -612,6 +612,23 @@ impl PartitionHandle {
     }
 }
 
+/// `offsets` grouped by the consumer (driver) they came from, in order.
+fn by_driver(offsets: CommitOffsets) -> Vec<(Arc<DriverLink>, CommitOffsets)> {
+    let mut groups: Vec<(Arc<DriverLink>, CommitOffsets)> = Vec::new();
+    for (handle, offset) in offsets {
+        match groups.iter_mut().find(|(l, _)| l.id == handle.link.id) {
+            Some((_, group)) => group.push((handle, offset)),
+            None => groups.push((handle.link.clone(), vec![(handle, offset)])),
+        }
+    }
+    groups
+}
+
+/// `offsets` grouped by the consumer they came from, in order.
+pub(crate) fn by_consumer(offsets: CommitOffsets) -> Vec<CommitOffsets> {
+    by_driver(offsets).into_iter().map(|(_, o)| o).collect()
+}
+
 /// Commits `offsets` (next offsets to read, each with its partition's
 /// assignment), one command per consumer, and returns a future of the merged
 /// outcome. The commands are sent before this returns, so dropping the
@@ -621,13 +638,7 @@ pub(crate) fn commit(
     offsets: CommitOffsets,
     retry_until: Instant,
 ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static {
-    let mut by_driver: Vec<(Arc<DriverLink>, CommitOffsets)> = Vec::new();
-    for (handle, offset) in offsets {
-        match by_driver.iter_mut().find(|(l, _)| l.id == handle.link.id) {
-            Some((_, group)) => group.push((handle, offset)),
-            None => by_driver.push((handle.link.clone(), vec![(handle, offset)])),
-        }
-    }
+    let by_driver = by_driver(offsets);
     let replies: Vec<_> = by_driver
         .into_iter()
         .map(|(link, offsets)| {
@@ -672,13 +683,7 @@ pub(crate) async fn group_metadata(handle: &PartitionHandle) -> Result<GroupMeta
 /// that its revocation holds settle and its drain report counts them; the
 /// merged outcome names offsets of partitions revoked meanwhile as stale.
 pub(crate) async fn committed_in_transaction(offsets: CommitOffsets) -> Result<CommitOutcome> {
-    let mut by_driver: Vec<(Arc<DriverLink>, CommitOffsets)> = Vec::new();
-    for (handle, offset) in offsets {
-        match by_driver.iter_mut().find(|(l, _)| l.id == handle.link.id) {
-            Some((_, group)) => group.push((handle, offset)),
-            None => by_driver.push((handle.link.clone(), vec![(handle, offset)])),
-        }
-    }
+    let by_driver = by_driver(offsets);
     let mut total = CommitOutcome::default();
     for (link, offsets) in by_driver {
         let (reply, rx) = oneshot::channel();

@@ -240,14 +240,7 @@ async fn revoked(revoking: &mut Option<watch::Receiver<usize>>) {
 /// commits it, and tells the consumers.
 async fn commit(txn: &TxnCore, open: Open, committed: Option<&Committed>) -> Result<()> {
     // One call per consumer (group) whose offsets the transaction holds.
-    let mut by_consumer: Vec<Vec<(Arc<PartitionHandle>, i64)>> = Vec::new();
-    for (h, next) in &open.offsets {
-        match by_consumer.iter_mut().find(|g| g[0].0.same_consumer(h)) {
-            Some(g) => g.push((h.clone(), *next)),
-            None => by_consumer.push(vec![(h.clone(), *next)]),
-        }
-    }
-    for group in &by_consumer {
+    for group in &driver::by_consumer(open.offsets.clone()) {
         let metadata = driver::group_metadata(&group[0].0).await?;
         // One entry per partition (a partition of two assignments: the later
         // offset; the broker refuses the past generation's anyway).
