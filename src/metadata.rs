@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -229,7 +229,9 @@ impl MetadataClient {
     }
 
     /// The committed offset (the next record to read) of `group` for each
-    /// partition of `topic`, `None` where nothing is committed.
+    /// partition of `topic`, `None` where nothing is committed. A group
+    /// coordinator that moved or is still loading (after a broker restart)
+    /// is asked again until it answers, within the client's timeout.
     pub async fn committed_offsets(
         &self,
         group: &str,
@@ -249,7 +251,7 @@ impl MetadataClient {
             for p in &partitions {
                 tpl.add_partition(&name, *p);
             }
-            let committed = consumer.committed_offsets(tpl, timeout);
+            let committed = read_committed(&consumer, tpl, timeout);
             let offsets = committed.map(offsets_of);
             drop(consumer);
             offsets
@@ -382,6 +384,43 @@ pub(crate) fn offsets_of(list: TopicPartitionList) -> BTreeMap<i32, Option<i64>>
             _ => (e.partition(), None),
         })
         .collect()
+}
+
+/// The committed offsets of `consumer`'s group for `partitions`, within
+/// `timeout` in all. The group coordinator moves (a broker restart, a
+/// freeze, a new broker) and loads its offsets again before it answers:
+/// "not coordinator", "coordinator not available" and "loading" answers are
+/// asked again, after 50 ms and up to 1 s between tries, until an answer or
+/// the timeout; the last error is returned then.
+pub(crate) fn read_committed<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: TopicPartitionList,
+    timeout: Duration,
+) -> KafkaResult<TopicPartitionList> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.committed_offsets(partitions.clone(), left) {
+            Err(e) if coordinator_moved(&e) && left > pause => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+fn coordinator_moved(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::WaitingForCoordinator
+        )
+    )
 }
 
 /// A client of the settings' cluster, with `group` as its group id if given.

@@ -159,3 +159,39 @@ async fn a_retried_commit_never_moves_the_offset_back() {
     );
     control.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_are_read_through_a_coordinator_move() {
+    // After a broker freeze or restart the group coordinator answers
+    // "not coordinator" or "loading" for a while; readers of committed
+    // offsets find the coordinator again instead of failing.
+    let (broker, topic) = broker_with_topic("coordmove", 1).await;
+    let Some(embedded) = embedded_or_skip(&broker, "error injection") else {
+        return;
+    };
+    produce_n(&broker, &topic, 5, 1).await;
+    let group = unique("g-coordmove");
+    let (mut source, control) = committable(&broker, &group, &topic);
+    let messages = take_n(&mut source, 5, Duration::from_secs(30)).await;
+    messages[4].offset.clone().commit().await.unwrap();
+    control.shutdown().await.unwrap();
+
+    let client = reactive_kafka::metadata::MetadataClient::new(
+        reactive_kafka::ConsumerSettings::new(broker.bootstrap_servers()),
+    )
+    .unwrap();
+    for error in [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+    ] {
+        embedded.fail_requests(OFFSET_FETCH, error, 2);
+        let read = client.committed_offsets(&group, &topic).await;
+        assert_eq!(read.unwrap()[&0], Some(5), "metadata client, {error:?}");
+        embedded.fail_requests(OFFSET_FETCH, error, 2);
+        assert_eq!(
+            committed_offsets(&broker, &group, &topic, 1).await[&0],
+            Some(5),
+            "test kit, {error:?}"
+        );
+    }
+}

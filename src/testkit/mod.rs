@@ -50,7 +50,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::bindings as rdsys;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::BaseProducer;
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -353,7 +353,8 @@ impl TestBroker {
             for p in 0..partitions {
                 tpl.add_partition(&topic, p);
             }
-            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+            let committed =
+                crate::metadata::read_committed(&consumer, tpl, Duration::from_secs(10))?;
             Ok(crate::metadata::offsets_of(committed))
         };
         tokio::task::spawn_blocking(read)

@@ -26,6 +26,8 @@ pub fn init_tracing() {
 
 /// Kafka's API key of OffsetCommit requests (for the embedded broker's error injection).
 pub const OFFSET_COMMIT: i16 = 8;
+/// Kafka's API key of OffsetFetch requests (reading committed offsets).
+pub const OFFSET_FETCH: i16 = 9;
 /// Kafka's API key of Heartbeat requests.
 pub const HEARTBEAT: i16 = 12;
 
