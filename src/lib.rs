@@ -110,12 +110,17 @@
 //! ## Backpressure and group membership
 //!
 //! The consumer runs on a thread of its own. When the stream is not pulled,
-//! it stops draining librdkafka's per-partition queues (librdkafka then stops
+//! it stops draining the consumer's records queue (librdkafka then stops
 //! fetching at its prefetch limits) but keeps serving the group: a stream that
 //! is not pulled for longer than `max.poll.interval.ms` keeps its partitions.
-//! Memory is bounded by librdkafka's `queued.max.messages.kbytes` plus
-//! [`buffer_batches`](ConsumerSettings::buffer_batches) ×
-//! [`max_batch_records`](ConsumerSettings::max_batch_records) records.
+//! Every assigned partition feeds that one queue, so librdkafka's prefetch
+//! limits (`queued.min.messages`, `queued.max.messages.kbytes`) bound the
+//! whole consumer, whatever the number of partitions; this crate holds at
+//! most ([`buffer_batches`](ConsumerSettings::buffer_batches) + 2) ×
+//! [`max_batch_records`](ConsumerSettings::max_batch_records) records more
+//! (a partitioned source: `buffer_batches + 3` batches per assigned
+//! partition). The README gives the bound in bytes and the measurements
+//! behind it.
 //!
 //! ## Shutdown
 //!

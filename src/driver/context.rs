@@ -1,6 +1,7 @@
 //! The librdkafka consumer context: runs on the driver thread inside `poll`,
-//! records what happened as plain Rust values, and splits each newly assigned
-//! partition into its own queue before librdkafka starts fetching it.
+//! records what happened as plain Rust values, and forwards each newly
+//! assigned partition's queue to the consumer's records queue before
+//! librdkafka starts fetching it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::ffi::PartitionQueue;
+use super::ffi::RecordsQueue;
 use super::Listener;
 use crate::connect::ConnectFailures;
 use crate::record::TopicPartition;
@@ -22,7 +23,9 @@ use crate::settings::{Secrets, TokenProvider};
 pub(crate) type DriverConsumer = BaseConsumer<DriverContext>;
 
 pub(crate) enum ContextEvent {
-    Assigned(Vec<(TopicPartition, Option<PartitionQueue>)>),
+    /// Each partition with whether its queue was forwarded to the records
+    /// queue (if not, its records arrive on the consumer queue).
+    Assigned(Vec<(TopicPartition, bool)>),
     Revoked {
         partitions: Vec<TopicPartition>,
         lost: bool,
@@ -46,6 +49,9 @@ pub(crate) struct CommittedPartition {
 
 pub(crate) struct DriverContext {
     wake: Thread,
+    /// Where every assigned partition's records go; `None` before the
+    /// driver opened it and after its close released it.
+    records: Mutex<Option<Arc<RecordsQueue>>>,
     events: Mutex<Vec<ContextEvent>>,
     /// Hold revocations until in-flight records are committed; cleared when
     /// the consumer closes (librdkafka then revokes from inside close).
@@ -81,6 +87,7 @@ impl DriverContext {
     ) -> Self {
         DriverContext {
             wake,
+            records: Mutex::new(None),
             events: Mutex::new(Vec::new()),
             hold_revocations: AtomicBool::new(hold_revocations),
             listener,
@@ -107,18 +114,31 @@ impl DriverContext {
             .push(event);
     }
 
-    /// Splits a partition's messages into their own queue, with a wake-up of
-    /// the driver thread when it becomes non-empty.
-    pub(crate) fn split(
-        &self,
-        consumer: &DriverConsumer,
-        tp: &TopicPartition,
-    ) -> Option<PartitionQueue> {
-        PartitionQueue::split(consumer, tp, self.wake.clone())
+    /// Opens the records queue of `consumer` (this context's): the queue
+    /// assigned partitions are forwarded to from now on.
+    pub(crate) fn open_records(&self, consumer: &DriverConsumer) -> Option<Arc<RecordsQueue>> {
+        let queue = Arc::new(RecordsQueue::new(consumer, self.wake.clone())?);
+        *self.records.lock().unwrap_or_else(|e| e.into_inner()) = Some(queue.clone());
+        Some(queue)
+    }
+
+    /// Lets go of the records queue (before the consumer is destroyed);
+    /// partitions assigned after this keep their records on the consumer queue.
+    pub(crate) fn close_records(&self) {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Forwards a partition's records to the records queue; false if that
+    /// could not be done (they then arrive on the consumer queue).
+    pub(crate) fn forward(&self, consumer: &DriverConsumer, tp: &TopicPartition) -> bool {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.as_ref().is_some_and(|q| q.forward(consumer, tp))
     }
 }
-
-/// Gives revoked partitions back to librdkafka (which then completes the
+// Gives revoked partitions back to librdkafka (which then completes the
 /// rebalance), with the call the group's protocol requires.
 pub(crate) fn release(consumer: &BaseConsumer<DriverContext>, partitions: &[TopicPartition]) {
     let result = match consumer.rebalance_protocol() {
@@ -176,7 +196,7 @@ impl ClientContext for DriverContext {
 }
 
 impl ConsumerContext for DriverContext {
-    /// Replaces rdkafka's default handling: queues are split and start
+    /// Replaces rdkafka's default handling: queues are forwarded and start
     /// offsets applied before librdkafka starts fetching, and a revocation
     /// may be left pending for the driver to complete with [`release`].
     fn rebalance(
@@ -203,16 +223,16 @@ impl ConsumerContext for DriverContext {
                         }
                     }
                 }
-                // Split before librdkafka assigns (and starts fetching), so no
-                // record of these partitions reaches the main queue.
-                let split = partitions
+                // Forward before librdkafka assigns (and starts fetching), so
+                // no record of these partitions reaches the main queue.
+                let forwarded = partitions
                     .into_iter()
                     .map(|tp| {
-                        let queue = self.split(consumer, &tp);
-                        (tp, queue)
+                        let forwarded = self.forward(consumer, &tp);
+                        (tp, forwarded)
                     })
                     .collect();
-                self.push(ContextEvent::Assigned(split));
+                self.push(ContextEvent::Assigned(forwarded));
                 let result = match consumer.rebalance_protocol() {
                     RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
                     _ => consumer.assign(tpl),

@@ -1,18 +1,14 @@
-//! Delivery: batches from a partition's queue to its source, while the
-//! source has room. A partition whose stream is full keeps what it read in
-//! its pending list and is skipped; librdkafka stops fetching it once its
-//! prefetch limits are reached, so backpressure costs no pause and throws
-//! nothing prefetched away.
+//! Delivery: batches of one partition to its stream, while the stream has
+//! room. What its full stream does not take waits in the partition's
+//! pending list and goes first next time, so a partition's records reach
+//! its stream in order.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::ffi::{PartitionQueue, ReadError};
-use super::records::RecordBuilder;
 use super::table::Partition;
-use super::{Counters, PartitionHandle, RecordBatch};
+use super::{Counters, RecordBatch};
 
 /// What one partition's delivery did.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,99 +19,81 @@ pub(crate) enum Delivered {
     Closed,
 }
 
-/// Moves what waits in `p`'s pending list to its stream, then at most one
-/// new batch, read by `read` into `builder`. An error `read` returns is
-/// pushed to `errors`; the records read with it are delivered.
-pub(crate) fn deliver_partition(
+/// Moves what waits in `p`'s pending list to its stream while it has room.
+pub(crate) fn flush_pending(p: &mut Partition, counters: &Counters) -> Delivered {
+    let mut delivered = Delivered::Nothing;
+    while let Some(batch) = p.pending.pop_front() {
+        match send(p, batch, counters) {
+            Delivered::Some => delivered = Delivered::Some,
+            Delivered::Nothing => return delivered,
+            Delivered::Closed => return Delivered::Closed,
+        }
+    }
+    delivered
+}
+
+/// Hands a batch just read to `p`'s stream, or to its pending list when
+/// the stream is full or older batches wait there.
+pub(crate) fn deliver_batch(
     p: &mut Partition,
-    builder: &mut RecordBuilder,
+    batch: RecordBatch,
     counters: &Counters,
-    read: impl FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<ReadError>,
-    errors: &mut Vec<ReadError>,
 ) -> Delivered {
+    if !p.pending.is_empty() {
+        p.pending.push_back(batch);
+        return Delivered::Nothing;
+    }
+    send(p, batch, counters)
+}
+
+/// Records waiting in `p`'s pending list.
+pub(crate) fn pending_records(p: &Partition) -> usize {
+    p.pending.iter().map(|b| b.records.len()).sum()
+}
+
+/// Sends `batch`, putting it back at the head of the pending list when the
+/// stream is full.
+fn send(p: &mut Partition, batch: RecordBatch, counters: &Counters) -> Delivered {
     let Some(out) = p.out.as_ref().filter(|_| !p.revoking) else {
         return Delivered::Nothing;
     };
-    let mut delivered = Delivered::Nothing;
-    let mut read = Some(read);
-    loop {
-        let batch = match p.pending.pop_front() {
-            Some(batch) => batch,
-            None => {
-                if out.capacity() == 0 {
-                    return delivered;
-                }
-                let Some(read) = read.take() else {
-                    return delivered;
-                };
-                if let Some(e) = read(&p.queue, builder) {
-                    errors.push(e);
-                }
-                if builder.is_empty() {
-                    return delivered;
-                }
-                Counters::add(&counters.bytes, builder.bytes() as u64);
-                RecordBatch {
-                    partition: Arc::new(PartitionHandle::clone(&p.handle)),
-                    records: builder.finish(&p.handle.tp.topic, p.handle.tp.partition),
-                }
-            }
-        };
-        let len = batch.records.len() as u64;
-        // Counted before the send: the stream may hand the records out (and
-        // count them) before `try_send` returns, and what was handed out must
-        // never exceed what was read.
-        Counters::add(&counters.records, len);
-        match out.try_send(batch) {
-            Ok(()) => {
-                delivered = Delivered::Some;
-                Counters::add(&counters.batches, 1);
-            }
-            Err(TrySendError::Full(batch)) => {
-                counters.records.fetch_sub(len, Ordering::Relaxed);
-                p.pending.push_front(batch);
-                return delivered;
-            }
-            Err(TrySendError::Closed(_)) => {
-                counters.records.fetch_sub(len, Ordering::Relaxed);
-                return Delivered::Closed;
-            }
+    let len = batch.records.len() as u64;
+    // Counted before the send: the stream may hand the records out (and
+    // count them) before `try_send` returns, and what was handed out must
+    // never exceed what was read.
+    Counters::add(&counters.records, len);
+    match out.try_send(batch) {
+        Ok(()) => {
+            Counters::add(&counters.batches, 1);
+            Delivered::Some
+        }
+        Err(TrySendError::Full(batch)) => {
+            counters.records.fetch_sub(len, Ordering::Relaxed);
+            p.pending.push_front(batch);
+            Delivered::Nothing
+        }
+        Err(TrySendError::Closed(_)) => {
+            counters.records.fetch_sub(len, Ordering::Relaxed);
+            Delivered::Closed
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::records::RecordBuilder;
     use super::super::tests::{test_handle, test_link};
-    use super::super::DriverLink;
+    use super::super::{DriverLink, PartitionHandle};
     use super::*;
     use crate::record::{Timestamp, TopicPartition};
-    use rdkafka::error::KafkaError;
     use std::sync::atomic::Ordering;
+    use std::sync::Arc;
     use tokio::sync::mpsc::Receiver;
-
-    type Read = Box<dyn FnOnce(&Option<PartitionQueue>, &mut RecordBuilder) -> Option<ReadError>>;
-
-    /// Reads records `from..from + n`.
-    fn records(from: i64, n: i64) -> Read {
-        Box::new(move |_, b| {
-            for o in from..from + n {
-                b.push(o, Timestamp::NotAvailable, None, Some(b"x"), Vec::new());
-            }
-            None
-        })
-    }
-
-    fn unread() -> Read {
-        Box::new(|_, _| panic!("not read"))
-    }
 
     /// One partition whose stream holds `capacity` batches.
     struct Fixture {
         link: Arc<DriverLink>,
         p: Partition,
-        builder: RecordBuilder,
-        errors: Vec<ReadError>,
         rx: Receiver<RecordBatch>,
     }
 
@@ -125,23 +103,31 @@ mod tests {
             let (tx, rx) = tokio::sync::mpsc::channel(capacity);
             let handle = test_handle(&link, &TopicPartition::new("t", 0), 1);
             Fixture {
-                p: Partition::new(handle, None, Some(tx)),
+                p: Partition::new(handle, Some(tx)),
                 link,
-                builder: RecordBuilder::default(),
-                errors: Vec::new(),
                 rx,
             }
         }
 
-        fn deliver(&mut self, read: Read) -> Delivered {
-            let counters = &self.link.shared.counters;
-            deliver_partition(
-                &mut self.p,
-                &mut self.builder,
-                counters,
-                read,
-                &mut self.errors,
-            )
+        /// Records `from..from + n` of the partition.
+        fn batch(&self, from: i64, n: i64) -> RecordBatch {
+            let mut b = RecordBuilder::default();
+            for o in from..from + n {
+                b.push(o, Timestamp::NotAvailable, None, Some(b"x"), Vec::new());
+            }
+            RecordBatch {
+                partition: Arc::new(PartitionHandle::clone(&self.p.handle)),
+                records: b.finish("t", 0),
+            }
+        }
+
+        fn deliver(&mut self, from: i64, n: i64) -> Delivered {
+            let batch = self.batch(from, n);
+            deliver_batch(&mut self.p, batch, &self.link.shared.counters)
+        }
+
+        fn flush(&mut self) -> Delivered {
+            flush_pending(&mut self.p, &self.link.shared.counters)
         }
 
         fn next_offset(&mut self) -> i64 {
@@ -150,52 +136,42 @@ mod tests {
     }
 
     #[test]
-    fn a_full_stream_keeps_the_batch_pending_and_gets_it_first_later() {
+    fn a_full_stream_keeps_batches_pending_in_order_and_gets_them_first() {
         let mut f = Fixture::new(1);
-        assert_eq!(f.deliver(records(0, 3)), Delivered::Some);
-        // The stream is full: nothing is read.
-        assert_eq!(f.deliver(unread()), Delivered::Nothing);
-        assert_eq!(f.rx.try_recv().unwrap().records.len(), 3);
-        assert_eq!(f.deliver(records(3, 2)), Delivered::Some);
-        assert_eq!(f.next_offset(), 3);
-        let counters = &f.link.shared.counters;
-        assert_eq!(counters.records.load(Ordering::Relaxed), 5);
-        assert_eq!(counters.batches.load(Ordering::Relaxed), 2);
-        assert!(f.errors.is_empty());
-    }
-
-    #[test]
-    fn pending_batches_go_before_new_ones_and_a_revoked_partition_gets_nothing() {
-        let mut f = Fixture::new(4);
-        records(0, 2)(&None, &mut f.builder);
-        let first = RecordBatch {
-            partition: f.p.handle.clone(),
-            records: f.builder.finish("t", 0),
-        };
-        f.p.pending.push_back(first);
-        f.deliver(records(2, 1));
+        assert_eq!(f.deliver(0, 3), Delivered::Some);
+        // The stream is full: the next batches wait, in order.
+        assert_eq!(f.deliver(3, 2), Delivered::Nothing);
+        assert_eq!(f.deliver(5, 4), Delivered::Nothing);
+        assert_eq!(pending_records(&f.p), 6);
         assert_eq!(f.next_offset(), 0);
-        assert_eq!(f.next_offset(), 2);
-
-        f.p.revoking = true;
-        assert_eq!(f.deliver(unread()), Delivered::Nothing);
+        // Room for one: a new batch queues behind the pending ones.
+        assert_eq!(f.deliver(9, 1), Delivered::Nothing);
+        assert_eq!(f.flush(), Delivered::Some);
+        assert_eq!(f.next_offset(), 3);
+        assert_eq!(f.flush(), Delivered::Some);
+        assert_eq!(f.next_offset(), 5);
+        assert_eq!(f.flush(), Delivered::Some);
+        assert_eq!(f.next_offset(), 9);
+        assert_eq!(f.flush(), Delivered::Nothing);
+        let counters = &f.link.shared.counters;
+        assert_eq!(counters.records.load(Ordering::Relaxed), 10);
+        assert_eq!(counters.batches.load(Ordering::Relaxed), 4);
     }
 
     #[test]
-    fn a_dropped_stream_is_reported_closed_and_read_errors_are_kept() {
+    fn a_revoked_partition_gets_nothing() {
+        let mut f = Fixture::new(4);
+        f.p.revoking = true;
+        assert_eq!(f.deliver(0, 2), Delivered::Nothing);
+        assert!(f.rx.try_recv().is_err());
+        assert_eq!(f.link.shared.counters.records.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_dropped_stream_is_reported_closed_and_nothing_counted() {
         let mut f = Fixture::new(4);
         f.rx.close();
-        let failing: Read = Box::new(|_, b| {
-            b.push(0, Timestamp::NotAvailable, None, None, Vec::new());
-            Some(ReadError {
-                error: KafkaError::MessageConsumption(
-                    rdkafka::error::RDKafkaErrorCode::NotImplemented,
-                ),
-                offset: Some(1),
-                reason: "unsupported codec".to_owned(),
-            })
-        });
-        assert_eq!(f.deliver(failing), Delivered::Closed);
-        assert_eq!(f.errors.len(), 1);
+        assert_eq!(f.deliver(0, 2), Delivered::Closed);
+        assert_eq!(f.link.shared.counters.records.load(Ordering::Relaxed), 0);
     }
 }

@@ -1,11 +1,12 @@
 //! Every `unsafe` call the driver makes into librdkafka, with the reason it
 //! is sound beside each block. Three things rdkafka does not wrap:
 //!
-//! - a partition's own queue ([`PartitionQueue`]), read in batches:
-//!   rdkafka's `PartitionQueue::poll` returns one message per call and
-//!   allocates per message, while `rd_kafka_consume_batch_queue` hands over
-//!   a whole batch under one queue lock; that is most of what makes the
-//!   driver cheaper per record than a raw rdkafka poll loop;
+//! - the consumer's queue of records ([`RecordsQueue`]), which every
+//!   partition's queue is forwarded to, read in batches: rdkafka's polls
+//!   return one message per call and allocate per message, while
+//!   `rd_kafka_consume_batch_queue` hands over a whole batch under one queue
+//!   lock; that is most of what makes the driver cheaper per record than a
+//!   raw rdkafka poll loop;
 //! - asynchronous commits whose result comes back as an event
 //!   ([`ConsumerQueueRef::commit`]): librdkafka reports the result of an
 //!   async `rd_kafka_commit` only to an `offset_commit_cb` set in the
@@ -15,7 +16,7 @@
 //!   `ConsumerContext::commit_callback`: exactly one answer per commit;
 //! - reading a raw message's fields into a [`RecordBuilder`].
 //!
-//! Both queue references must be dropped before the consumer: a reference
+//! Both queues must be released before the consumer: a reference
 //! alive at destruction makes librdkafka wait forever (the driver's close
 //! releases them first).
 
@@ -31,17 +32,25 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use super::records::RecordBuilder;
 use crate::record::{Header, Timestamp, TopicPartition};
 
-/// A partition's queue, split off the consumer queue, with a wake-up of the
-/// driver thread when it becomes non-empty.
-pub(crate) struct PartitionQueue {
+/// The consumer's one queue of records: every assigned partition's queue is
+/// forwarded to it, with a wake-up of the driver thread when it becomes
+/// non-empty. librdkafka measures a partition's prefetch (`queued.min.messages`,
+/// `queued.max.messages.kbytes`) on the queue its records end in, so with one
+/// queue those limits bound the whole consumer, whatever the number of
+/// partitions, as for librdkafka's own consumer queue. (Giving each partition
+/// a queue of its own applied them per partition: memory grew with the
+/// assignment.)
+pub(crate) struct RecordsQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
     // The callback's opaque pointer points into this box.
     _wake: Box<Thread>,
 }
 
-// SAFETY: librdkafka queues are thread-safe; the driver owns this value and
-// uses it from its own thread only.
-unsafe impl Send for PartitionQueue {}
+// SAFETY: librdkafka queues are thread-safe; the driver uses this value from
+// its own thread only (the rebalance callback runs there too).
+unsafe impl Send for RecordsQueue {}
+// SAFETY: as above: shared with the consumer context, used on one thread.
+unsafe impl Sync for RecordsQueue {}
 
 unsafe extern "C" fn on_nonempty(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
     // SAFETY: `opaque` is the `Thread` boxed in the queue that registered this
@@ -55,51 +64,111 @@ unsafe extern "C" fn on_nonempty(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_voi
 #[derive(Default)]
 pub(crate) struct MessageBuf(Vec<*mut rdsys::rd_kafka_message_t>);
 
-// SAFETY: it holds no pointer between calls of `drain_into`.
+// SAFETY: it holds no pointer between calls of `RecordsQueue::read`.
 unsafe impl Send for MessageBuf {}
 
-impl PartitionQueue {
-    /// Splits `tp` off the consumer queue. Call it before the partition is
-    /// assigned, so that no record of it reaches the consumer queue.
-    pub(crate) fn split<C: ConsumerContext>(
+/// Consecutive messages of one partition, as read off the records queue;
+/// alive for the call that receives it.
+pub(crate) struct Run<'a> {
+    /// `None` for a message without a topic (an error of the consumer).
+    pub(crate) topic: Option<&'a str>,
+    pub(crate) partition: i32,
+    messages: &'a [*mut rdsys::rd_kafka_message_t],
+}
+
+impl Run<'_> {
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Copies the run's records into `builder`. Returns the first error a
+    /// message carried, if any; every record is kept.
+    pub(crate) fn read_into(&self, builder: &mut RecordBuilder) -> Option<ReadError> {
+        let bytes: usize = self
+            .messages
+            .iter()
+            .map(|&msg| {
+                // SAFETY: as below.
+                let m = unsafe { &*msg };
+                m.key_len + m.len
+            })
+            .sum();
+        builder.reserve(bytes);
+        let mut error = None;
+        for &msg in self.messages {
+            // SAFETY: each pointer is a valid message, owned by the reader
+            // until it destroys it after this run.
+            let m = unsafe { &*msg };
+            if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                read_message(m, builder);
+            } else if error.is_none() {
+                error = Some(ReadError::of(m));
+            }
+        }
+        error
+    }
+}
+
+impl RecordsQueue {
+    pub(crate) fn new<C: ConsumerContext>(
         consumer: &BaseConsumer<C>,
-        tp: &TopicPartition,
         wake: Thread,
     ) -> Option<Self> {
-        let topic = CString::new(tp.topic.as_bytes()).ok()?;
-        // SAFETY: the client is alive for the call; the returned reference is
-        // released in `drop`.
-        let queue = unsafe {
-            rdsys::rd_kafka_queue_get_partition(
-                consumer.client().native_ptr(),
-                topic.as_ptr(),
-                tp.partition,
-            )
-        };
+        // SAFETY: the client is alive for the call; the queue is released in
+        // `drop`, before the client (the driver's close sees to it).
+        let queue = unsafe { rdsys::rd_kafka_queue_new(consumer.client().native_ptr()) };
         if queue.is_null() {
             return None;
         }
         let wake = Box::new(wake);
         // SAFETY: `queue` is valid; the opaque pointer lives as long as `self`.
         unsafe {
-            rdsys::rd_kafka_queue_forward(queue, std::ptr::null_mut());
             rdsys::rd_kafka_queue_cb_event_enable(
                 queue,
                 Some(on_nonempty),
                 &*wake as *const Thread as *mut c_void,
-            );
-        }
-        Some(PartitionQueue { queue, _wake: wake })
+            )
+        };
+        Some(RecordsQueue { queue, _wake: wake })
     }
 
-    /// Moves up to `max` records into `builder` without waiting. Returns the
-    /// first error a message carried, if any; every record read is kept.
-    pub(crate) fn drain_into(
+    /// Forwards `tp`'s queue to this one. Call it before the partition is
+    /// assigned, so that no record of it reaches the consumer queue;
+    /// librdkafka drops the forwarding when the partition is revoked.
+    pub(crate) fn forward<C: ConsumerContext>(
         &self,
-        builder: &mut RecordBuilder,
+        consumer: &BaseConsumer<C>,
+        tp: &TopicPartition,
+    ) -> bool {
+        let Ok(topic) = CString::new(tp.topic.as_bytes()) else {
+            return false;
+        };
+        // SAFETY: the client is alive for the call; the partition's queue
+        // reference is released at once (the forwarding stays).
+        unsafe {
+            let partition = rdsys::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                tp.partition,
+            );
+            if partition.is_null() {
+                return false;
+            }
+            rdsys::rd_kafka_queue_forward(partition, self.queue);
+            rdsys::rd_kafka_queue_destroy(partition);
+        }
+        true
+    }
+
+    /// Reads up to `max` messages without waiting and hands them to `each`
+    /// in runs of one partition, in the order read. Returns how many were read.
+    pub(crate) fn read(
+        &self,
         max: usize,
         scratch: &mut MessageBuf,
-    ) -> Option<ReadError> {
+        mut each: impl FnMut(Run<'_>),
+    ) -> usize {
         let scratch = &mut scratch.0;
         scratch.clear();
         scratch.reserve(max);
@@ -109,24 +178,52 @@ impl PartitionQueue {
             rdsys::rd_kafka_consume_batch_queue(self.queue, 0, scratch.as_mut_ptr(), max)
         };
         if n <= 0 {
-            return None;
+            return 0;
         }
         // SAFETY: librdkafka initialised the first `n` entries.
         unsafe { scratch.set_len(n as usize) };
-        let mut error = None;
-        for &msg in scratch.iter() {
-            // SAFETY: each pointer is a valid message we own until destroyed below.
+        let key = |msg: *mut rdsys::rd_kafka_message_t| {
+            // SAFETY: a valid message we own.
             let m = unsafe { &*msg };
-            if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                read_message(m, builder);
-            } else if error.is_none() {
-                error = Some(ReadError::of(m));
-            }
+            (m.rkt, m.partition)
+        };
+        let mut start = 0;
+        while start < scratch.len() {
+            let (rkt, partition) = key(scratch[start]);
+            let end = scratch[start..]
+                .iter()
+                .position(|&m| key(m) != (rkt, partition))
+                .map_or(scratch.len(), |k| start + k);
+            let topic = (!rkt.is_null())
+                // SAFETY: a message's topic handle is valid while the
+                // message is, and its name a NUL-terminated string.
+                .then(|| unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(rkt)) })
+                .and_then(|t| t.to_str().ok());
+            each(Run {
+                topic,
+                partition,
+                messages: &scratch[start..end],
+            });
+            start = end;
+        }
+        for &msg in scratch.iter() {
             // SAFETY: we own the message and no longer use it.
             unsafe { rdsys::rd_kafka_message_destroy(msg) };
         }
         scratch.clear();
-        error
+        n as usize
+    }
+}
+
+impl Drop for RecordsQueue {
+    fn drop(&mut self) {
+        // SAFETY: disable the callback before its opaque pointer is freed,
+        // then release the queue (partition queues still forwarded to it
+        // keep it alive, disabled, until librdkafka drops them).
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_destroy(self.queue);
+        }
     }
 }
 
@@ -154,17 +251,6 @@ impl ReadError {
             error: KafkaError::MessageConsumption(code),
             offset: (m.offset >= 0).then_some(m.offset),
             reason,
-        }
-    }
-}
-
-impl Drop for PartitionQueue {
-    fn drop(&mut self) {
-        // SAFETY: disable the callback before its opaque pointer is freed,
-        // then release our reference.
-        unsafe {
-            rdsys::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
-            rdsys::rd_kafka_queue_destroy(self.queue);
         }
     }
 }

@@ -10,11 +10,11 @@
 //! - `handover`: the hand-over point between a source and the driver for one
 //!   assignment (which records reached the user);
 //! - `ack`: out-of-order acknowledgements and their watermark;
-//! - `table`: the partitions assigned now, their queues, outputs and
-//!   committed offsets;
+//! - `table`: the partitions assigned now, their outputs, pending batches
+//!   and committed offsets;
 //! - `revocation`: revocations held until handed-out records are committed;
 //! - `pipeline`: commits: one in flight, merging, retries, stale offsets;
-//! - `delivery`: batches from partition queues to the sources;
+//! - `delivery`: batches of a partition to its source, in order;
 //! - `run`: the thread's loop, which ties the parts to the consumer;
 //! - `context` and `ffi`: librdkafka callbacks and every `unsafe` call.
 
@@ -737,7 +737,7 @@ mod tests {
         let mut table = table::PartitionTable::default();
         let g = table.next_generation();
         for tp in tps {
-            table.insert(table::Partition::new(test_handle(&link, tp, g), None, None));
+            table.insert(table::Partition::new(test_handle(&link, tp, g), None));
         }
         table
     }

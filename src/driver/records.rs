@@ -1,7 +1,9 @@
 //! Builds owned records from messages read off librdkafka. The keys and
-//! payloads of one batch are copied into a single buffer, so a batch costs one
-//! allocation instead of one or two per record; each record holds a shared
-//! slice of it.
+//! payloads of a batch are copied into one buffer, a slice of a larger
+//! chunk; each record holds a shared slice of it. A chunk whose batches have
+//! all been dropped is used again as it is, so a consumer that keeps up
+//! copies into memory that is already mapped and warm instead of asking the
+//! allocator (and the kernel, for large batches) for fresh pages every batch.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,22 +22,70 @@ struct Pending {
     headers: Vec<Header>,
 }
 
+/// The smallest chunk batches are copied into.
+const CHUNK: usize = 256 << 10;
+
 /// The records of one batch being read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RecordBuilder {
     arena: BytesMut,
+    /// Full chunks, kept to be used again once their batches are dropped.
+    spare: Vec<BytesMut>,
+    /// How many spare chunks are kept: about the batches that can be alive
+    /// at once (the source's buffer, the batch being handed out, one pending).
+    max_spare: usize,
     pending: Vec<Pending>,
 }
 
+impl Default for RecordBuilder {
+    fn default() -> Self {
+        RecordBuilder::new(8)
+    }
+}
+
 impl RecordBuilder {
+    /// A builder that keeps up to `buffer_batches + 2` spare chunks.
+    pub(crate) fn new(buffer_batches: usize) -> Self {
+        RecordBuilder {
+            arena: BytesMut::new(),
+            spare: Vec::new(),
+            max_spare: buffer_batches + 2,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Makes room for `bytes` more key and payload bytes in the current
+    /// batch without moving what it holds: the current chunk if it has the
+    /// room, else a spare chunk no batch uses any more, else a new chunk.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        if self.arena.capacity() - self.arena.len() >= bytes {
+            return;
+        }
+        let needed = self.arena.len() + bytes;
+        if !self.arena.is_empty() {
+            // Rare: a batch grew beyond its first estimate. Keep its bytes.
+            self.arena.reserve(bytes);
+            return;
+        }
+        let full = std::mem::take(&mut self.arena);
+        if full.capacity() > 0 && self.spare.len() < self.max_spare {
+            self.spare.push(full);
+        }
+        if let Some(i) = self.spare.iter_mut().position(|c| c.try_reclaim(needed)) {
+            self.arena = self.spare.swap_remove(i);
+        } else {
+            self.arena = BytesMut::with_capacity(needed.max(CHUNK));
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
 
-    /// Records copied in since the last `finish`.
-    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
-        self.pending.len()
+    /// Drops what was copied in since the last `finish`.
+    pub(crate) fn clear(&mut self) {
+        self.arena.clear();
+        self.pending.clear();
     }
 
     /// Key and payload bytes copied in since the last `finish`.
@@ -135,5 +185,34 @@ mod tests {
         assert_eq!((records[1].offset(), records[1].partition()), (8, 2));
         assert_eq!(records[1].key(), None);
         assert_eq!(records[1].payload(), Some(&b""[..]));
+    }
+
+    fn batch(b: &mut RecordBuilder, bytes: usize) -> Vec<ConsumerRecord> {
+        b.reserve(bytes);
+        b.push(
+            0,
+            Timestamp::NotAvailable,
+            None,
+            Some(&vec![7; bytes]),
+            vec![],
+        );
+        b.finish("t", 0)
+    }
+
+    #[test]
+    fn a_chunk_is_used_again_once_its_batches_are_dropped_and_not_before() {
+        let mut b = RecordBuilder::new(2);
+        let first = batch(&mut b, 200 << 10);
+        let chunk = first[0].payload().unwrap().as_ptr();
+        // The chunk's rest is too small: a second chunk, while the first batch lives.
+        let second = batch(&mut b, 200 << 10);
+        assert_ne!(second[0].payload().unwrap().as_ptr(), chunk);
+        drop(first);
+        // The first chunk's batch is gone: its memory takes the next batch.
+        let third = batch(&mut b, 200 << 10);
+        assert_eq!(third[0].payload().unwrap().as_ptr(), chunk);
+        assert_eq!(third[0].payload().unwrap(), &vec![7u8; 200 << 10][..]);
+        // Batches that still live are never written over.
+        assert_eq!(second[0].payload().unwrap(), &vec![7u8; 200 << 10][..]);
     }
 }

@@ -1,12 +1,15 @@
 //! The driver thread: the only code that calls librdkafka's consumer API.
 //!
 //! Each pass: take commands, serve the main queue (rebalances, commit results,
-//! errors), then, while the sources have room, deliver from per-partition
-//! queues. When a source is not pulled its partition queues are simply not
-//! drained (librdkafka stops fetching once its prefetch limits are reached),
-//! while the main queue keeps being served, so the consumer stays in its
-//! group however long the stall lasts. Nothing is paused, so nothing
-//! prefetched is thrown away.
+//! errors), then, while the sources have room, deliver from the records
+//! queue every assigned partition's queue is forwarded to. When a source is
+//! not pulled the records queue is simply not drained (librdkafka stops
+//! fetching once its prefetch limits, which then hold for the whole
+//! consumer, are reached), while the main queue keeps being served, so the
+//! consumer stays in its group however long the stall lasts. Nothing is
+//! paused for a single stream, so nothing prefetched is thrown away; a
+//! partitioned source pauses only a partition whose own sub-stream is full
+//! while others read on (see `Driver::deliver`).
 
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -19,8 +22,8 @@ use tokio::sync::oneshot;
 
 use super::ack::AckTracker;
 use super::context::{self, ContextEvent, DriverConsumer};
-use super::delivery::{deliver_partition, Delivered};
-use super::ffi::{ConsumerQueueRef, MessageBuf, PartitionQueue, ReadError};
+use super::delivery::{deliver_batch, flush_pending, pending_records, Delivered};
+use super::ffi::{ConsumerQueueRef, MessageBuf, ReadError, RecordsQueue, Run};
 use super::missing::MissingTopics;
 use super::pipeline::{CommitPipeline, CommitTarget};
 use super::records::RecordBuilder;
@@ -64,6 +67,10 @@ pub(super) enum Phase {
 pub(super) struct Driver {
     /// Where commit results arrive; released before the consumer.
     pub(super) commit_queue: Option<ConsumerQueueRef>,
+    /// Where every assigned partition's records arrive (`None` if librdkafka
+    /// could not make it: records then arrive on the consumer queue);
+    /// released before the consumer.
+    pub(super) records: Option<Arc<RecordsQueue>>,
     pub(super) consumer: Option<Arc<DriverConsumer>>,
     pub(super) link: Arc<DriverLink>,
     pub(super) commands: mpsc::Receiver<Command>,
@@ -225,7 +232,7 @@ impl Driver {
                                 None,
                             )
                         })?;
-                    split.push((tp.clone(), consumer.context().split(&consumer, tp)));
+                    split.push((tp.clone(), consumer.context().forward(&consumer, tp)));
                 }
                 consumer.assign(&tpl).map_err(|e| {
                     Error::with_source(ErrorKind::Config, "could not assign partitions", e)
@@ -720,14 +727,14 @@ impl Driver {
         any
     }
 
-    fn on_assigned(&mut self, split: Vec<(TopicPartition, Option<PartitionQueue>)>) {
+    fn on_assigned(&mut self, split: Vec<(TopicPartition, bool)>) {
         let generation = self.table.next_generation();
         Counters::add(&self.counters().assignments, 1);
         let tps: Vec<String> = split.iter().map(|(tp, _)| tp.to_string()).collect();
         tracing::info!(partitions = ?tps, generation, "partitions assigned");
-        for (tp, queue) in split {
-            if queue.is_none() {
-                tracing::warn!(partition = %tp, "could not split the partition queue; its records arrive on the main queue");
+        for (tp, forwarded) in split {
+            if !forwarded {
+                tracing::warn!(partition = %tp, "could not forward the partition's queue; its records arrive on the main queue");
             }
             let handover = Arc::new(HandOver::new());
             let out = match &self.output {
@@ -756,7 +763,7 @@ impl Driver {
                 handover,
                 copies: Arc::new(()),
             });
-            self.table.insert(Partition::new(handle, queue, out));
+            self.table.insert(Partition::new(handle, out));
         }
         self.update_assigned();
     }
@@ -768,9 +775,10 @@ impl Driver {
             tracing::info!(partitions = ?tps, lost, "partitions revoked");
             self.notify_revoked(&revoked, lost);
             if lost {
+                self.resume_paused(&|tp| revoked.contains(tp));
                 self.table.forget_lost(&revoked);
             } else {
-                self.table.forget(|tp| revoked.contains(tp));
+                self.forget(|tp| revoked.contains(tp));
             }
             self.update_assigned();
             return;
@@ -816,7 +824,7 @@ impl Driver {
             );
             self.pipeline.timings.revocation_hold(s.waited);
             self.notify_revoked(&s.partitions, false);
-            self.table.forget(|tp| s.partitions.contains(tp));
+            self.forget(|tp| s.partitions.contains(tp));
             context::release(self.consumer(), &s.partitions);
             self.link
                 .shared
@@ -827,41 +835,33 @@ impl Driver {
         any
     }
 
-    /// Moves records to the sources while they have room: per partition,
-    /// what waits in its pending list, then at most one new batch per pass,
-    /// so the main queue and commands are served between passes.
+    /// Moves records to the sources while they have room: first what waits
+    /// in the partitions' pending lists, then batches read off the records
+    /// queue, up to `buffer_batches` reads per pass so that the main queue
+    /// and commands are served between passes.
+    ///
+    /// A single stream that is full is backpressure: the records queue is
+    /// not read, and librdkafka stops fetching at its prefetch limits, which
+    /// then hold for the whole consumer. A partitioned source reads on while
+    /// any sub-stream has room; a partition whose sub-stream is full keeps up
+    /// to `max_batch_records` records pending beyond what the read gave,
+    /// then is paused in librdkafka (what it prefetched meanwhile is
+    /// dropped and fetched again from the first record not read) and
+    /// resumed once its pending records are delivered.
     fn deliver(&mut self) -> bool {
         if self.phase != Phase::Running {
             return false;
         }
-        let n = self.table.len();
         let mut progressed = false;
-        let mut errors = Vec::new();
         let mut closed = false;
+        let mut resume = Vec::new();
+        let n = self.table.len();
         for k in 0..n {
-            let i = (self.rr + k) % n;
-            let Driver {
-                table,
-                builder,
-                scratch,
-                link,
-                max_batch,
-                ..
-            } = self;
-            let p = table.get_mut(i);
-            let mut read_errors = Vec::new();
-            #[cfg(feature = "opentelemetry")]
-            let (tp, group) = (p.handle.tp.clone(), self.group_id.as_deref());
-            let read = |queue: &Option<PartitionQueue>, b: &mut RecordBuilder| {
-                let read = queue.as_ref()?.drain_into(b, *max_batch, scratch);
-                #[cfg(feature = "opentelemetry")]
-                if !b.is_empty() {
-                    crate::otel::poll(&tp.topic, tp.partition, group)
-                        .record("messaging.batch.message_count", b.len());
-                }
-                read
-            };
-            match deliver_partition(p, builder, &link.shared.counters, read, &mut read_errors) {
+            let p = self.table.get_mut((self.rr + k) % n);
+            if p.pending.is_empty() {
+                continue;
+            }
+            match flush_pending(p, &self.link.shared.counters) {
                 Delivered::Some => progressed = true,
                 Delivered::Nothing => {}
                 Delivered::Closed => {
@@ -869,9 +869,90 @@ impl Driver {
                     closed = true;
                 }
             }
-            errors.extend(read_errors.into_iter().map(|e| (p.handle.tp.clone(), e)));
+            if p.paused && p.pending.is_empty() && p.is_delivering() {
+                p.paused = false;
+                resume.push(p.handle.tp.clone());
+            }
         }
         self.rr = self.rr.wrapping_add(1);
+        let mut pause = Vec::new();
+        let mut errors = Vec::new();
+        let partitioned = matches!(self.output, Some(Output::Partitioned(_)));
+        for _ in 0..self.buffer_batches {
+            if closed || !self.has_room() {
+                break;
+            }
+            let Driver {
+                table,
+                builder,
+                scratch,
+                link,
+                max_batch,
+                records: Some(records),
+                ..
+            } = self
+            else {
+                break;
+            };
+            let (max_batch, counters) = (*max_batch, &link.shared.counters);
+            #[cfg(feature = "opentelemetry")]
+            let group = self.group_id.as_deref();
+            let read = records.read(max_batch, scratch, |run: Run<'_>| {
+                let Some(topic) = run.topic else {
+                    // An error not tied to a partition.
+                    if let Some(e) = run.read_into(builder) {
+                        errors.push((None, e));
+                    }
+                    builder.clear();
+                    return;
+                };
+                // Not assigned any more: librdkafka dropped its fetches.
+                let Some(p) = table.find_mut(topic, run.partition) else {
+                    return;
+                };
+                if !p.is_delivering() {
+                    // Revoked (the next owner reads these records) or
+                    // nobody takes its records: stop fetching them.
+                    if !p.revoking && !p.paused {
+                        p.paused = true;
+                        pause.push(p.handle.tp.clone());
+                    }
+                    return;
+                }
+                if let Some(e) = run.read_into(builder) {
+                    errors.push((Some(p.handle.tp.clone()), e));
+                }
+                if builder.is_empty() {
+                    return;
+                }
+                #[cfg(feature = "opentelemetry")]
+                crate::otel::poll(topic, run.partition, group)
+                    .record("messaging.batch.message_count", run.len());
+                Counters::add(&counters.bytes, builder.bytes() as u64);
+                let batch = RecordBatch {
+                    partition: Arc::new(PartitionHandle::clone(&p.handle)),
+                    records: builder.finish(&p.handle.tp.topic, run.partition),
+                };
+                match deliver_batch(p, batch, counters) {
+                    Delivered::Some => {}
+                    Delivered::Nothing => {
+                        if partitioned && !p.paused && pending_records(p) > max_batch {
+                            p.paused = true;
+                            pause.push(p.handle.tp.clone());
+                        }
+                    }
+                    Delivered::Closed => {
+                        p.disconnect();
+                        closed = true;
+                    }
+                }
+            });
+            if read == 0 {
+                break;
+            }
+            progressed = true;
+        }
+        self.pause_resume(&pause, &resume);
         // The one stream of a non-partitioned source is gone: stop them all.
         if closed && matches!(self.output, Some(Output::Single(_))) {
             tracing::debug!("the source was dropped; no more records are fetched");
@@ -879,9 +960,72 @@ impl Driver {
             self.table.disconnect(|_| true);
         }
         for (tp, read) in errors {
-            self.on_read_error(&tp, read);
+            match tp {
+                Some(tp) => self.on_read_error(&tp, read),
+                None => self.on_consumer_error(read.error),
+            }
         }
         progressed
+    }
+
+    /// True while a read of the records queue has somewhere to go: the one
+    /// stream has room and nothing waits for it, or the source is partitioned
+    /// (each sub-stream is bounded by its pending list and a pause).
+    fn has_room(&self) -> bool {
+        match &self.output {
+            Some(Output::Single(tx)) => {
+                tx.capacity() > 0 && self.table.iter().all(|p| p.pending.is_empty())
+            }
+            Some(Output::Partitioned(_)) => true,
+            None => false,
+        }
+    }
+
+    /// Pauses and resumes partitions in librdkafka (see `deliver`).
+    fn pause_resume(&self, pause: &[TopicPartition], resume: &[TopicPartition]) {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return;
+        };
+        for (tps, pausing) in [(pause, true), (resume, false)] {
+            if tps.is_empty() {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::with_capacity(tps.len());
+            for tp in tps {
+                tpl.add_partition(&tp.topic, tp.partition);
+            }
+            let result = if pausing {
+                consumer.pause(&tpl)
+            } else {
+                consumer.resume(&tpl)
+            };
+            let names: Vec<String> = tps.iter().map(ToString::to_string).collect();
+            match result {
+                Ok(()) => {
+                    tracing::debug!(partitions = ?names, pausing, "partitions paused or resumed")
+                }
+                Err(e) => {
+                    tracing::warn!(partitions = ?names, pausing, error = %e, "could not pause or resume partitions")
+                }
+            }
+        }
+    }
+
+    /// Forgets the partitions that match, resuming those this driver paused
+    /// first (librdkafka keeps a partition paused across assignments).
+    fn forget(&mut self, matches: impl Fn(&TopicPartition) -> bool) {
+        self.resume_paused(&matches);
+        self.table.forget(matches);
+    }
+
+    fn resume_paused(&mut self, matches: &impl Fn(&TopicPartition) -> bool) {
+        let paused: Vec<TopicPartition> = self
+            .table
+            .iter()
+            .filter(|p| p.paused && matches(&p.handle.tp))
+            .map(|p| p.handle.tp.clone())
+            .collect();
+        self.pause_resume(&[], &paused);
     }
 
     fn check_drain(&mut self) {
@@ -912,10 +1056,14 @@ impl Driver {
         if !remaining.is_empty() && self.consumer.is_some() {
             self.notify_revoked(&remaining, false);
         }
-        // Partition queues and the commit queue reference the consumer:
+        // The records queue and the commit queue reference the consumer:
         // release them before it.
-        self.table.forget(|_| true);
+        self.forget(|_| true);
         self.commit_queue = None;
+        self.records = None;
+        if let Some(consumer) = &self.consumer {
+            consumer.context().close_records();
+        }
         if let Some(consumer) = self.consumer.take() {
             drop(consumer.context().take_events());
             consumer.context().stop_holding_revocations();

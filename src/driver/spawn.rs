@@ -82,6 +82,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
     };
     let driver = Driver {
         commit_queue: ConsumerQueueRef::new(&consumer),
+        records: rdkafka::consumer::Consumer::context(&*consumer).open_records(&consumer),
         consumer: Some(consumer),
         link: link.clone(),
         commands,
@@ -93,7 +94,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
             settings.get("client.id").as_deref().unwrap_or("rdkafka"),
             settings.group_id.as_deref(),
         ),
-        builder: RecordBuilder::default(),
+        builder: RecordBuilder::new(settings.buffer_batches),
         scratch: MessageBuf::default(),
         rr: 0,
         phase: Phase::Running,

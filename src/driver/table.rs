@@ -1,13 +1,12 @@
 //! The partitions a driver has assigned now: for each, its handle (with the
-//! assignment generation and hand-over point), its queue, where its batches
-//! go, and what the broker acknowledged as committed.
+//! assignment generation and hand-over point), where its batches go, what
+//! waits for room there, and what the broker acknowledged as committed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::Sender;
 
-use super::ffi::PartitionQueue;
 use super::{PartitionHandle, RecordBatch};
 use crate::outcome::{DrainReport, PartitionOffset, Uncommitted};
 use crate::record::TopicPartition;
@@ -15,13 +14,13 @@ use crate::record::TopicPartition;
 /// One assigned partition.
 pub(crate) struct Partition {
     pub(crate) handle: Arc<PartitionHandle>,
-    /// `None` when the queue could not be split: its records arrive on the
-    /// consumer queue.
-    pub(crate) queue: Option<PartitionQueue>,
     /// Where this partition's batches go; `None` once its stream is gone.
     pub(crate) out: Option<Sender<RecordBatch>>,
     /// Batches read but not yet accepted by `out`.
     pub(crate) pending: VecDeque<RecordBatch>,
+    /// Paused in librdkafka because `pending` filled up while its stream
+    /// was full (partitioned sources), or because nobody takes its records.
+    pub(crate) paused: bool,
     /// Revoked, waiting for its handed-out records to be committed.
     pub(crate) revoking: bool,
     /// Next offset after the last committed record (as acknowledged).
@@ -29,16 +28,12 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    pub(crate) fn new(
-        handle: Arc<PartitionHandle>,
-        queue: Option<PartitionQueue>,
-        out: Option<Sender<RecordBatch>>,
-    ) -> Self {
+    pub(crate) fn new(handle: Arc<PartitionHandle>, out: Option<Sender<RecordBatch>>) -> Self {
         Partition {
             handle,
-            queue,
             out,
             pending: VecDeque::new(),
+            paused: false,
             revoking: false,
             committed_next: None,
         }
@@ -259,7 +254,7 @@ mod tests {
         let old = table.iter().next().unwrap().handle.clone();
         let link = test_link(None);
         let g = table.next_generation();
-        table.insert(Partition::new(test_handle(&link, &tp, g), None, None));
+        table.insert(Partition::new(test_handle(&link, &tp, g), None));
         assert_eq!(table.len(), 1);
         assert!(old.handover.is_released());
         assert!(!table.is_current(&tp, old.generation));
@@ -329,7 +324,7 @@ mod tests {
         // Assigned again, read again and committed: no longer lost.
         let link = test_link(None);
         let g = table.next_generation();
-        table.insert(Partition::new(test_handle(&link, &a, g), None, None));
+        table.insert(Partition::new(test_handle(&link, &a, g), None));
         table.record_committed(&a, g, 5);
         assert!(table.drain_report().complete);
     }

@@ -201,8 +201,13 @@ impl ConsumerSettings {
 
     /// How many batches may wait between the consumer thread and the stream. With
     /// [`max_batch_records`](Self::max_batch_records) it bounds the records
-    /// this crate holds beyond librdkafka's own prefetch queue
-    /// (`queued.max.messages.kbytes`). Default 8.
+    /// this crate holds beyond librdkafka's own prefetch, which
+    /// `queued.min.messages` and `queued.max.messages.kbytes` bound for the
+    /// whole consumer: at most `(buffer_batches + 2) × max_batch_records`
+    /// records (the stream's buffer, the batch being handed out, one batch
+    /// waiting for room); a partitioned source `(buffer_batches + 3) ×
+    /// max_batch_records` per assigned partition (up to two batches wait
+    /// before a partition whose sub-stream is full is paused). Default 8.
     pub fn buffer_batches(mut self, n: usize) -> Self {
         self.buffer_batches = n;
         self

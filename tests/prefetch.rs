@@ -1,0 +1,101 @@
+//! librdkafka's prefetch limits bound the whole consumer, not each
+//! partition: what the consumer fetched and did not hand on stays near
+//! `queued.min.messages` however many partitions it reads.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::SinkExt;
+use reactive_kafka::consumer::{self, Control};
+use reactive_kafka::{ProducerRecord, Subscription};
+use support::*;
+
+/// Records fetched and not yet read off librdkafka's queues, summed over
+/// the partitions (librdkafka's statistics: next offset to fetch minus the
+/// offset after the last record the driver read).
+fn prefetched(control: &Control, topic: &str) -> Option<i64> {
+    let stats = control.statistics().borrow().clone()?;
+    let partitions = &stats.topics.get(topic)?.partitions;
+    let mut total = 0;
+    let mut seen = 0;
+    for (id, p) in partitions {
+        if *id < 0 || p.next_offset < 0 {
+            continue;
+        }
+        seen += 1;
+        total += p.next_offset - p.app_offset.max(0);
+    }
+    (seen > 0).then_some(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_is_bounded_for_the_whole_consumer_not_per_partition() {
+    let partitions = 8;
+    let per_partition = 2_000;
+    let (broker, topic) = broker_with_topic("prefetch", partitions).await;
+    // Small producer batches, so that one fetch brings few records of a
+    // partition and librdkafka's limits decide how far it reads ahead.
+    let mut sink = reactive_kafka::producer::plain_sink(
+        broker
+            .producer_settings()
+            .property("batch.num.messages", "20")
+            .property("linger.ms", "0"),
+    )
+    .unwrap();
+    let payload = vec![b'x'; 100];
+    for i in 0..partitions * per_partition {
+        sink.feed(
+            ProducerRecord::new(topic.as_str())
+                .partition(i % partitions)
+                .payload(payload.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    sink.close().await.unwrap();
+
+    let queued_min = 300;
+    let settings = broker
+        .consumer_settings(&unique("g-prefetch"))
+        .property("queued.min.messages", queued_min.to_string())
+        .property("max.partition.fetch.bytes", "2048")
+        .property("statistics.interval.ms", "100")
+        .max_batch_records(10)
+        .buffer_batches(1);
+    let (mut source, control) =
+        consumer::plain_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    // One record, then the stream is not pulled: the driver stops reading
+    // and librdkafka fetches until its limit.
+    take_n(&mut source, 1, Duration::from_secs(30)).await;
+
+    // Wait until the prefetch has not grown for a second.
+    let started = Instant::now();
+    let (mut last, mut still_since) = (None, Instant::now());
+    let settled = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = prefetched(&control, &topic);
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        } else if now.is_some() && still_since.elapsed() >= Duration::from_secs(1) {
+            break now.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the prefetch did not settle: {last:?}"
+        );
+    };
+    println!(
+        "prefetched {settled} records over {partitions} partitions (queued.min.messages={queued_min})"
+    );
+    // Per partition, the limit would let every partition read ahead
+    // `queued.min.messages` records: 8 x 300 = 2400. For the whole
+    // consumer: 300, plus what the last fetch brought (about a producer
+    // batch of 20 records per partition).
+    assert!(
+        settled < 3 * queued_min as i64,
+        "prefetched {settled} records: the limit held per partition, not for the consumer"
+    );
+    assert!(settled >= queued_min as i64 / 2, "prefetched only {settled} records");
+    control.shutdown().await.unwrap();
+}
