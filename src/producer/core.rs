@@ -2,6 +2,7 @@
 //! producer with a polling thread, delivery reports turned into counters,
 //! wake-ups and (for records that want one) a per-record answer.
 
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -35,28 +36,59 @@ pub struct RecordMetadata {
 
 pub(crate) type Delivery = std::result::Result<RecordMetadata, Error>;
 
-/// The delivery opaque: `None` for records nobody waits for individually (no
-/// allocation), or the sender of the record's answer.
-pub(crate) struct DeliveryReply(Option<Box<oneshot::Sender<Delivery>>>);
+/// How a record's answer comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Track {
+    /// Nobody waits for this record in particular (no allocation): only
+    /// failures are kept, for the sink.
+    No,
+    /// Its own one-shot channel (records sent by concurrent callers).
+    Own,
+    /// A slot of the producer's in-order answers, by sequence number (a
+    /// flow, which sends and takes answers in one order): no allocation per
+    /// record.
+    InOrder,
+}
+
+/// The delivery opaque: nothing, the sender of the record's answer, or its
+/// slot in the in-order answers. A sequence number travels in the pointer
+/// itself, tagged by its low bit (a boxed sender's address is even).
+pub(crate) enum DeliveryReply {
+    Untracked,
+    Own(Box<oneshot::Sender<Delivery>>),
+    InOrder(u64),
+}
 
 impl IntoOpaque for DeliveryReply {
     fn into_ptr(self) -> *mut c_void {
-        match self.0 {
-            None => std::ptr::null_mut(),
-            Some(b) => Box::into_raw(b) as *mut c_void,
+        match self {
+            DeliveryReply::Untracked => std::ptr::null_mut(),
+            DeliveryReply::Own(b) => Box::into_raw(b) as *mut c_void,
+            DeliveryReply::InOrder(seq) => ((seq << 1) | 1) as usize as *mut c_void,
         }
     }
 
     unsafe fn from_ptr(ptr: *mut c_void) -> Self {
+        let bits = ptr as usize;
         if ptr.is_null() {
-            DeliveryReply(None)
+            DeliveryReply::Untracked
+        } else if bits & 1 == 1 {
+            DeliveryReply::InOrder((bits >> 1) as u64)
         } else {
-            // SAFETY: a non-null pointer was made by `into_ptr` from a Box, once.
-            DeliveryReply(Some(unsafe {
-                Box::from_raw(ptr as *mut oneshot::Sender<Delivery>)
-            }))
+            // SAFETY: an even non-null pointer was made by `into_ptr` from a
+            // Box, once.
+            DeliveryReply::Own(unsafe { Box::from_raw(ptr as *mut oneshot::Sender<Delivery>) })
         }
     }
+}
+
+/// The answers of records sent with [`Track::InOrder`]: slot `i` holds the
+/// answer of sequence number `base + i` once it came. The sender takes them
+/// from the front, in the order it sent.
+#[derive(Debug, Default)]
+struct InOrderAnswers {
+    base: u64,
+    slots: VecDeque<Option<Delivery>>,
 }
 
 /// Delivery bookkeeping shared with librdkafka's delivery callback.
@@ -72,6 +104,10 @@ pub(crate) struct DeliveryState {
     /// Tasks of cloned handles waiting for room; notified only while some wait.
     room: Notify,
     room_waiters: AtomicUsize,
+    /// Answers of records sent in order (a flow).
+    answers: Mutex<InOrderAnswers>,
+    /// Records sent, for serving delivery reports on the sending thread.
+    sent: AtomicUsize,
 }
 
 pub(crate) struct CoreContext {
@@ -159,11 +195,21 @@ impl ProducerContext for CoreContext {
                     Err(err)
                 }
             };
-        match reply.0 {
-            Some(reply) => {
+        match reply {
+            DeliveryReply::Own(reply) => {
                 let _ = reply.send(outcome);
             }
-            None => match outcome {
+            DeliveryReply::InOrder(seq) => {
+                let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
+                let base = answers.base;
+                if let Some(slot) = seq
+                    .checked_sub(base)
+                    .and_then(|i| answers.slots.get_mut(i as usize))
+                {
+                    *slot = Some(outcome);
+                }
+            }
+            DeliveryReply::Untracked => match outcome {
                 Err(err) if err.kind() != ErrorKind::Transaction => {
                     let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
                     failure.get_or_insert(err);
@@ -187,13 +233,27 @@ fn is_purge(e: &KafkaError) -> bool {
     )
 }
 
+/// Where a queued record's answer comes from.
+pub(crate) enum Reply {
+    /// Not tracked.
+    None,
+    /// Its own channel ([`Track::Own`]).
+    Own(oneshot::Receiver<Delivery>),
+    /// The next of the in-order answers ([`Track::InOrder`]).
+    InOrder,
+}
+
 /// What happened to a record handed to [`ProducerCore::send`].
 pub(crate) enum Sent {
-    /// Queued; its answer (if tracked) comes through the receiver.
-    Queued(Option<oneshot::Receiver<Delivery>>),
+    /// Queued; its answer (if tracked) comes as `Reply` says.
+    Queued(Reply),
     /// librdkafka's queue is full: try again after a delivery report.
     Full,
 }
+
+/// How many records a sender hands to librdkafka between two servings of
+/// delivery reports on its own thread.
+const SERVE_EVERY: usize = 64;
 
 /// A producer owned by one sink, flow or set of cloned handles.
 pub(crate) struct ProducerCore {
@@ -285,17 +345,24 @@ impl ProducerCore {
         }
     }
 
-    /// Hands a record to librdkafka without waiting. `track` asks for a
-    /// per-record answer.
-    pub(crate) fn send(&self, record: &ProducerRecord, track: bool) -> Result<Sent> {
+    /// Hands a record to librdkafka without waiting; `track` says how its
+    /// answer comes back.
+    pub(crate) fn send(&self, record: &ProducerRecord, track: Track) -> Result<Sent> {
         let Some(producer) = &self.producer else {
             return Err(Error::closed("the producer is closed"));
         };
-        let (reply, rx) = if track {
-            let (tx, rx) = oneshot::channel();
-            (DeliveryReply(Some(Box::new(tx))), Some(rx))
-        } else {
-            (DeliveryReply(None), None)
+        let (reply, rx) = match track {
+            Track::No => (DeliveryReply::Untracked, Reply::None),
+            Track::Own => {
+                let (tx, rx) = oneshot::channel();
+                (DeliveryReply::Own(Box::new(tx)), Reply::Own(rx))
+            }
+            Track::InOrder => {
+                let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
+                let seq = answers.base + answers.slots.len() as u64;
+                answers.slots.push_back(None);
+                (DeliveryReply::InOrder(seq), Reply::InOrder)
+            }
         };
         let mut base =
             BaseRecord::<[u8], [u8], DeliveryReply>::with_opaque_to(&record.topic, reply);
@@ -338,10 +405,26 @@ impl ProducerCore {
         }
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
         match producer.send(base) {
-            Ok(()) => Ok(Sent::Queued(rx)),
+            Ok(()) => {
+                // Every so often the sender serves the delivery reports
+                // itself, as a raw send-and-poll loop does: librdkafka then
+                // frees its acknowledged messages on the thread that
+                // allocated them, instead of on the polling thread against
+                // the allocator's lock of this one. The polling thread still
+                // serves them while nothing is sent.
+                if self.state.sent.fetch_add(1, Ordering::Relaxed) % SERVE_EVERY == 0 {
+                    producer.poll(Duration::ZERO);
+                }
+                Ok(Sent::Queued(rx))
+            }
             Err((e, _)) => {
                 // The returned record still owns its reply; dropping it
-                // drops the answer's sender.
+                // drops the answer's sender. An in-order slot (the last
+                // one: only its sender adds slots) is given back.
+                if let Reply::InOrder = rx {
+                    let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
+                    answers.slots.pop_back();
+                }
                 self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
                     return Ok(Sent::Full);
@@ -354,6 +437,16 @@ impl ProducerCore {
                     ),
                 )
             }
+        }
+    }
+
+    /// Moves the in-order answers that came, oldest first, up to the first
+    /// one still missing, to `out` (one lock for all of them).
+    pub(crate) fn take_in_order(&self, out: &mut VecDeque<Delivery>) {
+        let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Some(_)) = answers.slots.front() {
+            answers.base += 1;
+            out.extend(answers.slots.pop_front().flatten());
         }
     }
 
@@ -448,5 +541,33 @@ impl ProducerCore {
 impl Drop for ProducerCore {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_opaque_comes_back_as_it_went() {
+        for seq in [0, 1, 7, u64::MAX >> 1] {
+            let ptr = DeliveryReply::InOrder(seq).into_ptr();
+            // SAFETY: made by `into_ptr` just above.
+            match unsafe { DeliveryReply::from_ptr(ptr) } {
+                DeliveryReply::InOrder(back) => assert_eq!(back, seq),
+                _ => panic!("sequence {seq} came back as something else"),
+            }
+        }
+        let (tx, mut rx) = oneshot::channel();
+        let ptr = DeliveryReply::Own(Box::new(tx)).into_ptr();
+        // SAFETY: made by `into_ptr` just above.
+        let DeliveryReply::Own(tx) = (unsafe { DeliveryReply::from_ptr(ptr) }) else {
+            panic!("a boxed sender came back as something else");
+        };
+        tx.send(Err(Error::closed("x"))).unwrap();
+        assert!(rx.try_recv().unwrap().is_err());
+        // SAFETY: null is what `Untracked` makes.
+        let untracked = unsafe { DeliveryReply::from_ptr(std::ptr::null_mut()) };
+        assert!(matches!(untracked, DeliveryReply::Untracked));
     }
 }

@@ -48,20 +48,6 @@ impl<P> Envelope<P> {
     pub fn pass_through(pass_through: P) -> Self {
         Envelope::PassThrough(pass_through)
     }
-
-    pub(crate) fn into_parts(self) -> (Vec<ProducerRecord>, P, Kind) {
-        match self {
-            Envelope::Message {
-                record,
-                pass_through,
-            } => (vec![record], pass_through, Kind::Message),
-            Envelope::MultiMessage {
-                records,
-                pass_through,
-            } => (records, pass_through, Kind::Multi),
-            Envelope::PassThrough(p) => (Vec::new(), p, Kind::PassThrough),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,38 +1,96 @@
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::core::{Delivery, ProducerCore, Reply, Sent, Track};
+use super::envelope::{Envelope, Kind, ProduceFailure, ProducerResult};
+use crate::error::Result;
+use crate::record::ProducerRecord;
 use futures::stream::{Fuse, Stream, StreamExt};
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
-
-use super::core::{Delivery, ProducerCore, Sent};
-use super::envelope::{Envelope, Kind, ProduceFailure, ProducerResult};
-use crate::error::{Error, Result};
-use crate::record::ProducerRecord;
 
 /// The answer for one sent record.
 enum Answer {
-    Waiting(oneshot::Receiver<Delivery>),
+    /// To come through the producer's in-order answers.
+    Waiting,
     Done(Delivery),
+}
+
+/// No item, one item (no allocation of its own: most envelopes carry one
+/// record), or several.
+enum Few<T> {
+    Zero,
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Few<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Few::Zero => &[],
+            Few::One(t) => std::slice::from_ref(t),
+            Few::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        match self {
+            Few::Zero => &mut [],
+            Few::One(t) => std::slice::from_mut(t),
+            Few::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, item: T) {
+        *self = match std::mem::replace(self, Few::Zero) {
+            Few::Zero => Few::One(item),
+            Few::One(first) => Few::Many(vec![first, item]),
+            Few::Many(mut v) => {
+                v.push(item);
+                Few::Many(v)
+            }
+        };
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = T> {
+        let (one, many) = match self {
+            Few::Zero => (None, Vec::new()),
+            Few::One(t) => (Some(t), Vec::new()),
+            Few::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many)
+    }
 }
 
 /// One envelope on its way: records sent so far and their answers.
 struct Entry<P> {
     kind: Kind,
-    records: Vec<ProducerRecord>,
-    answers: Vec<Answer>,
+    records: Few<ProducerRecord>,
+    answers: Few<Answer>,
     pass_through: P,
 }
 
 impl<P> Entry<P> {
     fn new(envelope: Envelope<P>) -> Self {
-        let (records, pass_through, kind) = envelope.into_parts();
+        let (records, pass_through, kind) = match envelope {
+            Envelope::Message {
+                record,
+                pass_through,
+            } => (Few::One(record), pass_through, Kind::Message),
+            Envelope::MultiMessage {
+                records,
+                pass_through,
+            } => (Few::Many(records), pass_through, Kind::Multi),
+            Envelope::PassThrough(p) => (Few::Zero, p, Kind::PassThrough),
+        };
         Entry {
             kind,
-            answers: Vec::with_capacity(records.len()),
+            answers: Few::Zero,
             records,
             pass_through,
         }
@@ -47,40 +105,53 @@ impl<P> Entry<P> {
         self.answers.len() == self.records.len()
     }
 
-    /// Polls the answers of a fully sent entry; true once all are in.
-    fn poll_answers(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut done = true;
-        for answer in &mut self.answers {
-            if let Answer::Waiting(rx) = answer {
-                match Pin::new(rx).poll(cx) {
-                    Poll::Ready(r) => {
-                        *answer = Answer::Done(r.unwrap_or_else(|_| {
-                            Err(Error::closed("the producer closed before answering"))
-                        }));
-                    }
-                    Poll::Pending => done = false,
+    /// Fills in the answers of a fully sent entry (the oldest: its
+    /// records' answers are the oldest not taken) from `answered`, taken
+    /// from the producer's in-order answers as they come; true once all are
+    /// in. Registers the task for the next delivery report while some are
+    /// missing.
+    fn poll_answers(
+        &mut self,
+        core: &ProducerCore,
+        answered: &mut VecDeque<Delivery>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        for answer in self.answers.as_mut_slice() {
+            if let Answer::Waiting = answer {
+                if answered.is_empty() {
+                    core.take_in_order(answered);
+                }
+                if answered.is_empty() {
+                    // Registered before looking again: a report that comes
+                    // in between wakes the task.
+                    core.register(cx);
+                    core.take_in_order(answered);
+                }
+                match answered.pop_front() {
+                    Some(delivery) => *answer = Answer::Done(delivery),
+                    None => return false,
                 }
             }
         }
-        done
+        true
     }
 
     fn finish(self) -> std::result::Result<ProducerResult<P>, ProduceFailure<P>> {
-        let mut metadata = Vec::with_capacity(self.records.len());
+        let mut metadata = Few::Zero;
         let mut error = None;
-        for answer in self.answers {
+        for answer in self.answers.into_iter() {
             match answer {
                 Answer::Done(Ok(m)) => metadata.push(m),
                 Answer::Done(Err(e)) => {
                     error.get_or_insert(e);
                 }
-                Answer::Waiting(_) => unreachable!("finish is called once every answer is in"),
+                Answer::Waiting => unreachable!("finish is called once every answer is in"),
             }
         }
         if let Some(error) = error {
             return Err(ProduceFailure {
                 error,
-                records: self.records,
+                records: self.records.into_iter().collect(),
                 pass_through: self.pass_through,
             });
         }
@@ -89,13 +160,13 @@ impl<P> Entry<P> {
             Kind::Message => {
                 let record = self.records.into_iter().next().expect("one record");
                 ProducerResult::Message {
-                    metadata: metadata.pop().expect("one answer"),
+                    metadata: metadata.into_iter().next().expect("one answer"),
                     record,
                     pass_through: self.pass_through,
                 }
             }
             Kind::Multi => ProducerResult::MultiMessage {
-                parts: metadata.into_iter().zip(self.records).collect(),
+                parts: metadata.into_iter().zip(self.records.into_iter()).collect(),
                 pass_through: self.pass_through,
             },
         })
@@ -117,6 +188,8 @@ pin_project! {
         upstream: Fuse<S>,
         core: ProducerCore,
         entries: VecDeque<Entry<P>>,
+        // Answers taken from the producer, oldest first, for the entries.
+        answered: VecDeque<Delivery>,
         // Entries before this index have every record sent.
         unsent: usize,
         max_in_flight: usize,
@@ -141,6 +214,7 @@ where
             upstream: upstream.fuse(),
             core,
             entries: VecDeque::new(),
+            answered: VecDeque::new(),
             unsent: 0,
             max_in_flight,
         }
@@ -170,7 +244,7 @@ where
                 *this.unsent = this.unsent.saturating_sub(1);
                 return Poll::Ready(Some(Err(ProduceFailure {
                     error,
-                    records: entry.records,
+                    records: entry.records.into_iter().collect(),
                     pass_through: entry.pass_through,
                 })));
             }
@@ -187,10 +261,10 @@ where
                             break 'send;
                         }
                     }
-                    match send_one(this.core, &entry.records[entry.sent()], cx) {
+                    match send_one(this.core, &entry.records.as_slice()[entry.sent()], cx) {
                         Some(outcome) => {
                             entry.answers.push(match outcome {
-                                Ok(rx) => Answer::Waiting(rx),
+                                Ok(()) => Answer::Waiting,
                                 Err(e) => Answer::Done(Err(e)),
                             });
                             progressed = true;
@@ -203,7 +277,7 @@ where
 
             // 2. Hand out the oldest envelope once all its answers are in.
             if let Some(front) = this.entries.front_mut() {
-                if front.fully_sent() && front.poll_answers(cx) {
+                if front.fully_sent() && front.poll_answers(this.core, this.answered, cx) {
                     let entry = this.entries.pop_front().expect("front exists");
                     *this.unsent = this.unsent.saturating_sub(1);
                     return Poll::Ready(Some(entry.finish()));
@@ -249,10 +323,11 @@ fn send_one(
     core: &ProducerCore,
     record: &ProducerRecord,
     cx: &mut Context<'_>,
-) -> Option<Result<oneshot::Receiver<Delivery>>> {
+) -> Option<Result<()>> {
     for attempt in 0..2 {
-        match core.send(record, true) {
-            Ok(Sent::Queued(rx)) => return Some(Ok(rx.expect("tracked records have an answer"))),
+        match core.send(record, Track::InOrder) {
+            Ok(Sent::Queued(Reply::InOrder)) => return Some(Ok(())),
+            Ok(Sent::Queued(_)) => unreachable!("an in-order record has a sequence number"),
             Ok(Sent::Full) if attempt == 0 => core.register(cx),
             Ok(Sent::Full) => return None,
             Err(e) => return Some(Err(e)),

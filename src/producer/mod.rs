@@ -16,7 +16,7 @@ mod sink;
 mod typed;
 
 pub use self::core::RecordMetadata;
-pub(crate) use self::core::{ProducerCore, Sent};
+pub(crate) use self::core::{ProducerCore, Sent, Track};
 pub use committable::CommittableSink;
 pub use envelope::{Envelope, ProduceFailure, ProducerResult};
 pub use flow::ProducerFlow;

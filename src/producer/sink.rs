@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use futures::{FutureExt, Sink};
 
-use super::core::{ProducerCore, Sent};
+use super::core::{ProducerCore, Sent, Track};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::ProducerRecord;
 use crate::settings::ProducerSettings;
@@ -62,7 +62,7 @@ impl ProducerSink {
         if self.closed {
             return Err(Error::closed("the producer sink is closed"));
         }
-        Ok(match self.core.send(&record, false)? {
+        Ok(match self.core.send(&record, Track::No)? {
             Sent::Queued(_) => None,
             Sent::Full => Some(record),
         })

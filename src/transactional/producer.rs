@@ -6,7 +6,7 @@ use rdkafka::error::KafkaError;
 
 use super::settings::TransactionalSettings;
 use crate::error::{Error, ErrorKind, Result};
-use crate::producer::{ProducerCore, Sent};
+use crate::producer::{ProducerCore, Sent, Track};
 use crate::record::ProducerRecord;
 use crate::settings::ProducerSettings;
 
@@ -94,7 +94,7 @@ impl TxnCore {
     /// Hands a record to librdkafka, waiting for room when its queue is full.
     pub(crate) async fn send(&self, record: &ProducerRecord) -> Result<()> {
         loop {
-            match self.core.send(record, false)? {
+            match self.core.send(record, Track::No)? {
                 Sent::Queued(_) => return Ok(()),
                 Sent::Full => self.core.room().await,
             }
