@@ -1,10 +1,11 @@
-//! Throughput of reactive-kafka's sources and sinks beside raw rdkafka loops
-//! with the same librdkafka settings, in one run.
+//! Throughput and memory of reactive-kafka's sources and sinks beside raw
+//! rdkafka loops with the same librdkafka settings and, on Apache Kafka,
+//! beside Kafka's own Java tools, in one run.
 //!
 //! ```text
-//! cargo bench --bench throughput -- --quick      # about a minute on 2 cores
-//! cargo bench --bench throughput                  # 100 B and 1 KiB records, more repetitions
-//! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo bench --bench throughput -- --quick
+//! cargo bench --bench throughput -- --quick      # a few minutes on 2 cores
+//! cargo bench --bench throughput                  # 100 B and 1 KiB records, 5 rounds
+//! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo bench --bench throughput
 //! cargo bench --bench throughput -- --quick --only producer_flow   # cases whose name contains it
 //! cargo bench --bench throughput -- --quick --only plain_source,producer_flow   # either
 //! ```
@@ -14,23 +15,36 @@
 //! handed to it (`scripts/bench-overhead` compares such a build with a
 //! plain one).
 //!
-//! Consumer cases read the same pre-produced topic from the beginning with a
-//! new consumer group each; the clock starts at the first record, so group
-//! joins are not measured. Producer cases write `records` records and stop the
-//! clock when the last one is acknowledged. Every case runs several times,
-//! interleaved with its baseline, and the median is reported, one line per case:
+//! **Method.** Every measurement is a process of its own (this benchmark
+//! started again with `--child CASE`): it runs its case twice, a first
+//! pass in a cold process and a second pass in the same process, and the
+//! kernel reports its peak RSS (`ru_maxrss`), so memory figures are the
+//! case's own and no case inherits another's allocator state. Consumer
+//! cases read the whole pre-produced topic with a new consumer group per
+//! pass; the clock starts at the first record, so group joins are not
+//! measured. Producer cases write the same number of records to a fresh
+//! topic per pass and stop the clock when the last one is acknowledged.
+//! The cases of a group (the consumers on 8 partitions, the consumers on
+//! 64 partitions, the producers) run in rounds, each round every case once
+//! in a rotated order, and each figure is the median over the rounds, with
+//! the spread (fastest over slowest run) beside it. A ratio divides a
+//! case's median by its baseline's median over the same rounds.
 //!
-//! `case=plain_source size=100 records=200000 records_per_s=... mb_per_s=... ratio_vs_raw=... baseline=raw_base_consumer baseline_records_per_s=... rss_growth_mb=...`
+//! On Apache Kafka (`KAFKA_BOOTSTRAP_SERVERS` set) the data sets are sized
+//! for at least 2 s of reading by the raw loop per pass, and
+//! `java_kafka_consumer` / `java_kafka_producer` run Kafka's own
+//! `ConsumerPerformance` / `ProducerPerformance` (from `kafka-tools`,
+//! through `scripts/kafka-local java`), twice in one JVM: their second pass
+//! is JIT-warmed. On a small machine, pin the broker and the benchmark to
+//! different cores to keep them from trading places: start the broker with
+//! `KAFKA_LOCAL_CPUS=0 scripts/kafka-local start` and run the benchmark under
+//! `taskset -c 1`.
 //!
-//! followed by a Markdown table. The same figures go to
-//! `target/bench-results/throughput.csv` and a bar chart,
-//! `target/bench-results/throughput.svg`. RSS growth is how far the
-//! process's peak RSS rose above its RSS at the start of the case; with the
-//! embedded broker it includes what the broker itself allocates.
-//!
-//! The raw baselines vary a lot from run to run on a small machine, so each
-//! ratio divides by the baseline's median over the runs interleaved with that
-//! case (printed as `baseline_records_per_s`), not by the first baseline row.
+//! Output: one line per case, `case=... first_pass=... second_pass=...
+//! peak_rss_mb=... baseline=... ratio_first=... ratio_second=...`, a
+//! Markdown table, the performance goals with their ratios, and the same
+//! figures in `target/bench-results/throughput.csv` with a bar chart,
+//! `target/bench-results/throughput.svg`.
 
 #[path = "throughput/cases.rs"]
 mod cases;
@@ -42,70 +56,130 @@ use std::time::Duration;
 use reactive_kafka::testkit::TestBroker;
 
 use cases::{Case, Plan};
-use report::Row;
+use report::{Base, Row, Stats};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let instrument = args.iter().any(|a| a == "--instrument");
+    if instrument {
+        self::instrument(args.iter().all(|a| a != "--child"));
+    }
+    if let Some(w) = args.windows(2).find(|w| w[0] == "--child") {
+        let case = Case::named(&w[1]).expect("a case name");
+        cases::child(case).await;
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // `--only A,B`: just the cases whose name contains A or B (for profiling).
     let only = args
         .windows(2)
         .find(|w| w[0] == "--only")
         .map(|w| w[1].clone());
-    let wanted = |case: Case| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|o| case.name().contains(o)))
-    };
-    if args.iter().any(|a| a == "--instrument") {
-        instrument();
-    }
     let broker = TestBroker::start().await.expect("broker");
     let embedded = broker.is_embedded();
-    let (sizes, runs, records, partitions) = if quick {
-        (vec![100], 3, 200_000, 8)
+    let java = if embedded {
+        Err("the Java tools are measured against Apache Kafka only".to_owned())
     } else {
-        (vec![100, 1024], 5, 400_000, 16)
+        cases::java_launcher().map(|_| ())
+    };
+    let wanted = |case: &Case| {
+        let named = only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|o| case.name().contains(o)));
+        named && (!case.needs_real_broker() || java.is_ok())
+    };
+    let (sizes, mut runs) = if quick {
+        (vec![100], 3)
+    } else {
+        (vec![100, 1024], 5)
+    };
+    // `--rounds N`: another number of rounds.
+    if let Some(w) = args.windows(2).find(|w| w[0] == "--rounds") {
+        runs = w[1].parse().expect("--rounds N");
+    }
+    // Records per topic: on Apache Kafka, at least 2 s of reading per pass
+    // for the fastest case (about 2M records/s at 100 B and 0.7M at 1 KiB
+    // on 2 cores); the embedded broker keeps 5 MiB per partition, so stay
+    // under 4 MiB.
+    let records = |size: usize, partitions: i32| -> usize {
+        if embedded {
+            let cap = if quick { 200_000 } else { 400_000 };
+            cap.min(partitions as usize * (4 << 20) / (size + 64))
+        } else if quick {
+            if size <= 100 {
+                2_000_000
+            } else {
+                600_000
+            }
+        } else if size <= 100 {
+            4_000_000
+        } else {
+            1_500_000
+        }
     };
     println!(
-        "# broker={} partitions={partitions} runs={runs} mode={} cores={} metrics={} opentelemetry={}",
+        "# broker={} runs={runs} mode={} cores={} metrics={} opentelemetry={} java={}",
         if embedded { "embedded" } else { "external" },
         if quick { "quick" } else { "full" },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cfg!(feature = "metrics"),
         cfg!(feature = "opentelemetry"),
+        match &java {
+            Ok(()) => "yes".to_owned(),
+            Err(why) => format!("skipped ({why})"),
+        },
     );
 
     let mut rows: Vec<Row> = Vec::new();
     for size in sizes {
-        // The embedded broker keeps 5 MiB per partition: stay under 4 MiB.
-        let fit = |parts: i32| {
-            if embedded {
-                records.min(parts as usize * (4 << 20) / (size + 64))
-            } else {
-                records
+        let consumers: Vec<Case> = Case::CONSUMERS.into_iter().filter(wanted).collect();
+        let needs_topic = !consumers.is_empty() || Case::TRANSACTIONAL.iter().any(wanted);
+        if needs_topic {
+            let plan = Plan::prepare(&broker, 8, records(size, 8), size).await;
+            rows.extend(measure_group(&broker, &plan, &consumers, runs, instrument).await);
+            if only.is_none() {
+                // Memory under a slow downstream: the source must stay within its buffers.
+                let slow =
+                    cases::slow_downstream(&plan, Duration::from_secs(if quick { 3 } else { 6 }))
+                        .await;
+                println!("{}", slow.line());
+                rows.push(slow);
             }
-        };
-        let plan = Plan::prepare(&broker, partitions, fit(partitions), size).await;
-        for (case, baseline) in Case::PAIRS.into_iter().filter(|(c, _)| wanted(*c)) {
-            measure(&plan, case, baseline, &mut rows, runs).await;
+            let transactional: Vec<Case> = Case::TRANSACTIONAL.into_iter().filter(wanted).collect();
+            if !transactional.is_empty() {
+                let plan = Plan {
+                    records: plan.records / 6,
+                    ..plan.clone()
+                };
+                rows.extend(measure_group(&broker, &plan, &transactional, runs, instrument).await);
+            }
+            delete_topics(&broker, [plan.topic.as_str()]).await;
         }
-        for (case, baseline, parts) in Case::PARTITIONED.into_iter().filter(|(c, _, _)| wanted(*c))
-        {
-            let plan = Plan::prepare(&broker, parts, fit(parts), size).await;
-            measure(&plan, case, baseline, &mut rows, runs).await;
+        let many: Vec<Case> = Case::MANY_PARTITIONS.into_iter().filter(wanted).collect();
+        if !many.is_empty() {
+            let plan = Plan::prepare(&broker, 64, records(size, 64), size).await;
+            rows.extend(measure_group(&broker, &plan, &many, runs, instrument).await);
+            delete_topics(&broker, [plan.topic.as_str()]).await;
         }
-        if only.is_some() {
-            continue;
+        let producers: Vec<Case> = Case::PRODUCERS.into_iter().filter(wanted).collect();
+        if !producers.is_empty() {
+            // Producers write half as many records as the consumers read.
+            let plan = Plan {
+                servers: broker.bootstrap_servers().to_owned(),
+                topic: String::new(),
+                partitions: 8,
+                records: records(size, 8) / 2,
+                size,
+                outputs: Vec::new(),
+            };
+            rows.extend(measure_group(&broker, &plan, &producers, runs, instrument).await);
         }
-        // Memory under a slow downstream: the source must stay within its buffers.
-        let slow =
-            cases::slow_downstream(&plan, Duration::from_secs(if quick { 3 } else { 6 })).await;
-        println!("{}", slow.line());
-        rows.push(slow);
     }
     println!();
     print!("{}", report::markdown(&rows));
+    println!();
+    print_goals(&rows);
     match report::write_files(&rows) {
         Ok(dir) => println!("\nwrote {dir}/throughput.csv and {dir}/throughput.svg"),
         Err(e) => eprintln!("could not write the report files: {e}"),
@@ -115,61 +189,185 @@ async fn main() {
 /// Installs a no-op `metrics` recorder: the crate gathers and hands over
 /// its figures, the recorder drops them.
 #[cfg(feature = "metrics")]
-fn instrument() {
+fn instrument(announce: bool) {
     metrics::set_global_recorder(metrics::NoopRecorder).expect("the only recorder");
-    println!("# instrumented: metrics feature on, a no-op recorder installed");
+    if announce {
+        println!("# instrumented: metrics feature on, a no-op recorder installed");
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
-fn instrument() {
-    println!("# --instrument ignored: built without the metrics feature");
+fn instrument(announce: bool) {
+    if announce {
+        println!("# --instrument ignored: built without the metrics feature");
+    }
 }
 
-/// Runs `case` and its `baseline` `runs` times, interleaved, and adds the
-/// medians to `rows` (a baseline once per size).
-async fn measure(plan: &Plan<'_>, case: Case, baseline: Case, rows: &mut Vec<Row>, runs: usize) {
-    let (size, records) = (plan.size(), plan.records());
-    let mut measured = Vec::new();
-    let mut base = Vec::new();
-    let mut rss = Vec::new();
-    let mut base_rss = Vec::new();
-    for _ in 0..runs {
-        let b = baseline.run(plan).await;
-        base.push(b.rate);
-        base_rss.push(b.rss_growth_mb);
-        let m = case.run(plan).await;
-        measured.push(m.rate);
-        rss.push(m.rss_growth_mb);
+/// Runs every case of a group `runs` times, in rounds (each round every
+/// case once, the order rotated), and returns a row per case with its
+/// baseline's figures over the same rounds.
+async fn measure_group(
+    broker: &TestBroker,
+    plan: &Plan,
+    cases: &[Case],
+    runs: usize,
+    instrument: bool,
+) -> Vec<Row> {
+    if cases.is_empty() {
+        return Vec::new();
     }
-    let base_rate = report::median(base);
-    let rate = report::median(measured);
-    let base_rss = Some(report::median(base_rss));
-    for row in [
-        Row::new(
-            baseline.name(),
-            baseline.name(),
-            size,
-            records,
-            base_rate,
-            base_rate,
-            base_rss,
-        ),
-        Row::new(
-            case.name(),
-            baseline.name(),
-            size,
-            records,
-            rate,
-            base_rate,
-            Some(report::median(rss)),
-        ),
-    ] {
-        if !rows
-            .iter()
-            .any(|r| r.case == row.case && r.size == row.size)
-        {
-            println!("{}", row.line());
-            rows.push(row);
+    let mut measured: Vec<Vec<cases::Measurement>> = vec![Vec::new(); cases.len()];
+    for round in 0..runs {
+        for k in 0..cases.len() {
+            let i = (round + k) % cases.len();
+            let case = cases[i];
+            let plan = if case.writes() {
+                plan.with_outputs(broker).await
+            } else {
+                plan.clone()
+            };
+            let m = case.measure(&plan, instrument).await;
+            measured[i].push(m);
+            delete_topics(broker, plan.outputs.iter().map(String::as_str)).await;
+        }
+    }
+    let stats: Vec<(Stats, Stats, f64)> = measured
+        .iter()
+        .map(|ms| {
+            (
+                Stats::of(ms.iter().map(|m| m.first).collect()),
+                Stats::of(ms.iter().map(|m| m.second).collect()),
+                Stats::of(ms.iter().map(|m| m.peak_rss_mb).collect()).median,
+            )
+        })
+        .collect();
+    let rows: Vec<Row> = cases
+        .iter()
+        .zip(&stats)
+        .map(|(case, (first, second, rss))| {
+            let base = cases
+                .iter()
+                .position(|c| *c == case.baseline())
+                .map(|b| Base {
+                    case: cases[b].name(),
+                    first: stats[b].0,
+                    second: stats[b].1,
+                    rss_mb: stats[b].2,
+                });
+            Row {
+                case: case.name(),
+                size: plan.size,
+                partitions: plan.partitions,
+                records: plan.records,
+                first: *first,
+                second: *second,
+                rss_mb: Some(*rss),
+                base,
+            }
+        })
+        .collect();
+    for row in &rows {
+        println!("{}", row.line());
+    }
+    rows
+}
+
+/// Deletes topics on Apache Kafka, so that a full run fits on a small disk
+/// (the embedded broker's topics go with it).
+async fn delete_topics<'a>(broker: &TestBroker, topics: impl IntoIterator<Item = &'a str>) {
+    if broker.is_embedded() {
+        return;
+    }
+    let client = reactive_kafka::metadata::MetadataClient::new(
+        reactive_kafka::ConsumerSettings::new(broker.bootstrap_servers()),
+    )
+    .expect("metadata client");
+    for topic in topics {
+        if let Err(e) = client.delete_topic(topic).await {
+            eprintln!("# could not delete topic {topic}: {e}");
+        }
+    }
+}
+
+/// The performance goals, each with its ratio in this run.
+fn print_goals(rows: &[Row]) {
+    let find = |case: &str, size: usize, partitions: i32| {
+        rows.iter()
+            .find(|r| r.case == case && r.size == size && r.partitions == partitions)
+    };
+    let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
+    sizes.dedup();
+    println!("Goals (median ratios of this run; first pass / second pass where both apply):");
+    let show = |what: String, ratio: Option<f64>, goal: f64| {
+        if let Some(r) = ratio {
+            let verdict = if r >= goal { "met" } else { "NOT met" };
+            println!("- {what}: {r:.2} (goal >= {goal:.2}, {verdict})");
+        }
+    };
+    for size in sizes {
+        let ratio = |a: &str, b: &str, p: i32, first: bool| {
+            let (a, b) = (find(a, size, p)?, find(b, size, p)?);
+            Some(if first {
+                a.first.median / b.first.median
+            } else {
+                a.second.median / b.second.median
+            })
+        };
+        for first in [true, false] {
+            let pass = if first { "first pass" } else { "second pass" };
+            show(
+                format!("{size} B, {pass}: plain_source / raw_base_consumer"),
+                ratio("plain_source", "raw_base_consumer", 8, first),
+                1.0,
+            );
+        }
+        show(
+            format!("{size} B: plain_source / java_kafka_consumer (warmed, second passes)"),
+            ratio("plain_source", "java_kafka_consumer", 8, false),
+            1.0,
+        );
+        for first in [true, false] {
+            let pass = if first { "first pass" } else { "second pass" };
+            show(
+                format!("{size} B, {pass}: committable_source+committer_sink / plain_source"),
+                ratio(
+                    "committable_source+committer_sink",
+                    "plain_source",
+                    8,
+                    first,
+                ),
+                0.95,
+            );
+        }
+        for case in ["producer_plain_sink", "producer_flow"] {
+            show(
+                format!("{size} B: {case} / raw_base_producer (second passes)"),
+                ratio(case, "raw_base_producer", 8, false),
+                0.95,
+            );
+        }
+        for p in [8, 64] {
+            let Some(raw) = find("raw_base_consumer", size, p).and_then(|r| r.rss_mb) else {
+                continue;
+            };
+            for r in rows.iter().filter(|r| {
+                r.size == size
+                    && r.partitions == p
+                    && r.case != "raw_base_consumer"
+                    && !r.case.starts_with("java_")
+                    && Case::named(r.case)
+                        .is_some_and(|c| !c.writes() && c != Case::RawPartitionQueues)
+            }) {
+                // The goal is about memory, so lower is better: show raw / case.
+                if let Some(m) = r.rss_mb {
+                    let verdict = if m <= raw * 1.1 { "met" } else { "NOT met" };
+                    println!(
+                        "- {size} B, {p} partitions: peak RSS of {} {m:.0} MB vs raw_base_consumer {raw:.0} MB: {:.2}x (goal <= 1.10, {verdict})",
+                        r.case,
+                        m / raw
+                    );
+                }
+            }
         }
     }
 }

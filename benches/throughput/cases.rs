@@ -20,7 +20,7 @@ use reactive_kafka::{
     Subscription,
 };
 
-use crate::report::Row;
+use crate::report::{Row, Stats};
 
 /// Consumer settings every consumer case shares.
 const CONSUMER: &[(&str, &str)] = &[
@@ -35,22 +35,29 @@ const CONSUMER: &[(&str, &str)] = &[
 /// Producer settings every producer case shares.
 const PRODUCER: &[(&str, &str)] = &[("enable.idempotence", "true"), ("linger.ms", "5")];
 
-/// A topic filled with `records` records of `size` bytes.
-pub(crate) struct Plan<'a> {
-    broker: &'a TestBroker,
-    servers: String,
-    topic: String,
-    partitions: i32,
-    records: usize,
-    size: usize,
+/// What one measurement reads or writes: a topic filled with `records`
+/// records of `size` bytes over `partitions` partitions, and, for the cases
+/// that produce, one fresh output topic per pass.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) servers: String,
+    pub(crate) topic: String,
+    pub(crate) partitions: i32,
+    pub(crate) records: usize,
+    pub(crate) size: usize,
+    pub(crate) outputs: Vec<String>,
 }
 
+/// What one child process measured: each pass's rate and the process's
+/// peak RSS.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Measurement {
-    pub(crate) rate: f64,
-    pub(crate) rss_growth_mb: f64,
+    pub(crate) first: f64,
+    pub(crate) second: f64,
+    pub(crate) peak_rss_mb: f64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Case {
     RawBaseConsumer,
     RawStreamConsumer,
@@ -58,41 +65,76 @@ pub(crate) enum Case {
     PlainSource,
     PlainSourceSlowBackoff,
     RawCommitLoop,
-    RawCommitLoop8,
-    RawCommitLoop64,
     CommittableCommitter,
     TypedCommittableCommitter,
-    Partitioned8,
-    Partitioned64,
+    Partitioned,
     OutOfOrderCommitter,
     RawBaseProducer,
     PlainSink,
     ProducerFlow,
     RawTransactionalLoop,
     TransactionalPipeline,
+    JavaConsumer,
+    JavaProducer,
 }
 
 impl Case {
-    /// Each case with the raw loop it is compared with.
-    pub(crate) const PAIRS: [(Case, Case); 10] = [
-        (Case::PlainSource, Case::RawBaseConsumer),
-        (Case::PlainSourceSlowBackoff, Case::RawBaseConsumer),
-        (Case::RawStreamConsumer, Case::RawBaseConsumer),
-        (Case::RawPartitionQueues, Case::RawBaseConsumer),
-        (Case::CommittableCommitter, Case::RawCommitLoop),
-        (Case::OutOfOrderCommitter, Case::RawCommitLoop),
-        // Typed records cost what deserializing costs, nothing more.
-        (Case::TypedCommittableCommitter, Case::CommittableCommitter),
-        (Case::PlainSink, Case::RawBaseProducer),
-        (Case::ProducerFlow, Case::RawBaseProducer),
-        // Consume, produce and commit in transactions every 100 ms.
-        (Case::TransactionalPipeline, Case::RawTransactionalLoop),
+    /// The consumer cases, measured in one interleaved group on the
+    /// 8-partition topic.
+    pub(crate) const CONSUMERS: [Case; 11] = [
+        Case::RawBaseConsumer,
+        Case::PlainSource,
+        Case::CommittableCommitter,
+        Case::RawCommitLoop,
+        Case::OutOfOrderCommitter,
+        Case::TypedCommittableCommitter,
+        Case::Partitioned,
+        Case::RawStreamConsumer,
+        Case::RawPartitionQueues,
+        Case::PlainSourceSlowBackoff,
+        Case::JavaConsumer,
     ];
 
-    /// Cases on a topic of their own partition count, with their baseline.
-    pub(crate) const PARTITIONED: [(Case, Case, i32); 2] = [
-        (Case::Partitioned8, Case::RawCommitLoop8, 8),
-        (Case::Partitioned64, Case::RawCommitLoop64, 64),
+    /// The exactly-once cases: a group of their own on a sixth of the
+    /// records (they run at a fraction of the others' speed).
+    pub(crate) const TRANSACTIONAL: [Case; 2] =
+        [Case::RawTransactionalLoop, Case::TransactionalPipeline];
+
+    /// The consumer cases measured again on the 64-partition topic (memory
+    /// must not grow with the partitions).
+    pub(crate) const MANY_PARTITIONS: [Case; 4] = [
+        Case::RawBaseConsumer,
+        Case::PlainSource,
+        Case::CommittableCommitter,
+        Case::Partitioned,
+    ];
+
+    /// The producer cases, one interleaved group.
+    pub(crate) const PRODUCERS: [Case; 4] = [
+        Case::RawBaseProducer,
+        Case::PlainSink,
+        Case::ProducerFlow,
+        Case::JavaProducer,
+    ];
+
+    pub(crate) const ALL: [Case; 17] = [
+        Case::RawBaseConsumer,
+        Case::RawStreamConsumer,
+        Case::RawPartitionQueues,
+        Case::PlainSource,
+        Case::PlainSourceSlowBackoff,
+        Case::RawCommitLoop,
+        Case::CommittableCommitter,
+        Case::TypedCommittableCommitter,
+        Case::Partitioned,
+        Case::OutOfOrderCommitter,
+        Case::RawBaseProducer,
+        Case::PlainSink,
+        Case::ProducerFlow,
+        Case::RawTransactionalLoop,
+        Case::TransactionalPipeline,
+        Case::JavaConsumer,
+        Case::JavaProducer,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -103,10 +145,7 @@ impl Case {
             Case::PlainSource => "plain_source",
             Case::PlainSourceSlowBackoff => "plain_source_fetch_backoff_1000ms",
             Case::RawCommitLoop => "raw_store_offset_async_commit",
-            Case::RawCommitLoop8 => "raw_store_offset_async_commit_8p",
-            Case::RawCommitLoop64 => "raw_store_offset_async_commit_64p",
-            Case::Partitioned8 => "committable_partitioned_source+committer_sink_8p",
-            Case::Partitioned64 => "committable_partitioned_source+committer_sink_64p",
+            Case::Partitioned => "committable_partitioned_source+committer_sink",
             Case::CommittableCommitter => "committable_source+committer_sink",
             Case::TypedCommittableCommitter => {
                 "committable_source.deserialize(trivial)+committer_sink"
@@ -119,13 +158,85 @@ impl Case {
             Case::ProducerFlow => "producer_flow",
             Case::RawTransactionalLoop => "raw_transactional_loop",
             Case::TransactionalPipeline => "transactional_source+sink",
+            Case::JavaConsumer => "java_kafka_consumer",
+            Case::JavaProducer => "java_kafka_producer",
         }
     }
 
-    pub(crate) async fn run(self, plan: &Plan<'_>) -> Measurement {
-        let start_rss = reset_peak_rss();
+    pub(crate) fn named(name: &str) -> Option<Case> {
+        Case::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// What this case's ratio is measured against.
+    pub(crate) fn baseline(self) -> Case {
+        match self {
+            Case::RawBaseConsumer
+            | Case::PlainSource
+            | Case::PlainSourceSlowBackoff
+            | Case::RawStreamConsumer
+            | Case::RawPartitionQueues
+            | Case::RawCommitLoop
+            | Case::JavaConsumer => Case::RawBaseConsumer,
+            // The cost of committing, over the same source without it.
+            Case::CommittableCommitter | Case::OutOfOrderCommitter | Case::Partitioned => {
+                Case::PlainSource
+            }
+            // Typed records cost what deserializing costs, nothing more.
+            Case::TypedCommittableCommitter => Case::CommittableCommitter,
+            Case::RawBaseProducer | Case::PlainSink | Case::ProducerFlow | Case::JavaProducer => {
+                Case::RawBaseProducer
+            }
+            Case::RawTransactionalLoop | Case::TransactionalPipeline => Case::RawTransactionalLoop,
+        }
+    }
+
+    /// Cases that write: they get fresh output topics.
+    pub(crate) fn writes(self) -> bool {
+        matches!(
+            self,
+            Case::RawBaseProducer
+                | Case::PlainSink
+                | Case::ProducerFlow
+                | Case::JavaProducer
+                | Case::RawTransactionalLoop
+                | Case::TransactionalPipeline
+        )
+    }
+
+    /// Cases that only the real broker runs (the embedded broker has no
+    /// `read_committed`; the Java tools are measured against Apache Kafka).
+    pub(crate) fn needs_real_broker(self) -> bool {
+        matches!(self, Case::JavaConsumer | Case::JavaProducer)
+    }
+
+    /// Measures this case in a process of its own: two passes, then the
+    /// process's peak RSS.
+    pub(crate) async fn measure(self, plan: &Plan, instrument: bool) -> Measurement {
+        let mut command = if matches!(self, Case::JavaConsumer | Case::JavaProducer) {
+            java_command(self, plan)
+        } else {
+            let mut c = std::process::Command::new(std::env::current_exe().expect("own path"));
+            c.args(["--child", self.name()])
+                .env("BENCH_PLAN", plan.encode());
+            if instrument {
+                c.arg("--instrument");
+            }
+            c
+        };
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let name = self.name();
+        tokio::task::spawn_blocking(move || run_child(name, command))
+            .await
+            .expect("child")
+    }
+
+    /// One pass of this case, in this process (the child's side).
+    pub(crate) async fn pass(self, plan: &Plan, pass: usize) -> Duration {
         let n = plan.records;
-        let elapsed = match self {
+        let output = plan.outputs.get(pass).cloned().unwrap_or_default();
+        match self {
             Case::RawBaseConsumer => blocking(plan, raw_base_consumer).await,
             Case::RawStreamConsumer => raw_stream_consumer(plan).await,
             Case::RawPartitionQueues => blocking(plan, raw_partition_queues).await,
@@ -142,33 +253,23 @@ impl Case {
                     .property("fetch.queue.backoff.ms", "1000");
                 plain_source(plan, settings).await
             }
-            Case::RawCommitLoop | Case::RawCommitLoop8 | Case::RawCommitLoop64 => {
-                blocking(plan, raw_commit_loop).await
-            }
-            Case::Partitioned8 | Case::Partitioned64 => partitioned_committer(plan).await,
+            Case::RawCommitLoop => blocking(plan, raw_commit_loop).await,
+            Case::Partitioned => partitioned_committer(plan).await,
             Case::CommittableCommitter => committable_committer(plan, false).await,
             Case::TypedCommittableCommitter => typed_committable_committer(plan).await,
             Case::OutOfOrderCommitter => committable_committer(plan, true).await,
             Case::RawBaseProducer => {
-                let topic = plan.fresh_topic().await;
                 let (servers, partitions, size) =
                     (plan.servers.clone(), plan.partitions, plan.size);
                 tokio::task::spawn_blocking(move || {
-                    raw_base_producer(&servers, &topic, partitions, n, size)
+                    raw_base_producer(&servers, &output, partitions, n, size)
                 })
                 .await
                 .expect("raw producer")
             }
-            Case::PlainSink => {
-                let topic = plan.fresh_topic().await;
-                plain_sink(plan, &topic).await
-            }
-            Case::ProducerFlow => {
-                let topic = plan.fresh_topic().await;
-                producer_flow(plan, &topic).await
-            }
+            Case::PlainSink => plain_sink(plan, &output).await,
+            Case::ProducerFlow => producer_flow(plan, &output).await,
             Case::RawTransactionalLoop => {
-                let output = plan.fresh_topic().await;
                 let (servers, input) = (plan.servers.clone(), plan.topic.clone());
                 tokio::task::spawn_blocking(move || {
                     raw_transactional_loop(&servers, &input, &output, n)
@@ -176,34 +277,28 @@ impl Case {
                 .await
                 .expect("raw transactional loop")
             }
-            Case::TransactionalPipeline => {
-                let output = plan.fresh_topic().await;
-                transactional_pipeline(plan, &output).await
-            }
-        };
-        Measurement {
-            rate: n as f64 / elapsed.as_secs_f64(),
-            rss_growth_mb: (rss_mb("VmHWM:") - start_rss).max(0.0),
+            Case::TransactionalPipeline => transactional_pipeline(plan, &output).await,
+            Case::JavaConsumer | Case::JavaProducer => unreachable!("a JVM measures these"),
         }
     }
 }
 
-impl<'a> Plan<'a> {
+impl Plan {
     /// Creates and fills the topic the consumer cases read, and checks the
     /// broker kept every record.
     pub(crate) async fn prepare(
-        broker: &'a TestBroker,
+        broker: &TestBroker,
         partitions: i32,
         records: usize,
         size: usize,
-    ) -> Plan<'a> {
+    ) -> Plan {
         let plan = Plan {
-            broker,
             servers: broker.bootstrap_servers().to_owned(),
-            topic: unique_name(&format!("bench-{size}")),
+            topic: unique_name(&format!("bench-{size}-{partitions}p")),
             partitions,
             records,
             size,
+            outputs: Vec::new(),
         };
         broker
             .create_topic(&plan.topic, partitions)
@@ -230,22 +325,139 @@ impl<'a> Plan<'a> {
         plan
     }
 
-    pub(crate) fn size(&self) -> usize {
-        self.size
+    /// This plan with two fresh output topics (one per pass) of its
+    /// partition count.
+    pub(crate) async fn with_outputs(&self, broker: &TestBroker) -> Plan {
+        let mut plan = self.clone();
+        plan.outputs.clear();
+        for _ in 0..2 {
+            let topic = unique_name(&format!("bench-out-{}", self.size));
+            broker
+                .create_topic(&topic, self.partitions)
+                .await
+                .expect("topic");
+            plan.outputs.push(topic);
+        }
+        plan
     }
 
-    pub(crate) fn records(&self) -> usize {
-        self.records
+    /// The plan as one line for a child process's environment.
+    fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}|{}",
+            self.servers,
+            self.topic,
+            self.partitions,
+            self.records,
+            self.size,
+            self.outputs.join(",")
+        )
     }
 
-    async fn fresh_topic(&self) -> String {
-        let topic = unique_name(&format!("bench-out-{}", self.size));
-        self.broker
-            .create_topic(&topic, self.partitions)
-            .await
-            .expect("topic");
-        topic
+    /// The plan a parent handed to this child process.
+    pub(crate) fn from_env() -> Plan {
+        let line = std::env::var("BENCH_PLAN").expect("BENCH_PLAN");
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(f.len(), 6, "BENCH_PLAN: {line}");
+        Plan {
+            servers: f[0].to_owned(),
+            topic: f[1].to_owned(),
+            partitions: f[2].parse().expect("partitions"),
+            records: f[3].parse().expect("records"),
+            size: f[4].parse().expect("size"),
+            outputs: f[5]
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
     }
+}
+
+/// Runs a measuring child process: its one line of output,
+/// `pass1=RATE pass2=RATE`, and its peak RSS as the kernel counted it.
+// The child is reaped by `wait4`, which reports its resource usage.
+#[allow(clippy::zombie_processes)]
+fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
+    use std::io::Read as _;
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("child output");
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is valid; `wait4` fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, not waited for yet.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(
+        pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{name}: the measuring process failed (status {status}): {out}"
+    );
+    let field = |key: &str| -> f64 {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no {key} in {out:?}"))
+    };
+    Measurement {
+        first: field("pass1="),
+        second: field("pass2="),
+        // Linux counts ru_maxrss in KiB.
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
+}
+
+/// The child's side: two passes of `case`, each reading the whole topic
+/// (with a new group) or writing `records` records to its own topic.
+pub(crate) async fn child(case: Case) {
+    let plan = Plan::from_env();
+    let mut rates = [0.0; 2];
+    for (pass, rate) in rates.iter_mut().enumerate() {
+        let elapsed = case.pass(&plan, pass).await;
+        *rate = plan.records as f64 / elapsed.as_secs_f64();
+    }
+    println!("pass1={:.0} pass2={:.0}", rates[0], rates[1]);
+}
+
+/// Where `scripts/kafka-local` is, if this checkout has it and Java runs.
+pub(crate) fn java_launcher() -> Result<std::path::PathBuf, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
+    if !script.exists() {
+        return Err("scripts/kafka-local is not in this checkout".to_owned());
+    }
+    match std::process::Command::new("java").arg("-version").output() {
+        Ok(o) if o.status.success() => Ok(script),
+        _ => Err("no Java runtime on the PATH".to_owned()),
+    }
+}
+
+/// Kafka's ConsumerPerformance or ProducerPerformance, twice in one JVM.
+fn java_command(case: Case, plan: &Plan) -> std::process::Command {
+    let script = java_launcher().expect("java");
+    let program =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/java/JavaPerf.java");
+    let mut c = std::process::Command::new(script);
+    c.arg("java").arg(program);
+    match case {
+        Case::JavaConsumer => c.args([
+            "consumer",
+            &plan.servers,
+            &plan.topic,
+            &plan.records.to_string(),
+        ]),
+        _ => c.args([
+            "producer",
+            &plan.servers,
+            &plan.outputs.join(","),
+            &plan.records.to_string(),
+            &plan.size.to_string(),
+        ]),
+    };
+    c
 }
 
 fn consumer_config(servers: &str, group: &str) -> ClientConfig {
@@ -273,7 +485,7 @@ fn producer_settings(servers: &str) -> reactive_kafka::ProducerSettings {
     )
 }
 
-async fn blocking(plan: &Plan<'_>, f: fn(&str, &str, usize) -> Duration) -> Duration {
+async fn blocking(plan: &Plan, f: fn(&str, &str, usize) -> Duration) -> Duration {
     let (servers, topic, n) = (plan.servers.clone(), plan.topic.clone(), plan.records);
     tokio::task::spawn_blocking(move || f(&servers, &topic, n))
         .await
@@ -353,7 +565,7 @@ where
 }
 
 /// rdkafka's own async stream.
-async fn raw_stream_consumer(plan: &Plan<'_>) -> Duration {
+async fn raw_stream_consumer(plan: &Plan) -> Duration {
     let consumer: StreamConsumer = consumer_config(&plan.servers, &unique_name("raw-stream"))
         .create()
         .expect("consumer");
@@ -425,7 +637,7 @@ fn raw_partition_queues(servers: &str, topic: &str, n: usize) -> Duration {
     elapsed
 }
 
-async fn plain_source(plan: &Plan<'_>, settings: ConsumerSettings) -> Duration {
+async fn plain_source(plan: &Plan, settings: ConsumerSettings) -> Duration {
     let (source, control) =
         consumer::plain_source(settings, Subscription::topics([plan.topic.as_str()]))
             .expect("source");
@@ -477,7 +689,7 @@ fn raw_commit_loop(servers: &str, topic: &str, n: usize) -> Duration {
 /// Committable source into the batched committer; with `out_of_order`, a
 /// trivial async step runs 16 at a time (every 7th record yields once, so
 /// completions interleave) and the contiguous watermark is committed.
-async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration {
+async fn committable_committer(plan: &Plan, out_of_order: bool) -> Duration {
     let mut settings = consumer_settings(&plan.servers, &unique_name("committable"));
     if out_of_order {
         settings = settings.out_of_order_commits(10_000);
@@ -516,7 +728,7 @@ async fn committable_committer(plan: &Plan<'_>, out_of_order: bool) -> Duration 
 /// The committable case on typed records: key and payload through a
 /// trivial deserializer (their length), so what is measured is the typed
 /// path itself.
-async fn typed_committable_committer(plan: &Plan<'_>) -> Duration {
+async fn typed_committable_committer(plan: &Plan) -> Duration {
     struct Len;
     impl reactive_kafka::serde::Deserializer<usize> for Len {
         fn deserialize(
@@ -555,7 +767,7 @@ async fn typed_committable_committer(plan: &Plan<'_>) -> Duration {
 /// A committable partitioned source, each partition's sub-stream committing
 /// through a committer sink of its own, as a task; timed from the first
 /// record to the last partition's final commit.
-async fn partitioned_committer(plan: &Plan<'_>) -> Duration {
+async fn partitioned_committer(plan: &Plan) -> Duration {
     let settings = consumer_settings(&plan.servers, &unique_name("partitioned"));
     let (mut source, control) = consumer::committable_partitioned_source(
         settings,
@@ -625,7 +837,7 @@ fn raw_base_producer(
     elapsed
 }
 
-async fn plain_sink(plan: &Plan<'_>, topic: &str) -> Duration {
+async fn plain_sink(plan: &Plan, topic: &str) -> Duration {
     let mut sink = producer::plain_sink(producer_settings(&plan.servers)).expect("sink");
     let payload = bytes::Bytes::from(vec![b'x'; plan.size]);
     let started = Instant::now();
@@ -643,7 +855,7 @@ async fn plain_sink(plan: &Plan<'_>, topic: &str) -> Duration {
 }
 
 /// Envelopes with a pass-through value each, results read in order.
-async fn producer_flow(plan: &Plan<'_>, topic: &str) -> Duration {
+async fn producer_flow(plan: &Plan, topic: &str) -> Duration {
     let payload = bytes::Bytes::from(vec![b'x'; plan.size]);
     let partitions = plan.partitions as usize;
     let envelopes = futures::stream::iter((0..plan.records).map(move |i| {
@@ -666,7 +878,7 @@ async fn producer_flow(plan: &Plan<'_>, topic: &str) -> Duration {
 
 /// A consumer that processes 100 records per millisecond at most: memory
 /// must stay bounded by librdkafka's prefetch limit plus the source's buffers.
-pub(crate) async fn slow_downstream(plan: &Plan<'_>, duration: Duration) -> Row {
+pub(crate) async fn slow_downstream(plan: &Plan, duration: Duration) -> Row {
     let start_rss = reset_peak_rss();
     let settings = consumer_settings(&plan.servers, &unique_name("slow"))
         .property("queued.max.messages.kbytes", "8192");
@@ -697,14 +909,21 @@ pub(crate) async fn slow_downstream(plan: &Plan<'_>, duration: Duration) -> Row 
         end_rss
     );
     control.shutdown().await.expect("shutdown");
+    let stats = Stats {
+        median: rate,
+        min: rate,
+        max: rate,
+    };
     Row {
         case: "plain_source_slow_downstream",
-        baseline: "-",
         size: plan.size,
+        partitions: plan.partitions,
         records: count,
-        rate,
-        base_rate: None,
-        rss_growth_mb: Some((rss_mb("VmHWM:") - start_rss).max(0.0)),
+        first: stats,
+        second: stats,
+        // This case runs in the benchmark's own process: its RSS growth.
+        rss_mb: Some((rss_mb("VmHWM:") - start_rss).max(0.0)),
+        base: None,
     }
 }
 
@@ -807,7 +1026,7 @@ fn raw_transactional_loop(servers: &str, input: &str, output: &str, n: usize) ->
 
 /// `transactional::source` into `transactional::sink`: each record copied
 /// to `output`, committed every `COMMIT_INTERVAL`.
-async fn transactional_pipeline(plan: &Plan<'_>, output: &str) -> Duration {
+async fn transactional_pipeline(plan: &Plan, output: &str) -> Duration {
     let (source, control) = transactional::source(
         consumer_settings(&plan.servers, &unique_name("txn")),
         Subscription::topics([plan.topic.as_str()]),

@@ -1,99 +1,160 @@
-//! Output of the throughput benchmark: lines, a Markdown table, a CSV file
-//! and an SVG bar chart.
+//! Output of the throughput benchmark: lines, a Markdown table, the goals,
+//! a CSV file and an SVG bar chart.
 
 use std::fmt::Write as _;
 
-/// One measured case.
-pub(crate) struct Row {
-    pub(crate) case: &'static str,
-    pub(crate) baseline: &'static str,
-    pub(crate) size: usize,
-    pub(crate) records: usize,
-    pub(crate) rate: f64,
-    /// The baseline's median over the runs interleaved with this case's.
-    pub(crate) base_rate: Option<f64>,
-    /// How far the process's RSS rose above its level at the case's start.
-    pub(crate) rss_growth_mb: Option<f64>,
+/// The median of a case's runs, with the slowest and fastest run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
 }
 
-impl Row {
-    pub(crate) fn new(
-        case: &'static str,
-        baseline: &'static str,
-        size: usize,
-        records: usize,
-        rate: f64,
-        base_rate: f64,
-        rss_growth_mb: Option<f64>,
-    ) -> Self {
-        Row {
-            case,
-            baseline,
-            size,
-            records,
-            rate,
-            base_rate: Some(base_rate),
-            rss_growth_mb,
+impl Stats {
+    pub(crate) fn of(mut v: Vec<f64>) -> Stats {
+        v.sort_by(f64::total_cmp);
+        Stats {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
         }
     }
 
-    fn ratio(&self) -> Option<f64> {
-        self.base_rate.map(|b| self.rate / b)
+    /// The spread, max over min, as a percentage above 1.
+    fn spread_pct(&self) -> f64 {
+        if self.min > 0.0 {
+            (self.max / self.min - 1.0) * 100.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What a case is compared with: the baseline's figures over the same rounds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Base {
+    pub(crate) case: &'static str,
+    pub(crate) first: Stats,
+    pub(crate) second: Stats,
+    pub(crate) rss_mb: f64,
+}
+
+/// One measured case.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) case: &'static str,
+    pub(crate) size: usize,
+    pub(crate) partitions: i32,
+    pub(crate) records: usize,
+    /// The first pass of each run (a new process: cold caches, cold allocator).
+    pub(crate) first: Stats,
+    /// The second pass of each run, in the same process.
+    pub(crate) second: Stats,
+    /// The median over the runs of each process's peak RSS.
+    pub(crate) rss_mb: Option<f64>,
+    pub(crate) base: Option<Base>,
+}
+
+impl Row {
+    /// Second pass over the baseline's second pass.
+    pub(crate) fn ratio(&self) -> Option<f64> {
+        self.base.map(|b| self.second.median / b.second.median)
     }
 
-    fn mb_per_s(&self) -> f64 {
-        self.rate * self.size as f64 / 1e6
+    /// First pass over the baseline's first pass.
+    pub(crate) fn first_ratio(&self) -> Option<f64> {
+        self.base.map(|b| self.first.median / b.first.median)
+    }
+
+    /// Peak RSS over the baseline's.
+    pub(crate) fn rss_ratio(&self) -> Option<f64> {
+        match (self.rss_mb, self.base) {
+            (Some(m), Some(b)) if b.rss_mb > 0.0 => Some(m / b.rss_mb),
+            _ => None,
+        }
+    }
+
+    fn is_baseline(&self) -> bool {
+        self.base.is_some_and(|b| b.case == self.case)
     }
 
     pub(crate) fn line(&self) -> String {
         let mut s = format!(
-            "case={} size={} records={} records_per_s={:.0} mb_per_s={:.1}",
+            "case={} size={} partitions={} records={} first_pass={:.0} second_pass={:.0} spread_pct={:.0} mb_per_s={:.1}",
             self.case,
             self.size,
+            self.partitions,
             self.records,
-            self.rate,
-            self.mb_per_s()
+            self.first.median,
+            self.second.median,
+            self.second.spread_pct().max(self.first.spread_pct()),
+            self.second.median * self.size as f64 / 1e6,
         );
-        if let (Some(r), Some(b)) = (self.ratio(), self.base_rate) {
+        if let Some(m) = self.rss_mb {
+            let _ = write!(s, " peak_rss_mb={m:.0}");
+        }
+        if let (Some(b), false) = (self.base, self.is_baseline()) {
             let _ = write!(
                 s,
-                " ratio_vs_raw={r:.2} baseline={} baseline_records_per_s={b:.0}",
-                self.baseline
+                " baseline={} ratio_first={:.2} ratio_second={:.2} baseline_peak_rss_mb={:.0}",
+                b.case,
+                self.first_ratio().unwrap_or(0.0),
+                self.ratio().unwrap_or(0.0),
+                b.rss_mb,
             );
-        }
-        if let Some(m) = self.rss_growth_mb {
-            let _ = write!(s, " rss_growth_mb={m:.0}");
+            if let Some(r) = self.rss_ratio() {
+                let _ = write!(s, " rss_ratio={r:.2}");
+            }
         }
         s
     }
 }
 
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn rate(x: f64) -> String {
+    // Thousands separators keep the table readable.
+    let n = x.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub(crate) fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| case | record size | records/s | MB/s | baseline (same runs) | baseline records/s | ratio vs raw | RSS growth MB |\n|---|---|---|---|---|---|---|---|\n",
+        "| case | size | partitions | 1st pass records/s | 2nd pass records/s | spread | baseline | ratio 1st / 2nd | peak RSS MB (baseline) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let base = match r.base {
+            Some(b) if !r.is_baseline() => b.case,
+            _ => "-",
+        };
+        let ratios = match (r.first_ratio(), r.ratio()) {
+            (Some(a), Some(b)) if !r.is_baseline() => format!("{a:.2} / {b:.2}"),
+            _ => "-".to_owned(),
+        };
+        let rss = match (r.rss_mb, r.base) {
+            (Some(m), Some(b)) if !r.is_baseline() => format!("{m:.0} ({:.0})", b.rss_mb),
+            (Some(m), _) => format!("{m:.0}"),
+            _ => "-".to_owned(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} B | {:.0} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} B | {} | {} | {} | {:.0}% | {} | {} | {} |",
             r.case,
             r.size,
-            r.rate,
-            r.mb_per_s(),
-            if r.base_rate.is_some() {
-                r.baseline
-            } else {
-                "-"
-            },
-            r.base_rate.map_or("-".to_owned(), |x| format!("{x:.0}")),
-            r.ratio().map_or("-".to_owned(), |x| format!("{x:.2}")),
-            r.rss_growth_mb
-                .map_or("-".to_owned(), |m| format!("{m:.0}")),
+            r.partitions,
+            rate(r.first.median),
+            rate(r.second.median),
+            r.first.spread_pct().max(r.second.spread_pct()),
+            base,
+            ratios,
+            rss,
         );
     }
     s
@@ -106,25 +167,28 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
     let dir = format!("{target}/bench-results");
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from(
-        "case,size,records,records_per_s,mb_per_s,baseline,baseline_records_per_s,ratio_vs_raw,rss_growth_mb\n",
+        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,peak_rss_mb,baseline,ratio_first,ratio_second,baseline_peak_rss_mb\n",
     );
     for r in rows {
+        let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.3}"));
         let _ = writeln!(
             csv,
-            "{},{},{},{:.0},{:.2},{},{},{},{}",
+            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{}",
             r.case,
             r.size,
+            r.partitions,
             r.records,
-            r.rate,
-            r.mb_per_s(),
-            if r.base_rate.is_some() {
-                r.baseline
-            } else {
-                ""
-            },
-            r.base_rate.map_or(String::new(), |x| format!("{x:.0}")),
-            r.ratio().map_or(String::new(), |x| format!("{x:.3}")),
-            r.rss_growth_mb.map_or(String::new(), |m| format!("{m:.1}")),
+            r.first.median,
+            r.first.min,
+            r.first.max,
+            r.second.median,
+            r.second.min,
+            r.second.max,
+            opt(r.rss_mb),
+            r.base.map_or("", |b| b.case),
+            opt(r.first_ratio()),
+            opt(r.ratio()),
+            opt(r.base.map(|b| b.rss_mb)),
         );
     }
     std::fs::write(format!("{dir}/throughput.csv"), csv)?;
@@ -132,42 +196,43 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
     Ok(dir)
 }
 
-/// A horizontal bar chart of records/s, raw baselines in grey.
+/// A horizontal bar chart of second-pass records/s, baselines in grey.
 fn svg(rows: &[Row]) -> String {
     let bar_h = 22;
-    let label_w = 540;
+    let label_w = 560;
     let chart_w = 520;
     let top = 40;
     let height = top + rows.len() * (bar_h + 8) + 30;
-    let max = rows.iter().map(|r| r.rate).fold(1.0, f64::max);
+    let max = rows.iter().map(|r| r.second.median).fold(1.0, f64::max);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">reactive-kafka throughput (records/s, higher is better)</text>\n",
-        label_w + chart_w + 140
+         <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">reactive-kafka throughput (records/s, second pass, higher is better)</text>\n",
+        label_w + chart_w + 160
     );
     for (i, r) in rows.iter().enumerate() {
         let y = top + i * (bar_h + 8);
-        let w = (r.rate / max * chart_w as f64).max(1.0);
-        let raw = r.case.starts_with("raw_");
-        let color = if raw { "#9e9e9e" } else { "#1f77b4" };
-        let ratio = r
-            .ratio()
-            .filter(|_| !raw)
-            .map_or(String::new(), |x| format!(" ({x:.2}x raw)"));
+        let w = (r.second.median / max * chart_w as f64).max(1.0);
+        let other = r.case.starts_with("raw_") || r.case.starts_with("java_");
+        let color = if other { "#9e9e9e" } else { "#1f77b4" };
+        let ratio = match (r.ratio(), r.base) {
+            (Some(x), Some(b)) if !r.is_baseline() => format!(" ({x:.2}x {})", b.case),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} ({} B)</text>\
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} ({} B, {}p)</text>\
              <rect x=\"{}\" y=\"{y}\" width=\"{w:.0}\" height=\"{bar_h}\" fill=\"{color}\"/>\
-             <text x=\"{}\" y=\"{}\">{:.0}{ratio}</text>",
+             <text x=\"{}\" y=\"{}\">{}{ratio}</text>",
             label_w - 8,
             y + 16,
             r.case,
             r.size,
+            r.partitions,
             label_w,
             label_w as f64 + w + 6.0,
             y + 16,
-            r.rate,
+            rate(r.second.median),
         );
     }
     s.push_str("</svg>\n");
