@@ -17,9 +17,9 @@
 //!
 //! **Method.** Every measurement is a process of its own (this benchmark
 //! started again with `--child CASE`): it runs its case twice, a first
-//! pass in a cold process and a second pass in the same process, and the
-//! kernel reports its peak RSS (`ru_maxrss`), so memory figures are the
-//! case's own and no case inherits another's allocator state. Consumer
+//! pass in a cold process and a second pass in the same process, then
+//! reports its own peak RSS (`VmHWM`), so memory figures are the case's own
+//! and no case inherits another's allocator state. Consumer
 //! cases read the whole pre-produced topic with a new consumer group per
 //! pass; the clock starts at the first record, so group joins are not
 //! measured. Producer cases write the same number of records to a fresh

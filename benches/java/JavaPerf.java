@@ -5,8 +5,8 @@
 //   scripts/kafka-local java benches/java/JavaPerf.java consumer SERVERS TOPIC RECORDS
 //   scripts/kafka-local java benches/java/JavaPerf.java producer SERVERS TOPIC1,TOPIC2 RECORDS SIZE
 //
-// Prints one line: `pass1=RECORDS_PER_S pass2=RECORDS_PER_S`. The consumer's
-// rate is the tool's fetch.nMsg.sec (group join excluded, as in the Rust
+// Prints one line: `pass1=RECORDS_PER_S pass2=RECORDS_PER_S peak_rss_mb=MB`
+// (the JVM's VmHWM). The consumer's rate is the tool's fetch.nMsg.sec (group join excluded, as in the Rust
 // cases, whose clock starts at the first record); the producer's is the
 // tool's records/sec over the whole run, acknowledgements included.
 
@@ -44,7 +44,17 @@ public class JavaPerf {
                 rates[pass] = producerRate(out);
             }
         }
-        System.out.println("pass1=" + rates[0] + " pass2=" + rates[1]);
+        System.out.println("pass1=" + rates[0] + " pass2=" + rates[1] + " peak_rss_mb=" + peakRssMb());
+    }
+
+    // The JVM's peak RSS (VmHWM of /proc/self/status), in MB.
+    static double peakRssMb() throws Exception {
+        for (String line : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/self/status"))) {
+            if (line.startsWith("VmHWM:")) {
+                return Double.parseDouble(line.split("\\s+")[1]) / 1024.0;
+            }
+        }
+        return 0;
     }
 
     interface Body {

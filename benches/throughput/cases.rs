@@ -49,7 +49,7 @@ pub(crate) struct Plan {
 }
 
 /// What one child process measured: each pass's rate and the process's
-/// peak RSS.
+/// peak RSS (`VmHWM`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Measurement {
     pub(crate) first: f64,
@@ -406,8 +406,7 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
     Measurement {
         first: field("pass1="),
         second: field("pass2="),
-        // Linux counts ru_maxrss in KiB.
-        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        peak_rss_mb: field("peak_rss_mb="),
     }
 }
 
@@ -420,7 +419,14 @@ pub(crate) async fn child(case: Case) {
         let elapsed = case.pass(&plan, pass).await;
         *rate = plan.records as f64 / elapsed.as_secs_f64();
     }
-    println!("pass1={:.0} pass2={:.0}", rates[0], rates[1]);
+    // The process's own peak (the kernel's `ru_maxrss` of a child also
+    // counts the parent's memory it was started from).
+    println!(
+        "pass1={:.0} pass2={:.0} peak_rss_mb={:.1}",
+        rates[0],
+        rates[1],
+        rss_mb("VmHWM:")
+    );
 }
 
 /// Where `scripts/kafka-local` is, if this checkout has it and Java runs.
@@ -460,21 +466,40 @@ fn java_command(case: Case, plan: &Plan) -> std::process::Command {
     c
 }
 
+/// The consumer settings of every consumer case, raw or not: `CONSUMER`,
+/// then any `key=value` of `BENCH_CONSUMER_PROPS` (comma-separated), for
+/// measuring other settings against the same baseline.
+fn consumer_properties() -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = CONSUMER
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Ok(extra) = std::env::var("BENCH_CONSUMER_PROPS") {
+        for kv in extra.split(',').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .expect("BENCH_CONSUMER_PROPS: key=value,...");
+            props.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    props
+}
+
 fn consumer_config(servers: &str, group: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", servers)
         .set("group.id", group);
-    for (k, v) in CONSUMER {
-        config.set(*k, *v);
+    for (k, v) in consumer_properties() {
+        config.set(k, v);
     }
     config
 }
 
 fn consumer_settings(servers: &str, group: &str) -> ConsumerSettings {
-    CONSUMER.iter().fold(
+    consumer_properties().into_iter().fold(
         ConsumerSettings::new(servers).group_id(group),
-        |s, (k, v)| s.property(*k, *v),
+        |s, (k, v)| s.property(k, v),
     )
 }
 
