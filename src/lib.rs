@@ -119,8 +119,8 @@
 //! most ([`buffer_batches`](ConsumerSettings::buffer_batches) + 2) ×
 //! [`max_batch_records`](ConsumerSettings::max_batch_records) records more
 //! (a partitioned source: `buffer_batches + 3` batches per assigned
-//! partition). The README gives the bound in bytes and the measurements
-//! behind it.
+//! partition). The README's "Backpressure and memory" says what each part
+//! holds and what was measured.
 //!
 //! ## Shutdown
 //!

@@ -96,6 +96,9 @@ async fn prefetch_is_bounded_for_the_whole_consumer_not_per_partition() {
         settled < 3 * queued_min as i64,
         "prefetched {settled} records: the limit held per partition, not for the consumer"
     );
-    assert!(settled >= queued_min as i64 / 2, "prefetched only {settled} records");
+    assert!(
+        settled >= queued_min as i64 / 2,
+        "prefetched only {settled} records"
+    );
     control.shutdown().await.unwrap();
 }
