@@ -951,6 +951,11 @@ impl Driver {
                 break;
             }
             progressed = true;
+            // Pause now, before reading on: a partition's pending records
+            // stay within what the next read can add.
+            if !pause.is_empty() {
+                break;
+            }
         }
         self.pause_resume(&pause, &resume);
         // The one stream of a non-partitioned source is gone: stop them all.
