@@ -451,12 +451,23 @@ async fn join_and_leave(protocol: GroupProtocol) {
         || seen_b.load(Ordering::Relaxed) >= 300,
     )
     .await;
-    // B leaves cleanly: A gets its partitions back.
+    // B leaves: A gets its partitions back. A drain may end with the
+    // coordinator refusing the last transaction (KIP-848: a member's epoch
+    // moves when the other member restarts or leaves); that transaction is
+    // aborted and its records are read again by the next owner, which the
+    // output check below covers. Any other failure fails the test.
+    let drained = |who: &str, result: reactive_kafka::Result<Option<()>>| match result {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::Transaction => {
+            println!("{who}: last transaction refused while draining: {e}")
+        }
+        Err(e) => panic!("{who} drained with {e}"),
+    };
     let b_restarts = b.metrics();
-    b.drain_and_shutdown().await.unwrap();
+    drained("B", b.drain_and_shutdown().await);
     let out = complete_output(&broker, &output, N).await;
     let a_restarts = a.metrics();
-    a.drain_and_shutdown().await.unwrap();
+    drained("A", a.drain_and_shutdown().await);
     println!(
         "{protocol:?}: A read {} (restarts {}, last failure {:?}), B read {} (restarts {}); {} read twice across members; output {} keys",
         seen_a.load(Ordering::Relaxed),
