@@ -233,20 +233,11 @@ fn is_purge(e: &KafkaError) -> bool {
     )
 }
 
-/// Where a queued record's answer comes from.
-pub(crate) enum Reply {
-    /// Not tracked.
-    None,
-    /// Its own channel ([`Track::Own`]).
-    Own(oneshot::Receiver<Delivery>),
-    /// The next of the in-order answers ([`Track::InOrder`]).
-    InOrder,
-}
-
 /// What happened to a record handed to [`ProducerCore::send`].
 pub(crate) enum Sent {
-    /// Queued; its answer (if tracked) comes as `Reply` says.
-    Queued(Reply),
+    /// Queued; with [`Track::Own`], its answer comes through the receiver
+    /// (with [`Track::InOrder`] through [`ProducerCore::take_in_order`]).
+    Queued(Option<oneshot::Receiver<Delivery>>),
     /// librdkafka's queue is full: try again after a delivery report.
     Full,
 }
@@ -352,16 +343,16 @@ impl ProducerCore {
             return Err(Error::closed("the producer is closed"));
         };
         let (reply, rx) = match track {
-            Track::No => (DeliveryReply::Untracked, Reply::None),
+            Track::No => (DeliveryReply::Untracked, None),
             Track::Own => {
                 let (tx, rx) = oneshot::channel();
-                (DeliveryReply::Own(Box::new(tx)), Reply::Own(rx))
+                (DeliveryReply::Own(Box::new(tx)), Some(rx))
             }
             Track::InOrder => {
                 let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
                 let seq = answers.base + answers.slots.len() as u64;
                 answers.slots.push_back(None);
-                (DeliveryReply::InOrder(seq), Reply::InOrder)
+                (DeliveryReply::InOrder(seq), None)
             }
         };
         let mut base =
@@ -421,7 +412,7 @@ impl ProducerCore {
                 // The returned record still owns its reply; dropping it
                 // drops the answer's sender. An in-order slot (the last
                 // one: only its sender adds slots) is given back.
-                if let Reply::InOrder = rx {
+                if track == Track::InOrder {
                     let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
                     answers.slots.pop_back();
                 }

@@ -3,7 +3,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::core::{Delivery, ProducerCore, Reply, Sent, Track};
+use super::core::{Delivery, ProducerCore, Sent, Track};
 use super::envelope::{Envelope, Kind, ProduceFailure, ProducerResult};
 use crate::error::Result;
 use crate::record::ProducerRecord;
@@ -326,8 +326,7 @@ fn send_one(
 ) -> Option<Result<()>> {
     for attempt in 0..2 {
         match core.send(record, Track::InOrder) {
-            Ok(Sent::Queued(Reply::InOrder)) => return Some(Ok(())),
-            Ok(Sent::Queued(_)) => unreachable!("an in-order record has a sequence number"),
+            Ok(Sent::Queued(_)) => return Some(Ok(())),
             Ok(Sent::Full) if attempt == 0 => core.register(cx),
             Ok(Sent::Full) => return None,
             Err(e) => return Some(Err(e)),

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::core::{ProducerCore, RecordMetadata, Reply, Sent, Track};
+use super::core::{ProducerCore, RecordMetadata, Sent, Track};
 use crate::error::{Error, Result};
 use crate::record::ProducerRecord;
 use crate::settings::ProducerSettings;
@@ -49,8 +49,9 @@ impl SendProducer {
         let failed = |error, record| Err(SendError(Box::new((error, record))));
         let rx = loop {
             match self.core.send(&record, Track::Own) {
-                Ok(Sent::Queued(Reply::Own(rx))) => break rx,
-                Ok(Sent::Queued(_)) => unreachable!("a record of its own has its own answer"),
+                Ok(Sent::Queued(rx)) => {
+                    break rx.expect("a record sent with Track::Own has a receiver")
+                }
                 Ok(Sent::Full) => self.core.room().await,
                 Err(e) => return failed(e, record),
             }
