@@ -261,20 +261,23 @@ async fn every_input_appears_once_after_the_pipeline_is_killed_mid_transaction()
         .enable_all()
         .build()
         .unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let settings = || broker.consumer_settings(&group);
-    let first = {
-        let _on = crashing.enter();
+    // Both instances: same id and group, a commit every 400 records.
+    let instance = |seen: Arc<AtomicUsize>| {
         pipeline(
             broker.producer_settings(),
-            settings(),
+            broker.consumer_settings(&group),
             &id,
             &input,
             &output,
-            seen.clone(),
+            seen,
             400,
             Duration::ZERO,
         )
+    };
+    let seen = Arc::new(AtomicUsize::new(0));
+    let first = {
+        let _on = crashing.enter();
+        instance(seen.clone())
     };
     wait_until(
         "1,000 processed and two transactions committed",
@@ -288,16 +291,7 @@ async fn every_input_appears_once_after_the_pipeline_is_killed_mid_transaction()
 
     // A new instance with the same id and group finishes the input.
     let seen = Arc::new(AtomicUsize::new(0));
-    let second = pipeline(
-        broker.producer_settings(),
-        settings(),
-        &id,
-        &input,
-        &output,
-        seen.clone(),
-        400,
-        Duration::ZERO,
-    );
+    let second = instance(seen.clone());
     let committed = complete_output(&broker, &output, N).await;
     let drained = second
         .drain_and_shutdown(Duration::from_secs(30))
