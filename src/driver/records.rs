@@ -25,6 +25,50 @@ struct Pending {
 /// The smallest chunk batches are copied into.
 const CHUNK: usize = 256 << 10;
 
+/// How many records a read of the records queue asks for:
+/// `max_records`, or fewer when the records read so far are large, so that
+/// a batch's keys and payloads come to about `max_bytes` (at least one
+/// record). The size per record is a moving average over the reads, so a
+/// topic whose record sizes change is followed within a few reads.
+#[derive(Debug)]
+pub(crate) struct BatchSize {
+    max_records: usize,
+    max_bytes: usize,
+    /// Key and payload bytes per record, averaged; 0 before the first read.
+    per_record: usize,
+}
+
+impl BatchSize {
+    pub(crate) fn new(max_records: usize, max_bytes: usize) -> Self {
+        BatchSize {
+            max_records,
+            max_bytes,
+            per_record: 0,
+        }
+    }
+
+    /// The number of records to ask for next.
+    pub(crate) fn next(&self) -> usize {
+        if self.per_record == 0 {
+            return self.max_records;
+        }
+        (self.max_bytes / self.per_record).clamp(1, self.max_records)
+    }
+
+    /// A read returned `records` records with `bytes` key and payload bytes.
+    pub(crate) fn observe(&mut self, records: usize, bytes: usize) {
+        if records == 0 {
+            return;
+        }
+        let now = (bytes / records).max(1);
+        self.per_record = if self.per_record == 0 {
+            now
+        } else {
+            (self.per_record * 3 + now) / 4
+        };
+    }
+}
+
 /// The records of one batch being read.
 #[derive(Debug)]
 pub(crate) struct RecordBuilder {
@@ -214,5 +258,34 @@ mod tests {
         assert_eq!(third[0].payload().unwrap(), &vec![7u8; 200 << 10][..]);
         // Batches that still live are never written over.
         assert_eq!(second[0].payload().unwrap(), &vec![7u8; 200 << 10][..]);
+    }
+
+    #[test]
+    fn batches_of_large_records_are_cut_by_bytes() {
+        let mut size = BatchSize::new(1000, 256 << 10);
+        assert_eq!(size.next(), 1000, "nothing read yet");
+        size.observe(1000, 100 * 1000);
+        assert_eq!(size.next(), 1000, "100 B records: the record limit");
+        let mut size = BatchSize::new(1000, 256 << 10);
+        size.observe(1000, 1024 * 1000);
+        assert_eq!(size.next(), 256, "1 KiB records: 256 KiB a batch");
+        size.observe(0, 0);
+        assert_eq!(size.next(), 256, "an empty read changes nothing");
+        size.observe(1, 4 << 20);
+        assert_eq!(
+            size.next(),
+            1,
+            "a record larger than the budget: one at a time"
+        );
+    }
+
+    #[test]
+    fn the_batch_size_follows_a_change_of_record_size() {
+        let mut size = BatchSize::new(1000, 256 << 10);
+        size.observe(256, 1024 * 256);
+        for _ in 0..20 {
+            size.observe(size.next(), 100 * size.next());
+        }
+        assert_eq!(size.next(), 1000);
     }
 }

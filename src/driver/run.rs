@@ -26,7 +26,7 @@ use super::delivery::{deliver_batch, flush_pending, pending_records, Delivered};
 use super::ffi::{ConsumerQueueRef, MessageBuf, ReadError, RecordsQueue, Run};
 use super::missing::MissingTopics;
 use super::pipeline::{CommitPipeline, CommitTarget};
-use super::records::RecordBuilder;
+use super::records::{BatchSize, RecordBuilder};
 use super::revocation::RevocationHolds;
 use super::table::{Partition, PartitionTable};
 use super::{
@@ -91,6 +91,8 @@ pub(super) struct Driver {
     pub(super) failure: Option<Error>,
     pub(super) buffer_batches: usize,
     pub(super) max_batch: usize,
+    /// How many records the next read of the records queue asks for.
+    pub(super) batch_size: BatchSize,
     pub(super) wake_interval: Duration,
     pub(super) close_timeout: Duration,
     pub(super) connect_timeout: Duration,
@@ -888,6 +890,7 @@ impl Driver {
                 scratch,
                 link,
                 max_batch,
+                batch_size,
                 records: Some(records),
                 ..
             } = self
@@ -895,9 +898,10 @@ impl Driver {
                 break;
             };
             let (max_batch, counters) = (*max_batch, &link.shared.counters);
+            let mut bytes = 0;
             #[cfg(feature = "opentelemetry")]
             let group = self.group_id.as_deref();
-            let read = records.read(max_batch, scratch, |run: Run<'_>| {
+            let read = records.read(batch_size.next(), scratch, |run: Run<'_>| {
                 let Some(topic) = run.topic else {
                     // An error not tied to a partition.
                     if let Some(e) = run.read_into(builder) {
@@ -928,6 +932,7 @@ impl Driver {
                 #[cfg(feature = "opentelemetry")]
                 crate::otel::poll(topic, run.partition, group)
                     .record("messaging.batch.message_count", run.len());
+                bytes += builder.bytes();
                 Counters::add(&counters.bytes, builder.bytes() as u64);
                 let batch = RecordBatch {
                     partition: Arc::new(PartitionHandle::clone(&p.handle)),
@@ -950,6 +955,7 @@ impl Driver {
             if read == 0 {
                 break;
             }
+            batch_size.observe(read, bytes);
             progressed = true;
             // Pause now, before reading on: a partition's pending records
             // stay within what the next read can add.

@@ -11,7 +11,7 @@ use super::context::{DriverConsumer, DriverContext};
 use super::ffi::{ConsumerQueueRef, MessageBuf};
 use super::missing::MissingTopics;
 use super::pipeline::CommitPipeline;
-use super::records::RecordBuilder;
+use super::records::{BatchSize, RecordBuilder};
 use super::revocation::RevocationHolds;
 use super::run::{Driver, Output, Phase};
 use super::table::PartitionTable;
@@ -102,6 +102,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         failure: None,
         buffer_batches: settings.buffer_batches,
         max_batch: settings.max_batch_records,
+        batch_size: BatchSize::new(settings.max_batch_records, settings.max_batch_bytes),
         wake_interval: settings.wake_interval,
         close_timeout: settings.close_timeout,
         connect_timeout: settings.connect_timeout,

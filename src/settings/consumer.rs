@@ -15,6 +15,10 @@ use crate::listener::RebalanceListener;
 /// of answering (librdkafka's 10 s default measured 5 to 8 s on Apache Kafka).
 pub(crate) const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 
+/// The consumer's prefetch budget in KiB (librdkafka's default is 65536):
+/// chosen by measurement, see the table below and the README.
+const QUEUED_MAX_MESSAGES_KBYTES: &str = "8192";
+
 pub(crate) const DEFAULT_REVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a consumer starts when its group has no committed offset for a
@@ -40,6 +44,7 @@ pub enum AutoOffsetReset {
 /// | key | librdkafka | here | why |
 /// |---|---|---|---|
 /// | `fetch.queue.backoff.ms` | 1000 | 10 | librdkafka stops fetching a partition for this long each time its prefetch queue reaches `queued.min.messages` or `queued.max.messages.kbytes`: with 1000, a consumer that keeps its queues full stalls a second at a time |
+/// | `queued.max.messages.kbytes` | 65536 | 8192 | the prefetch budget: librdkafka fetches while less than this many KiB of records wait to be read and, unless `fetch.max.bytes` is set, lowers `fetch.max.bytes` to it, so one fetch response adds at most as much again. Measured on Apache Kafka against 65536: peak memory 15 % to 66 % lower (most at 64 partitions), throughput higher at 64 partitions (1.14x at 100 B, 1.65x at 1 KiB), level at 8 partitions and 100 B, 0.76x to 0.85x at 8 partitions and 1 KiB (the README's Performance section has the figures) |
 /// | `reconnect.backoff.max.ms` | 10000 | 1000 | the Java client's default: after a broker restart the consumer reconnects within a second of the broker answering, not up to ten |
 /// | `enable.auto.commit` | true | false | offsets are committed by the committer after processing (at-least-once); set it back to `true` only with [`plain_source`](crate::consumer::plain_source) |
 /// | `enable.auto.offset.store` | true | false | librdkafka would store an offset when the consumer fetches a record, before your code has processed it |
@@ -52,6 +57,7 @@ pub struct ConsumerSettings {
     pub(crate) group_id: Option<String>,
     pub(crate) properties: BTreeMap<String, String>,
     pub(crate) max_batch_records: usize,
+    pub(crate) max_batch_bytes: usize,
     pub(crate) buffer_batches: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) missing_topic_timeout: Option<Duration>,
@@ -73,6 +79,7 @@ impl std::fmt::Debug for ConsumerSettings {
             .field("group_id", &self.group_id)
             .field("properties", &super::Redacted(&self.properties))
             .field("max_batch_records", &self.max_batch_records)
+            .field("max_batch_bytes", &self.max_batch_bytes)
             .field("buffer_batches", &self.buffer_batches)
             .field("connect_timeout", &self.connect_timeout)
             .field("missing_topic_timeout", &self.missing_topic_timeout)
@@ -106,6 +113,7 @@ impl ConsumerSettings {
             group_id: None,
             properties: BTreeMap::new(),
             max_batch_records: 1000,
+            max_batch_bytes: 256 << 10,
             buffer_batches: 8,
             connect_timeout: Duration::from_secs(30),
             missing_topic_timeout: Some(Duration::from_secs(60)),
@@ -199,15 +207,28 @@ impl ConsumerSettings {
         self
     }
 
+    /// About the most key and payload bytes in one batch: the consumer
+    /// thread reads fewer than [`max_batch_records`](Self::max_batch_records)
+    /// records at a time when the records it read so far are larger than
+    /// `max_batch_bytes / max_batch_records` on average (at least one
+    /// record a batch). With the defaults, records up to 262 bytes come
+    /// 1000 to a batch, 1 KiB records 256. It keeps what this crate buffers
+    /// small whatever the record size. Default 256 KiB.
+    pub fn max_batch_bytes(mut self, n: usize) -> Self {
+        self.max_batch_bytes = n;
+        self
+    }
+
     /// How many batches may wait between the consumer thread and the stream. With
-    /// [`max_batch_records`](Self::max_batch_records) it bounds the records
+    /// [`max_batch_records`](Self::max_batch_records) and
+    /// [`max_batch_bytes`](Self::max_batch_bytes) it bounds the records
     /// this crate holds beyond librdkafka's own prefetch, which
     /// `queued.min.messages` and `queued.max.messages.kbytes` bound for the
-    /// whole consumer: at most `(buffer_batches + 2) × max_batch_records`
-    /// records (the stream's buffer, the batch being handed out, one batch
-    /// waiting for room); a partitioned source `(buffer_batches + 3) ×
-    /// max_batch_records` per assigned partition (up to two batches wait
-    /// before a partition whose sub-stream is full is paused). Default 8.
+    /// whole consumer: at most `buffer_batches + 2` batches (the stream's
+    /// buffer, the batch being handed out, one batch waiting for room); a
+    /// partitioned source `buffer_batches + 3` batches per assigned partition
+    /// (up to two batches wait before a partition whose sub-stream is full is
+    /// paused). Default 8.
     pub fn buffer_batches(mut self, n: usize) -> Self {
         self.buffer_batches = n;
         self
@@ -349,6 +370,10 @@ impl ConsumerSettings {
             ("bootstrap.servers", self.bootstrap_servers.clone()),
             ("fetch.queue.backoff.ms", "10".to_owned()),
             (
+                "queued.max.messages.kbytes",
+                QUEUED_MAX_MESSAGES_KBYTES.to_owned(),
+            ),
+            (
                 "reconnect.backoff.max.ms",
                 RECONNECT_BACKOFF_MAX_MS.to_owned(),
             ),
@@ -373,6 +398,11 @@ impl ConsumerSettings {
         if self.max_batch_records == 0 {
             return Err(Error::config(
                 "invalid setting `max_batch_records`: must be at least 1",
+            ));
+        }
+        if self.max_batch_bytes == 0 {
+            return Err(Error::config(
+                "invalid setting `max_batch_bytes`: must be at least 1",
             ));
         }
         if self.buffer_batches == 0 {
@@ -433,6 +463,14 @@ mod tests {
     fn defaults_avoid_the_fetch_backoff_trap() {
         let s = ConsumerSettings::new("127.0.0.1:9092").group_id("g");
         assert_eq!(s.get("fetch.queue.backoff.ms").as_deref(), Some("10"));
+        assert_eq!(s.get("queued.max.messages.kbytes").as_deref(), Some("8192"));
+        let cfg = s.to_client_config(true).unwrap();
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("8192"));
+        let mine = ConsumerSettings::new("127.0.0.1:9092")
+            .group_id("g")
+            .property("queued.max.messages.kbytes", "1024");
+        let cfg = mine.to_client_config(true).unwrap();
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("1024"));
         assert_eq!(s.get("enable.auto.commit").as_deref(), Some("false"));
         let cfg = s.to_client_config(true).unwrap();
         assert_eq!(cfg.get("group.id"), Some("g"));
@@ -480,6 +518,11 @@ mod tests {
             .to_client_config(false)
             .unwrap_err();
         assert!(err.to_string().contains("max_batch_records"));
+        let err = ConsumerSettings::new("h:1")
+            .max_batch_bytes(0)
+            .to_client_config(false)
+            .unwrap_err();
+        assert!(err.to_string().contains("max_batch_bytes"));
         let err = ConsumerSettings::new("h:1")
             .connect_timeout(Duration::ZERO)
             .to_client_config(false)
