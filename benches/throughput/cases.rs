@@ -48,13 +48,16 @@ pub(crate) struct Plan {
     pub(crate) outputs: Vec<String>,
 }
 
-/// What one child process measured: each pass's rate and the process's
-/// peak RSS (`VmHWM`).
+/// What one child process measured: each pass's rate, the process's
+/// peak RSS (`VmHWM`), and the heap in use before the first pass and at
+/// its peak (0 when the process did not say: the Java tools).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Measurement {
     pub(crate) first: f64,
     pub(crate) second: f64,
     pub(crate) peak_rss_mb: f64,
+    pub(crate) idle_heap_mb: f64,
+    pub(crate) peak_heap_mb: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,6 +410,16 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
         first: field("pass1="),
         second: field("pass2="),
         peak_rss_mb: field("peak_rss_mb="),
+        idle_heap_mb: if out.contains("idle_heap_mb=") {
+            field("idle_heap_mb=")
+        } else {
+            0.0
+        },
+        peak_heap_mb: if out.contains("peak_heap_mb=") {
+            field("peak_heap_mb=")
+        } else {
+            0.0
+        },
     }
 }
 
@@ -414,15 +427,17 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
 /// (with a new group) or writing `records` records to its own topic.
 pub(crate) async fn child(case: Case) {
     let plan = Plan::from_env();
+    let heap = HeapPeak::start();
     let mut rates = [0.0; 2];
     for (pass, rate) in rates.iter_mut().enumerate() {
         let elapsed = case.pass(&plan, pass).await;
         *rate = plan.records as f64 / elapsed.as_secs_f64();
     }
+    let (idle_heap, peak_heap) = heap.stop();
     // The process's own peak (the kernel's `ru_maxrss` of a child also
     // counts the parent's memory it was started from).
     println!(
-        "pass1={:.0} pass2={:.0} peak_rss_mb={:.1}",
+        "pass1={:.0} pass2={:.0} peak_rss_mb={:.1} idle_heap_mb={idle_heap:.1} peak_heap_mb={peak_heap:.1}",
         rates[0],
         rates[1],
         rss_mb("VmHWM:")
@@ -485,11 +500,19 @@ fn consumer_properties() -> Vec<(String, String)> {
     props
 }
 
+/// The librdkafka configuration of the raw consumer loops: the same as the
+/// crate's consumers get, its defaults included.
 fn consumer_config(servers: &str, group: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", servers)
         .set("group.id", group);
+    let crate_defaults = ConsumerSettings::new(servers);
+    for key in ["queued.max.messages.kbytes"] {
+        if let Some(value) = crate_defaults.get(key) {
+            config.set(key, value);
+        }
+    }
     for (k, v) in consumer_properties() {
         config.set(k, v);
     }
@@ -948,6 +971,7 @@ pub(crate) async fn slow_downstream(plan: &Plan, duration: Duration) -> Row {
         second: stats,
         // This case runs in the benchmark's own process: its RSS growth.
         rss_mb: Some((rss_mb("VmHWM:") - start_rss).max(0.0)),
+        heap_mb: None,
         base: None,
     }
 }
@@ -960,6 +984,52 @@ fn reset_peak_rss() -> f64 {
 }
 
 /// A memory figure of `/proc/self/status` (`VmHWM:` peak, `VmRSS:` current), in MB.
+/// The heap in use (glibc's `mallinfo2`: bytes allocated in its arenas and
+/// in blocks of their own), sampled every 5 ms on a thread of its own. Its
+/// peak is what the README's memory bound is about; the peak RSS also
+/// counts memory the allocator keeps after it was freed.
+struct HeapPeak {
+    idle: f64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<usize>,
+}
+
+impl HeapPeak {
+    fn in_use() -> usize {
+        // SAFETY: a plain glibc call without arguments.
+        let m = unsafe { libc::mallinfo2() };
+        m.uordblks + m.hblkhd
+    }
+
+    fn start() -> HeapPeak {
+        let idle = Self::in_use() as f64 / (1024.0 * 1024.0);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(Self::in_use());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                peak
+            })
+        };
+        HeapPeak {
+            idle,
+            stop,
+            sampler,
+        }
+    }
+
+    /// The heap in use at the start and at its peak, in MB.
+    fn stop(self) -> (f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = self.sampler.join().expect("heap sampler");
+        (self.idle, peak as f64 / (1024.0 * 1024.0))
+    }
+}
+
 fn rss_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1105,4 +1175,59 @@ fn send_retrying<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToB
         }
     }
     producer.poll(Duration::ZERO);
+}
+
+/// librdkafka's bookkeeping per prefetched record: the fetch operation that
+/// carries it (`rd_kafka_op_t` cut to its fetch member, 304 bytes in
+/// librdkafka 2.12, and the allocator's header).
+const LIBRDKAFKA_BYTES_PER_RECORD: f64 = 320.0;
+
+/// This crate's own bytes per buffered record besides its key and payload
+/// (the record's struct in its batch).
+const CRATE_BYTES_PER_RECORD: f64 = 160.0;
+
+/// The README's memory bound of a consumer case, in MB of heap in use
+/// beyond what the process used before it started, for records of `size` bytes on one broker with the crate's
+/// default settings: librdkafka's prefetch (up to `queued.max.messages.kbytes`
+/// of records, or `queued.min.messages` records if fewer) and one fetch
+/// response (`fetch.max.bytes`, which librdkafka lowers to the same budget),
+/// each record with its bookkeeping; for this crate's sources also their
+/// buffered batches and the chunks kept to copy the next batches into.
+/// `None` for cases that do not consume.
+pub(crate) fn memory_bound_mb(case: Case, size: usize, partitions: i32) -> Option<f64> {
+    if case.writes() || matches!(case, Case::JavaConsumer | Case::JavaProducer) {
+        return None;
+    }
+    let defaults = ConsumerSettings::new("");
+    let setting = |key: &str, librdkafka: f64| {
+        defaults
+            .get(key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(librdkafka)
+    };
+    let budget = setting("queued.max.messages.kbytes", 65536.0) * 1024.0;
+    let min_messages = setting("queued.min.messages", 100_000.0);
+    let s = size as f64;
+    let prefetch = (budget / s).min(min_messages) + budget / s;
+    let mut bytes = prefetch * (s + LIBRDKAFKA_BYTES_PER_RECORD);
+    let crate_source = !matches!(
+        case,
+        Case::RawBaseConsumer
+            | Case::RawStreamConsumer
+            | Case::RawPartitionQueues
+            | Case::RawCommitLoop
+    );
+    if crate_source {
+        // Buffer sizes: the defaults of `ConsumerSettings` (8 batches of at
+        // most 1000 records and about 256 KiB).
+        let (batches, batch) = (8.0, (256.0 * 1024.0 / s).clamp(1.0, 1000.0));
+        let buffered = if case == Case::Partitioned {
+            (batches + 3.0) * batch * partitions as f64
+        } else {
+            (batches + 2.0) * batch
+        };
+        let chunks = (batches + 2.0) * (batch * s).max(256.0 * 1024.0);
+        bytes += buffered * (s + CRATE_BYTES_PER_RECORD) + chunks;
+    }
+    Some(bytes / (1024.0 * 1024.0))
 }

@@ -53,6 +53,9 @@ pub(crate) struct Row {
     pub(crate) second: Stats,
     /// The median over the runs of each process's peak RSS.
     pub(crate) rss_mb: Option<f64>,
+    /// The medians over the runs of each process's heap in use before its
+    /// first pass and at its peak (glibc's count), in MB.
+    pub(crate) heap_mb: Option<(f64, f64)>,
     pub(crate) base: Option<Base>,
 }
 
@@ -93,6 +96,9 @@ impl Row {
         );
         if let Some(m) = self.rss_mb {
             let _ = write!(s, " peak_rss_mb={m:.0}");
+        }
+        if let Some((_, h)) = self.heap_mb {
+            let _ = write!(s, " peak_heap_mb={h:.0}");
         }
         if let (Some(b), false) = (self.base, self.is_baseline()) {
             let _ = write!(
