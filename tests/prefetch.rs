@@ -102,3 +102,50 @@ async fn prefetch_is_bounded_for_the_whole_consumer_not_per_partition() {
     );
     control.shutdown().await.unwrap();
 }
+
+/// Large records come in batches of about `max_batch_bytes`, not
+/// `max_batch_records`: what this crate buffers stays small whatever the
+/// record size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
+    let (broker, topic) = broker_with_topic("batch-bytes", 1).await;
+    let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
+    let payload = vec![b'x'; 8 << 10];
+    let record = || {
+        ProducerRecord::new(topic.as_str())
+            .partition(0)
+            .payload(payload.clone())
+    };
+    sink.send(record()).await.unwrap();
+
+    let settings = broker
+        .consumer_settings(&unique("g-batch-bytes"))
+        .max_batch_records(1000)
+        .max_batch_bytes(32 << 10)
+        .buffer_batches(1);
+    let (mut source, control) =
+        consumer::plain_source(settings, Subscription::topics([topic.as_str()])).unwrap();
+    // The first record tells the consumer how large records are. Then the
+    // stream is not pulled: the driver fills its one-batch buffer and the
+    // rest waits in librdkafka's queue, to be read in as few reads as the
+    // batch size allows.
+    take_n(&mut source, 1, Duration::from_secs(30)).await;
+    let more = 200;
+    for _ in 0..more {
+        sink.feed(record()).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = control.metrics().batches;
+    take_n(&mut source, more, Duration::from_secs(30)).await;
+    let batches = control.metrics().batches - before;
+    println!("{more} records of 8 KiB came in {batches} batches (max_batch_bytes 32 KiB)");
+    // 32 KiB / 8 KiB = 4 records a batch: about 50 batches. Cut at
+    // max_batch_records, the records waiting in the queue would come in
+    // one or two.
+    assert!(
+        batches >= 40,
+        "{more} records of 8 KiB came in {batches} batches: not cut at max_batch_bytes"
+    );
+    control.shutdown().await.unwrap();
+}
