@@ -115,12 +115,14 @@
 //! is not pulled for longer than `max.poll.interval.ms` keeps its partitions.
 //! Every assigned partition feeds that one queue, so librdkafka's prefetch
 //! limits (`queued.min.messages`, `queued.max.messages.kbytes`) bound the
-//! whole consumer, whatever the number of partitions; this crate holds at
-//! most ([`buffer_batches`](ConsumerSettings::buffer_batches) + 2) ×
-//! [`max_batch_records`](ConsumerSettings::max_batch_records) records more
-//! (a partitioned source: `buffer_batches + 3` batches per assigned
-//! partition). The README's "Backpressure and memory" says what each part
-//! holds and what was measured.
+//! whole consumer, whatever the number of partitions (this crate lowers the
+//! byte limit to 8 MiB); this crate holds at most
+//! [`buffer_batches`](ConsumerSettings::buffer_batches) + 2 batches more,
+//! each at most [`max_batch_records`](ConsumerSettings::max_batch_records)
+//! records and about [`max_batch_bytes`](ConsumerSettings::max_batch_bytes)
+//! of keys and payloads (a partitioned source: `buffer_batches + 3` batches
+//! per assigned partition). The README's "Backpressure and memory" gives
+//! the bound as a formula and what was measured.
 //!
 //! ## Shutdown
 //!
