@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use reactive_kafka::consumer::{self, Control};
 use reactive_kafka::{ProducerRecord, Subscription};
 use support::*;
@@ -146,6 +146,63 @@ async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
     assert!(
         batches >= 40,
         "{more} records of 8 KiB came in {batches} batches: not cut at max_batch_bytes"
+    );
+    control.shutdown().await.unwrap();
+}
+
+/// A partitioned source whose sub-stream is not pulled stops reading that
+/// partition once more than a batch of its records waits, counted in the
+/// batch size of the read: with large records that is `max_batch_bytes`,
+/// not `max_batch_records`, so what it holds stays within
+/// `buffer_batches + 3` batches of bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sub_stream_of_large_records_holds_a_few_batches() {
+    let (broker, topic) = broker_with_topic("batch-bytes-partitioned", 1).await;
+    let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
+    let payload = vec![b'x'; 8 << 10];
+    let record = || {
+        ProducerRecord::new(topic.as_str())
+            .partition(0)
+            .payload(payload.clone())
+    };
+    sink.send(record()).await.unwrap();
+
+    let settings = broker
+        .consumer_settings(&unique("g-batch-bytes-partitioned"))
+        .property("statistics.interval.ms", "100")
+        .max_batch_records(1000)
+        .max_batch_bytes(32 << 10)
+        .buffer_batches(1);
+    let (mut source, control) =
+        consumer::plain_partitioned_source(settings, Subscription::topics([topic.as_str()]))
+            .unwrap();
+    let (_, mut sub) = tokio::time::timeout(Duration::from_secs(30), source.next())
+        .await
+        .expect("a partition assigned")
+        .expect("a sub-stream")
+        .unwrap();
+    // The first record tells the consumer how large records are; then the
+    // sub-stream is not pulled.
+    take_n(&mut sub, 1, Duration::from_secs(30)).await;
+    let more = 200;
+    for _ in 0..more {
+        sink.feed(record()).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    // What the consumer took off librdkafka: the first record, then at most
+    // the sub-stream's batch, a batch pending and the read that paused it
+    // (4 records a batch).
+    let read = || {
+        let stats = control.statistics().borrow().clone()?;
+        let p = stats.topics.get(&topic)?.partitions.get(&0)?.clone();
+        (p.app_offset >= 0).then_some(p.app_offset)
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let taken = read().expect("statistics of the partition");
+    println!("the consumer took {taken} of {} records of 8 KiB", more + 1);
+    assert!(
+        taken <= 1 + 4 * 4 + 4,
+        "took {taken} records of a partition whose sub-stream is full: not bounded by the batch size"
     );
     control.shutdown().await.unwrap();
 }

@@ -55,7 +55,8 @@ impl BatchSize {
         (self.max_bytes / self.per_record).clamp(1, self.max_records)
     }
 
-    /// A read returned `records` records with `bytes` key and payload bytes.
+    /// A read copied `records` records with `bytes` key and payload bytes
+    /// (records it skipped, of partitions not delivering, do not count).
     pub(crate) fn observe(&mut self, records: usize, bytes: usize) {
         if records == 0 {
             return;
@@ -124,6 +125,11 @@ impl RecordBuilder {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// Records copied in since the last `finish`.
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
     }
 
     /// Drops what was copied in since the last `finish`.

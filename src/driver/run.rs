@@ -90,7 +90,6 @@ pub(super) struct Driver {
     pub(super) drain: Option<(Instant, Vec<oneshot::Sender<DrainReport>>)>,
     pub(super) failure: Option<Error>,
     pub(super) buffer_batches: usize,
-    pub(super) max_batch: usize,
     /// How many records the next read of the records queue asks for.
     pub(super) batch_size: BatchSize,
     pub(super) wake_interval: Duration,
@@ -846,7 +845,8 @@ impl Driver {
     /// not read, and librdkafka stops fetching at its prefetch limits, which
     /// then hold for the whole consumer. A partitioned source reads on while
     /// any sub-stream has room; a partition whose sub-stream is full keeps up
-    /// to `max_batch_records` records pending beyond what the read gave,
+    /// to a batch of records pending beyond what the read gave (the batch
+    /// size of the read: `max_batch_records`, fewer for large records),
     /// then is paused in librdkafka (what it prefetched meanwhile is
     /// dropped and fetched again from the first record not read) and
     /// resumed once its pending records are delivered.
@@ -889,7 +889,6 @@ impl Driver {
                 builder,
                 scratch,
                 link,
-                max_batch,
                 batch_size,
                 records: Some(records),
                 ..
@@ -897,11 +896,15 @@ impl Driver {
             else {
                 break;
             };
-            let (max_batch, counters) = (*max_batch, &link.shared.counters);
-            let mut bytes = 0;
+            let counters = &link.shared.counters;
+            // A partition is paused once more than a batch of its records
+            // waits: at most `buffer_batches + 3` batches per partition,
+            // whatever the record size.
+            let asked = batch_size.next();
+            let (mut copied, mut bytes) = (0, 0);
             #[cfg(feature = "opentelemetry")]
             let group = self.group_id.as_deref();
-            let read = records.read(batch_size.next(), scratch, |run: Run<'_>| {
+            let read = records.read(asked, scratch, |run: Run<'_>| {
                 let Some(topic) = run.topic else {
                     // An error not tied to a partition.
                     if let Some(e) = run.read_into(builder) {
@@ -932,6 +935,7 @@ impl Driver {
                 #[cfg(feature = "opentelemetry")]
                 crate::otel::poll(topic, run.partition, group)
                     .record("messaging.batch.message_count", run.len());
+                copied += builder.len();
                 bytes += builder.bytes();
                 Counters::add(&counters.bytes, builder.bytes() as u64);
                 let batch = RecordBatch {
@@ -941,7 +945,7 @@ impl Driver {
                 match deliver_batch(p, batch, counters) {
                     Delivered::Some => {}
                     Delivered::Nothing => {
-                        if partitioned && !p.paused && pending_records(p) > max_batch {
+                        if partitioned && !p.paused && pending_records(p) > asked {
                             p.paused = true;
                             pause.push(p.handle.tp.clone());
                         }
@@ -955,7 +959,7 @@ impl Driver {
             if read == 0 {
                 break;
             }
-            batch_size.observe(read, bytes);
+            batch_size.observe(copied, bytes);
             progressed = true;
             // Pause now, before reading on: a partition's pending records
             // stay within what the next read can add.

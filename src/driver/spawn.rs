@@ -101,7 +101,6 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         drain: None,
         failure: None,
         buffer_batches: settings.buffer_batches,
-        max_batch: settings.max_batch_records,
         batch_size: BatchSize::new(settings.max_batch_records, settings.max_batch_bytes),
         wake_interval: settings.wake_interval,
         close_timeout: settings.close_timeout,
