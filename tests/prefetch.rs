@@ -103,6 +103,21 @@ async fn prefetch_is_bounded_for_the_whole_consumer_not_per_partition() {
     control.shutdown().await.unwrap();
 }
 
+/// Sends `n` records of 8 KiB to partition 0 of `topic` and waits for them.
+async fn send_8kib(sink: &mut reactive_kafka::producer::ProducerSink, topic: &str, n: usize) {
+    let payload = vec![b'x'; 8 << 10];
+    for _ in 0..n {
+        sink.feed(
+            ProducerRecord::new(topic)
+                .partition(0)
+                .payload(payload.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    sink.flush().await.unwrap();
+}
+
 /// Large records come in batches of about `max_batch_bytes`, not
 /// `max_batch_records`: what this crate buffers stays small whatever the
 /// record size.
@@ -110,13 +125,7 @@ async fn prefetch_is_bounded_for_the_whole_consumer_not_per_partition() {
 async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
     let (broker, topic) = broker_with_topic("batch-bytes", 1).await;
     let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
-    let payload = vec![b'x'; 8 << 10];
-    let record = || {
-        ProducerRecord::new(topic.as_str())
-            .partition(0)
-            .payload(payload.clone())
-    };
-    sink.send(record()).await.unwrap();
+    send_8kib(&mut sink, &topic, 1).await;
 
     let settings = broker
         .consumer_settings(&unique("g-batch-bytes"))
@@ -131,9 +140,7 @@ async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
     // batch size allows.
     take_n(&mut source, 1, Duration::from_secs(30)).await;
     let more = 200;
-    for _ in 0..more {
-        sink.feed(record()).await.unwrap();
-    }
+    send_8kib(&mut sink, &topic, more).await;
     sink.close().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = control.metrics().batches;
@@ -159,13 +166,7 @@ async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
 async fn a_full_sub_stream_of_large_records_holds_a_few_batches() {
     let (broker, topic) = broker_with_topic("batch-bytes-partitioned", 1).await;
     let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
-    let payload = vec![b'x'; 8 << 10];
-    let record = || {
-        ProducerRecord::new(topic.as_str())
-            .partition(0)
-            .payload(payload.clone())
-    };
-    sink.send(record()).await.unwrap();
+    send_8kib(&mut sink, &topic, 1).await;
 
     let settings = broker
         .consumer_settings(&unique("g-batch-bytes-partitioned"))
@@ -185,9 +186,7 @@ async fn a_full_sub_stream_of_large_records_holds_a_few_batches() {
     // sub-stream is not pulled.
     take_n(&mut sub, 1, Duration::from_secs(30)).await;
     let more = 200;
-    for _ in 0..more {
-        sink.feed(record()).await.unwrap();
-    }
+    send_8kib(&mut sink, &topic, more).await;
     sink.close().await.unwrap();
     // What the consumer took off librdkafka: the first record, then at most
     // the sub-stream's batch, a batch pending and the read that paused it
