@@ -2,7 +2,6 @@
 //! producer with a polling thread, delivery reports turned into counters,
 //! wake-ups and (for records that want one) a per-record answer.
 
-use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,10 +43,10 @@ pub(crate) enum Track {
     No,
     /// Its own one-shot channel (records sent by concurrent callers).
     Own,
-    /// A slot of the producer's in-order answers, by sequence number (a
-    /// flow, which sends and takes answers in one order): no allocation per
-    /// record.
-    InOrder,
+    /// Tagged with a sequence number the sender counts (a flow, which sends
+    /// and takes answers in one order): the answer comes back with it
+    /// through [`ProducerCore::take_answers`], no allocation per record.
+    InOrder(u64),
 }
 
 /// The delivery opaque: nothing, the sender of the record's answer, or its
@@ -82,15 +81,6 @@ impl IntoOpaque for DeliveryReply {
     }
 }
 
-/// The answers of records sent with [`Track::InOrder`]: slot `i` holds the
-/// answer of sequence number `base + i` once it came. The sender takes them
-/// from the front, in the order it sent.
-#[derive(Debug, Default)]
-struct InOrderAnswers {
-    base: u64,
-    slots: VecDeque<Option<Delivery>>,
-}
-
 /// Delivery bookkeeping shared with librdkafka's delivery callback.
 #[derive(Debug, Default)]
 pub(crate) struct DeliveryState {
@@ -104,8 +94,12 @@ pub(crate) struct DeliveryState {
     /// Tasks of cloned handles waiting for room; notified only while some wait.
     room: Notify,
     room_waiters: AtomicUsize,
-    /// Answers of records sent in order (a flow).
-    answers: Mutex<InOrderAnswers>,
+    /// Answers of records sent with [`Track::InOrder`], by sequence number,
+    /// in the order they came; the sender takes them all at once.
+    answers: Mutex<Vec<(u64, Delivery)>>,
+    /// How many answers `answers` holds (written under its lock), for a
+    /// look without the lock.
+    answers_waiting: AtomicUsize,
     /// Records sent, for serving delivery reports on the sending thread.
     sent: AtomicUsize,
 }
@@ -201,13 +195,10 @@ impl ProducerContext for CoreContext {
             }
             DeliveryReply::InOrder(seq) => {
                 let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
-                let base = answers.base;
-                if let Some(slot) = seq
-                    .checked_sub(base)
-                    .and_then(|i| answers.slots.get_mut(i as usize))
-                {
-                    *slot = Some(outcome);
-                }
+                answers.push((seq, outcome));
+                self.state
+                    .answers_waiting
+                    .store(answers.len(), Ordering::Release);
             }
             DeliveryReply::Untracked => match outcome {
                 Err(err) if err.kind() != ErrorKind::Transaction => {
@@ -236,7 +227,7 @@ fn is_purge(e: &KafkaError) -> bool {
 /// What happened to a record handed to [`ProducerCore::send`].
 pub(crate) enum Sent {
     /// Queued; with [`Track::Own`], its answer comes through the receiver
-    /// (with [`Track::InOrder`] through [`ProducerCore::take_in_order`]).
+    /// (with [`Track::InOrder`] through [`ProducerCore::take_answers`]).
     Queued(Option<oneshot::Receiver<Delivery>>),
     /// librdkafka's queue is full: try again after a delivery report.
     Full,
@@ -348,12 +339,7 @@ impl ProducerCore {
                 let (tx, rx) = oneshot::channel();
                 (DeliveryReply::Own(Box::new(tx)), Some(rx))
             }
-            Track::InOrder => {
-                let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
-                let seq = answers.base + answers.slots.len() as u64;
-                answers.slots.push_back(None);
-                (DeliveryReply::InOrder(seq), None)
-            }
+            Track::InOrder(seq) => (DeliveryReply::InOrder(seq), None),
         };
         let mut base =
             BaseRecord::<[u8], [u8], DeliveryReply>::with_opaque_to(&record.topic, reply);
@@ -410,12 +396,8 @@ impl ProducerCore {
             }
             Err((e, _)) => {
                 // The returned record still owns its reply; dropping it
-                // drops the answer's sender. An in-order slot (the last
-                // one: only its sender adds slots) is given back.
-                if track == Track::InOrder {
-                    let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
-                    answers.slots.pop_back();
-                }
+                // drops the answer's sender (an in-order sequence number
+                // was not used: the sender counts only records queued).
                 self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
                     return Ok(Sent::Full);
@@ -431,14 +413,22 @@ impl ProducerCore {
         }
     }
 
-    /// Moves the in-order answers that came, oldest first, up to the first
-    /// one still missing, to `out` (one lock for all of them).
-    pub(crate) fn take_in_order(&self, out: &mut VecDeque<Delivery>) {
+    /// Swaps the answers of [`Track::InOrder`] records that came since the
+    /// last call, with their sequence numbers, into `out`, which must be
+    /// empty (one lock for all of them; the two buffers keep their
+    /// capacity).
+    pub(crate) fn take_answers(&self, out: &mut Vec<(u64, Delivery)>) {
+        debug_assert!(out.is_empty());
         let mut answers = self.state.answers.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(Some(_)) = answers.slots.front() {
-            answers.base += 1;
-            out.extend(answers.slots.pop_front().flatten());
-        }
+        std::mem::swap(&mut *answers, out);
+        self.state.answers_waiting.store(0, Ordering::Release);
+    }
+
+    /// Whether answers of [`Track::InOrder`] records came since the last
+    /// [`take_answers`](Self::take_answers), without taking the lock (a
+    /// hint: one may come right after it said no).
+    pub(crate) fn answers_waiting(&self) -> bool {
+        self.state.answers_waiting.load(Ordering::Acquire) > 0
     }
 
     fn client(&self) -> std::result::Result<&ThreadedProducer<CoreContext>, KafkaError> {

@@ -67,6 +67,68 @@ impl<T> Few<T> {
     }
 }
 
+/// The answers of the records a flow sent, by sequence number: slot `i`
+/// holds the answer of sequence number `base + i` once it came. Kept by the
+/// flow's task alone; the delivery callback hands answers over in bulk
+/// ([`ProducerCore::take_answers`]), so that a record costs the callback one
+/// short lock and the task none of its own.
+#[derive(Default)]
+struct InOrder {
+    base: u64,
+    slots: VecDeque<Option<Delivery>>,
+    /// Answers taken from the producer, before they go to their slots.
+    incoming: Vec<(u64, Delivery)>,
+}
+
+impl InOrder {
+    /// The sequence number of the next record sent.
+    fn next_seq(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
+    /// A record with [`next_seq`](Self::next_seq) was queued.
+    fn sent(&mut self) {
+        self.slots.push_back(None);
+    }
+
+    /// Moves the answers that came to their slots.
+    fn collect(&mut self, core: &ProducerCore) {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        core.take_answers(&mut incoming);
+        self.place(incoming.drain(..));
+        self.incoming = incoming;
+    }
+
+    fn place(&mut self, answers: impl Iterator<Item = (u64, Delivery)>) {
+        for (seq, delivery) in answers {
+            // Below `base`: the answer of a record whose envelope was
+            // failed already (`skip`).
+            if let Some(slot) = seq
+                .checked_sub(self.base)
+                .and_then(|i| self.slots.get_mut(i as usize))
+            {
+                *slot = Some(delivery);
+            }
+        }
+    }
+
+    /// The answer of the oldest record not taken, if it came.
+    fn pop(&mut self) -> Option<Delivery> {
+        if !matches!(self.slots.front(), Some(Some(_))) {
+            return None;
+        }
+        self.base += 1;
+        self.slots.pop_front().flatten()
+    }
+
+    /// Gives up the oldest record's answer, come or not.
+    fn skip(&mut self) {
+        if self.slots.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+}
+
 /// One envelope on its way: records sent so far and their answers.
 struct Entry<P> {
     kind: Kind,
@@ -106,34 +168,51 @@ impl<P> Entry<P> {
     }
 
     /// Fills in the answers of a fully sent entry (the oldest: its
-    /// records' answers are the oldest not taken) from `answered`, taken
-    /// from the producer's in-order answers as they come; true once all are
-    /// in. Registers the task for the next delivery report while some are
-    /// missing.
+    /// records' answers are the oldest not taken) from `in_order`; true
+    /// once all are in. Registers the task for the next delivery report
+    /// while some are missing, unless `registered` says this poll did
+    /// already: then only answers said to be waiting are taken (the
+    /// producer's lock is shared with its delivery callback; taking it for
+    /// every envelope while the oldest waits cost more than the rest of
+    /// the flow together).
     fn poll_answers(
         &mut self,
         core: &ProducerCore,
-        answered: &mut VecDeque<Delivery>,
+        in_order: &mut InOrder,
+        registered: &mut bool,
         cx: &mut Context<'_>,
     ) -> bool {
         for answer in self.answers.as_mut_slice() {
             if let Answer::Waiting = answer {
-                if answered.is_empty() {
-                    core.take_in_order(answered);
+                let mut delivery = in_order.pop();
+                if delivery.is_none() && core.answers_waiting() {
+                    in_order.collect(core);
+                    delivery = in_order.pop();
                 }
-                if answered.is_empty() {
+                if delivery.is_none() && !*registered {
                     // Registered before looking again: a report that comes
                     // in between wakes the task.
                     core.register(cx);
-                    core.take_in_order(answered);
+                    *registered = true;
+                    in_order.collect(core);
+                    delivery = in_order.pop();
                 }
-                match answered.pop_front() {
+                match delivery {
                     Some(delivery) => *answer = Answer::Done(delivery),
                     None => return false,
                 }
             }
         }
         true
+    }
+
+    /// Gives up the answers this entry (the oldest) still waits for.
+    fn forget_answers(&self, in_order: &mut InOrder) {
+        for answer in self.answers.as_slice() {
+            if let Answer::Waiting = answer {
+                in_order.skip();
+            }
+        }
     }
 
     fn finish(self) -> std::result::Result<ProducerResult<P>, ProduceFailure<P>> {
@@ -188,8 +267,8 @@ pin_project! {
         upstream: Fuse<S>,
         core: ProducerCore,
         entries: VecDeque<Entry<P>>,
-        // Answers taken from the producer, oldest first, for the entries.
-        answered: VecDeque<Delivery>,
+        // The answers of records sent, for the entries.
+        in_order: InOrder,
         // Entries before this index have every record sent.
         unsent: usize,
         max_in_flight: usize,
@@ -214,7 +293,7 @@ where
             upstream: upstream.fuse(),
             core,
             entries: VecDeque::new(),
-            answered: VecDeque::new(),
+            in_order: InOrder::default(),
             unsent: 0,
             max_in_flight,
         }
@@ -241,6 +320,7 @@ where
         if !this.entries.is_empty() {
             if let Some(error) = this.core.unreachable() {
                 let entry = this.entries.pop_front().expect("not empty");
+                entry.forget_answers(this.in_order);
                 *this.unsent = this.unsent.saturating_sub(1);
                 return Poll::Ready(Some(Err(ProduceFailure {
                     error,
@@ -249,6 +329,7 @@ where
                 })));
             }
         }
+        let mut registered = false;
         loop {
             let mut progressed = false;
 
@@ -261,10 +342,14 @@ where
                             break 'send;
                         }
                     }
-                    match send_one(this.core, &entry.records.as_slice()[entry.sent()], cx) {
+                    let record = &entry.records.as_slice()[entry.sent()];
+                    match send_one(this.core, record, this.in_order.next_seq(), cx) {
                         Some(outcome) => {
                             entry.answers.push(match outcome {
-                                Ok(()) => Answer::Waiting,
+                                Ok(()) => {
+                                    this.in_order.sent();
+                                    Answer::Waiting
+                                }
                                 Err(e) => Answer::Done(Err(e)),
                             });
                             progressed = true;
@@ -277,7 +362,9 @@ where
 
             // 2. Hand out the oldest envelope once all its answers are in.
             if let Some(front) = this.entries.front_mut() {
-                if front.fully_sent() && front.poll_answers(this.core, this.answered, cx) {
+                if front.fully_sent()
+                    && front.poll_answers(this.core, this.in_order, &mut registered, cx)
+                {
                     let entry = this.entries.pop_front().expect("front exists");
                     *this.unsent = this.unsent.saturating_sub(1);
                     return Poll::Ready(Some(entry.finish()));
@@ -316,16 +403,17 @@ where
     }
 }
 
-/// Sends one record. `None` when the queue is full (the task is registered
-/// for the next delivery report); otherwise the answer, or the error that
-/// kept the record from being queued.
+/// Sends one record as sequence number `seq`. `None` when the queue is full
+/// (the task is registered for the next delivery report); otherwise
+/// whether it was queued, or the error that kept it from being queued.
 fn send_one(
     core: &ProducerCore,
     record: &ProducerRecord,
+    seq: u64,
     cx: &mut Context<'_>,
 ) -> Option<Result<()>> {
     for attempt in 0..2 {
-        match core.send(record, Track::InOrder) {
+        match core.send(record, Track::InOrder(seq)) {
             Ok(Sent::Queued(_)) => return Some(Ok(())),
             Ok(Sent::Full) if attempt == 0 => core.register(cx),
             Ok(Sent::Full) => return None,
@@ -333,4 +421,50 @@ fn send_one(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::producer::RecordMetadata;
+
+    fn at(offset: i64) -> Delivery {
+        Ok(RecordMetadata {
+            partition: 0,
+            offset,
+        })
+    }
+
+    fn offset(d: Option<Delivery>) -> Option<i64> {
+        d.map(|d| d.expect("delivered").offset)
+    }
+
+    #[test]
+    fn answers_come_out_in_the_order_records_were_sent() {
+        let mut in_order = InOrder::default();
+        for _ in 0..3 {
+            in_order.sent();
+        }
+        // Answers of other partitions overtake the oldest.
+        in_order.place([(2, at(12)), (1, at(11))].into_iter());
+        assert_eq!(offset(in_order.pop()), None, "the oldest has no answer yet");
+        in_order.place([(0, at(10))].into_iter());
+        assert_eq!(offset(in_order.pop()), Some(10));
+        assert_eq!(offset(in_order.pop()), Some(11));
+        assert_eq!(offset(in_order.pop()), Some(12));
+        assert_eq!(offset(in_order.pop()), None);
+        assert_eq!(in_order.next_seq(), 3);
+    }
+
+    #[test]
+    fn a_skipped_record_s_late_answer_goes_to_no_other_record() {
+        let mut in_order = InOrder::default();
+        in_order.sent();
+        in_order.sent();
+        in_order.skip();
+        in_order.place([(0, at(10))].into_iter());
+        assert_eq!(offset(in_order.pop()), None, "seq 1 has not been answered");
+        in_order.place([(1, at(11))].into_iter());
+        assert_eq!(offset(in_order.pop()), Some(11));
+    }
 }
