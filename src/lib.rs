@@ -210,7 +210,7 @@ pub use consumer::{
     Drained, DrainingControl, PartitionOffset, StartOffset, Subscription, TypedMessage,
 };
 pub use error::{Coordinates, Error, ErrorKind, Report, Result};
-pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, TopicPartition};
+pub use record::{ConsumerRecord, Header, ProducerRecord, Timestamp, Topic, TopicPartition};
 pub use serde::{TypedProducerRecord, TypedRecord};
 pub use settings::{
     AutoOffsetReset, BearerToken, CommitDelivery, CommitWhen, CommitterSettings, ConsumerSettings,

@@ -198,6 +198,100 @@ impl fmt::Debug for ConsumerRecord {
     }
 }
 
+/// A topic's name as a record to produce holds it: shared, so that
+/// records of one topic made from clones of one `Topic` cost no allocation
+/// for it.
+///
+/// Anything a name comes as converts into it: `&str`, `String` and
+/// `&String` are copied once, an `Arc<str>` (such as a consumed record's
+/// [`TopicPartition::topic`]) is shared.
+///
+/// ```
+/// use reactive_kafka::{ProducerRecord, Topic};
+/// let orders = Topic::from("orders");
+/// let records: Vec<ProducerRecord> = (0..3)
+///     .map(|i| ProducerRecord::new(orders.clone()).payload(format!("order {i}")))
+///     .collect();
+/// assert_eq!(records[2].topic(), "orders");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Topic {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Topic {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Arc<str>> for Topic {
+    fn from(name: Arc<str>) -> Self {
+        Topic(name)
+    }
+}
+
+impl From<&Arc<str>> for Topic {
+    fn from(name: &Arc<str>) -> Self {
+        Topic(Arc::clone(name))
+    }
+}
+
+impl From<&str> for Topic {
+    fn from(name: &str) -> Self {
+        Topic(name.into())
+    }
+}
+
+impl From<String> for Topic {
+    fn from(name: String) -> Self {
+        Topic(name.into())
+    }
+}
+
+impl From<&String> for Topic {
+    fn from(name: &String) -> Self {
+        Topic(name.as_str().into())
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Topic {
+    fn from(name: std::borrow::Cow<'_, str>) -> Self {
+        Topic(name.into())
+    }
+}
+
+impl From<&Topic> for Topic {
+    fn from(name: &Topic) -> Self {
+        name.clone()
+    }
+}
+
 /// A record to produce.
 ///
 /// ```
@@ -210,7 +304,7 @@ impl fmt::Debug for ConsumerRecord {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerRecord {
-    pub(crate) topic: String,
+    pub(crate) topic: Topic,
     pub(crate) partition: Option<i32>,
     pub(crate) key: Option<Bytes>,
     pub(crate) payload: Option<Bytes>,
@@ -221,7 +315,10 @@ pub struct ProducerRecord {
 impl ProducerRecord {
     /// A record for `topic` with no key, no payload and no headers; the
     /// partition is chosen by the partitioner.
-    pub fn new(topic: impl Into<String>) -> Self {
+    /// A [`Topic`] (or an `Arc<str>`) is shared, not copied: make the
+    /// records of one topic from clones of one and their names cost no
+    /// allocation.
+    pub fn new(topic: impl Into<Topic>) -> Self {
         ProducerRecord {
             topic: topic.into(),
             partition: None,

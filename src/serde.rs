@@ -238,8 +238,9 @@ pub struct TypedProducerRecord<K, V> {
 }
 
 impl<K, V> TypedProducerRecord<K, V> {
-    /// A record for `topic` with no key and no payload.
-    pub fn new(topic: impl Into<String>) -> Self {
+    /// A record for `topic` with no key and no payload (the name is shared
+    /// as in [`ProducerRecord::new`]).
+    pub fn new(topic: impl Into<crate::record::Topic>) -> Self {
         TypedProducerRecord {
             record: ProducerRecord::new(topic),
             key: None,

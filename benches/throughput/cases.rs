@@ -17,7 +17,7 @@ use reactive_kafka::testkit::{unique_name, TestBroker};
 use reactive_kafka::transactional::{self, TransactionalSettings};
 use reactive_kafka::{
     committer, consumer, producer, CommitterSettings, ConsumerSettings, ProducerRecord,
-    Subscription,
+    Subscription, Topic,
 };
 
 use crate::report::{Row, Stats};
@@ -882,10 +882,11 @@ fn raw_base_producer(
 async fn plain_sink(plan: &Plan, topic: &str) -> Duration {
     let mut sink = producer::plain_sink(producer_settings(&plan.servers)).expect("sink");
     let payload = bytes::Bytes::from(vec![b'x'; plan.size]);
+    let topic = Topic::from(topic);
     let started = Instant::now();
     for i in 0..plan.records {
         sink.feed(
-            ProducerRecord::new(topic)
+            ProducerRecord::new(&topic)
                 .partition((i % plan.partitions as usize) as i32)
                 .payload(payload.clone()),
         )
@@ -900,8 +901,10 @@ async fn plain_sink(plan: &Plan, topic: &str) -> Duration {
 async fn producer_flow(plan: &Plan, topic: &str) -> Duration {
     let payload = bytes::Bytes::from(vec![b'x'; plan.size]);
     let partitions = plan.partitions as usize;
+    // One shared name, as the raw loop borrows one.
+    let topic = Topic::from(topic);
     let envelopes = futures::stream::iter((0..plan.records).map(move |i| {
-        let record = ProducerRecord::new(topic)
+        let record = ProducerRecord::new(&topic)
             .partition((i % partitions) as i32)
             .payload(payload.clone());
         producer::Envelope::message(record, i)
@@ -1131,12 +1134,12 @@ async fn transactional_pipeline(plan: &Plan, output: &str) -> Duration {
     )
     .expect("sink");
     let started = std::sync::OnceLock::new();
-    let output = output.to_owned();
+    let output = Topic::from(output);
     let first = &started;
     let envelopes = source.take(plan.records).map(move |m| {
         first.get_or_init(Instant::now);
         let m = m?;
-        let mut record = ProducerRecord::new(output.as_str());
+        let mut record = ProducerRecord::new(&output);
         if let Some(k) = m.record.key_bytes() {
             record = record.key(k);
         }

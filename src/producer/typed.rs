@@ -8,7 +8,7 @@ use futures::{Sink, SinkExt};
 use super::envelope::Envelope;
 use crate::consumer::{CommittableOffset, TypedMessage};
 use crate::error::{Error, Result};
-use crate::record::{ConsumerRecord, ProducerRecord};
+use crate::record::{ConsumerRecord, ProducerRecord, Topic};
 use crate::serde::{Serializer, TypedProducerRecord, TypedRecord};
 
 /// `serializing(key, payload)` on every sink of records (a
@@ -56,7 +56,7 @@ impl<S: Sink<ProducerRecord, Error = Error>> SerializeExt for S {}
 /// other constants).
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
-    topic: String,
+    topic: Topic,
 }
 
 impl DeadLetters {
@@ -72,7 +72,7 @@ impl DeadLetters {
     pub const ERROR_MESSAGE: &'static str = "dead-letter.error.message";
 
     /// Dead letters go to `topic`.
-    pub fn new(topic: impl Into<String>) -> Self {
+    pub fn new(topic: impl Into<Topic>) -> Self {
         DeadLetters {
             topic: topic.into(),
         }
@@ -87,7 +87,7 @@ impl DeadLetters {
     /// payload and headers as they were read, then the headers naming the
     /// source and the failure. Its timestamp is the original's.
     pub fn record(&self, record: &ConsumerRecord, error: &Error) -> ProducerRecord {
-        let mut dead = ProducerRecord::new(self.topic.as_str());
+        let mut dead = ProducerRecord::new(&self.topic);
         if let Some(key) = record.key_bytes() {
             dead = dead.key(key);
         }
