@@ -72,18 +72,105 @@ pub struct Header {
 
 /// A record read from Kafka. Owned, cheap to clone, `'static + Send`: it does
 /// not borrow the consumer and may outlive it.
+// Laid out small (96 bytes; with its offset, a committable message stays
+// within 128): records and messages move through every stream combinator
+// a pipeline has, and larger values are moved by calls to `memcpy`. Hence
+// the key and payload as one slice, the timestamp's kind apart from its
+// value, and no vector for the (usually absent) headers.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
     pub(crate) topic: Arc<str>,
-    pub(crate) partition: i32,
     pub(crate) offset: i64,
-    pub(crate) timestamp: Timestamp,
-    pub(crate) key: Option<Bytes>,
-    pub(crate) payload: Option<Bytes>,
-    pub(crate) headers: Vec<Header>,
+    /// The key's bytes, then the payload's.
+    data: Bytes,
+    headers: Option<Box<[Header]>>,
+    timestamp: i64,
+    pub(crate) partition: i32,
+    /// How many bytes of `data` are the key's.
+    key_len: u32,
+    timestamp_kind: TimestampKind,
+    key_null: bool,
+    payload_null: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimestampKind {
+    NotAvailable,
+    CreateTime,
+    LogAppendTime,
+}
+
+/// Where a record's key and payload lie in the bytes that hold both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct KeyAndPayload {
+    /// The key's length, `None` for a null key.
+    pub(crate) key: Option<usize>,
+    /// Whether there is a payload (it takes the rest).
+    pub(crate) payload: bool,
 }
 
 impl ConsumerRecord {
+    /// A record whose key and payload are `data`, split as `parts` says.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        timestamp: Timestamp,
+        data: Bytes,
+        parts: KeyAndPayload,
+        headers: Vec<Header>,
+    ) -> Self {
+        let (timestamp_kind, timestamp) = match timestamp {
+            Timestamp::NotAvailable => (TimestampKind::NotAvailable, 0),
+            Timestamp::CreateTime(t) => (TimestampKind::CreateTime, t),
+            Timestamp::LogAppendTime(t) => (TimestampKind::LogAppendTime, t),
+        };
+        let key_len = parts.key.unwrap_or(0);
+        debug_assert!(key_len <= data.len());
+        ConsumerRecord {
+            topic,
+            offset,
+            data,
+            headers: (!headers.is_empty()).then(|| headers.into_boxed_slice()),
+            timestamp,
+            partition,
+            key_len: u32::try_from(key_len).expect("a key under 4 GiB"),
+            timestamp_kind,
+            key_null: parts.key.is_none(),
+            payload_null: !parts.payload,
+        }
+    }
+
+    /// A record of a key and a payload held apart (copied into one buffer).
+    pub(crate) fn new(
+        topic: impl Into<Arc<str>>,
+        partition: i32,
+        offset: i64,
+        timestamp: Timestamp,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Vec<Header>,
+    ) -> Self {
+        let mut data =
+            Vec::with_capacity(key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len));
+        data.extend_from_slice(key.unwrap_or_default());
+        data.extend_from_slice(payload.unwrap_or_default());
+        let parts = KeyAndPayload {
+            key: key.map(<[u8]>::len),
+            payload: payload.is_some(),
+        };
+        ConsumerRecord::from_parts(
+            topic.into(),
+            partition,
+            offset,
+            timestamp,
+            data.into(),
+            parts,
+            headers,
+        )
+    }
+
     /// The topic the record was read from.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -101,32 +188,39 @@ impl ConsumerRecord {
 
     /// The record's timestamp.
     pub fn timestamp(&self) -> Timestamp {
-        self.timestamp
+        match self.timestamp_kind {
+            TimestampKind::NotAvailable => Timestamp::NotAvailable,
+            TimestampKind::CreateTime => Timestamp::CreateTime(self.timestamp),
+            TimestampKind::LogAppendTime => Timestamp::LogAppendTime(self.timestamp),
+        }
     }
 
     /// The key, `None` for a null key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+        (!self.key_null).then(|| &self.data[..self.key_len as usize])
     }
 
     /// The payload, `None` for a null payload (a tombstone).
     pub fn payload(&self) -> Option<&[u8]> {
-        self.payload.as_deref()
+        (!self.payload_null).then(|| &self.data[self.key_len as usize..])
     }
 
     /// The key as shared bytes, cloned without copying.
     pub fn key_bytes(&self) -> Option<Bytes> {
-        self.key.clone()
+        (!self.key_null).then(|| self.data.slice(..self.key_len as usize))
     }
 
     /// The payload as shared bytes, cloned without copying.
     pub fn payload_bytes(&self) -> Option<Bytes> {
-        self.payload.clone()
+        (!self.payload_null).then(|| match self.key_len {
+            0 => self.data.clone(),
+            n => self.data.slice(n as usize..),
+        })
     }
 
     /// The record's headers, in order.
     pub fn headers(&self) -> &[Header] {
-        &self.headers
+        self.headers.as_deref().unwrap_or_default()
     }
 
     /// The topic and partition of the record.
@@ -154,7 +248,7 @@ impl ConsumerRecord {
     #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
     pub fn trace_context(&self) -> Option<opentelemetry::trace::SpanContext> {
         let find = |name: &str| {
-            self.headers
+            self.headers()
                 .iter()
                 .find(|h| h.key.eq_ignore_ascii_case(name))
                 .and_then(|h| h.value.as_deref())
@@ -174,13 +268,9 @@ impl ConsumerRecord {
     #[cfg(feature = "opentelemetry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
     pub fn process_span(&self) -> tracing::Span {
-        crate::otel::process(
-            &self.topic,
-            self.partition,
-            self.offset,
-            self.key.as_deref(),
-            || self.trace_context(),
-        )
+        crate::otel::process(&self.topic, self.partition, self.offset, self.key(), || {
+            self.trace_context()
+        })
     }
 }
 
@@ -190,10 +280,10 @@ impl fmt::Debug for ConsumerRecord {
             .field("topic", &self.topic)
             .field("partition", &self.partition)
             .field("offset", &self.offset)
-            .field("timestamp", &self.timestamp)
-            .field("key_len", &self.key.as_ref().map(Bytes::len))
-            .field("payload_len", &self.payload.as_ref().map(Bytes::len))
-            .field("headers", &self.headers.len())
+            .field("timestamp", &self.timestamp())
+            .field("key_len", &self.key().map(<[u8]>::len))
+            .field("payload_len", &self.payload().map(<[u8]>::len))
+            .field("headers", &self.headers().len())
             .finish()
     }
 }
@@ -425,5 +515,52 @@ impl ProducerRecord {
     /// was set; otherwise the producer sets the time of sending.
     pub fn timestamp_millis(&self) -> Option<i64> {
         self.timestamp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_and_a_committable_message_stay_small_enough_to_move_without_memcpy() {
+        assert!(std::mem::size_of::<ConsumerRecord>() <= 96);
+        assert!(std::mem::size_of::<crate::consumer::CommittableMessage>() <= 128);
+        assert!(std::mem::size_of::<crate::Result<crate::consumer::CommittableMessage>>() <= 128);
+    }
+
+    #[test]
+    fn key_and_payload_come_apart_as_they_went_in() {
+        let headers = vec![Header {
+            key: "h".into(),
+            value: None,
+        }];
+        type Part = Option<&'static [u8]>;
+        let cases: [(Part, Part); 5] = [
+            (Some(b"key"), Some(b"payload")),
+            (None, Some(b"payload")),
+            (Some(b"key"), None),
+            (None, None),
+            (Some(b""), Some(b"")),
+        ];
+        for (key, payload) in cases {
+            let r = ConsumerRecord::new(
+                "t",
+                1,
+                2,
+                Timestamp::LogAppendTime(3),
+                key,
+                payload,
+                headers.clone(),
+            );
+            assert_eq!((r.key(), r.payload()), (key, payload));
+            assert_eq!(r.key_bytes().as_deref(), key);
+            assert_eq!(r.payload_bytes().as_deref(), payload);
+            assert_eq!(r.timestamp(), Timestamp::LogAppendTime(3));
+            assert_eq!(r.headers(), &headers[..]);
+        }
+        let bare = ConsumerRecord::new("t", 0, 0, Timestamp::NotAvailable, None, None, vec![]);
+        assert_eq!(bare.timestamp(), Timestamp::NotAvailable);
+        assert!(bare.headers().is_empty());
     }
 }

@@ -302,15 +302,15 @@ mod tests {
     use crate::record::Timestamp;
 
     fn record(key: Option<&str>, payload: Option<&str>) -> ConsumerRecord {
-        ConsumerRecord {
-            topic: "t".into(),
-            partition: 2,
-            offset: 7,
-            timestamp: Timestamp::CreateTime(1),
-            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-            payload: payload.map(|p| Bytes::copy_from_slice(p.as_bytes())),
-            headers: Vec::new(),
-        }
+        ConsumerRecord::new(
+            "t",
+            2,
+            7,
+            Timestamp::CreateTime(1),
+            key.map(str::as_bytes),
+            payload.map(str::as_bytes),
+            Vec::new(),
+        )
     }
 
     #[test]

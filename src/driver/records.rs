@@ -11,14 +11,15 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
-use crate::record::{ConsumerRecord, Header, Timestamp};
+use crate::record::{ConsumerRecord, Header, KeyAndPayload, Timestamp};
 
 #[derive(Debug)]
 struct Pending {
     offset: i64,
     timestamp: Timestamp,
-    key: Option<Range<usize>>,
-    payload: Option<Range<usize>>,
+    /// The key's bytes then the payload's, back to back in the arena.
+    data: Range<usize>,
+    parts: KeyAndPayload,
     headers: Vec<Header>,
 }
 
@@ -143,14 +144,6 @@ impl RecordBuilder {
         self.arena.len()
     }
 
-    fn copy(&mut self, bytes: Option<&[u8]>) -> Option<Range<usize>> {
-        bytes.map(|b| {
-            let start = self.arena.len();
-            self.arena.extend_from_slice(b);
-            start..self.arena.len()
-        })
-    }
-
     /// Copies one message into the batch.
     pub(crate) fn push(
         &mut self,
@@ -160,13 +153,21 @@ impl RecordBuilder {
         payload: Option<&[u8]>,
         headers: Vec<Header>,
     ) {
-        let key = self.copy(key);
-        let payload = self.copy(payload);
+        let start = self.arena.len();
+        if let Some(key) = key {
+            self.arena.extend_from_slice(key);
+        }
+        if let Some(payload) = payload {
+            self.arena.extend_from_slice(payload);
+        }
         self.pending.push(Pending {
             offset,
             timestamp,
-            key,
-            payload,
+            data: start..self.arena.len(),
+            parts: KeyAndPayload {
+                key: key.map(<[u8]>::len),
+                payload: payload.is_some(),
+            },
             headers,
         });
     }
@@ -199,14 +200,16 @@ impl RecordBuilder {
         let buf = self.arena.split().freeze();
         self.pending
             .drain(..)
-            .map(|p| ConsumerRecord {
-                topic: topic.clone(),
-                partition,
-                offset: p.offset,
-                timestamp: p.timestamp,
-                key: p.key.map(|r| buf.slice(r)),
-                payload: p.payload.map(|r| buf.slice(r)),
-                headers: p.headers,
+            .map(|p| {
+                ConsumerRecord::from_parts(
+                    topic.clone(),
+                    partition,
+                    p.offset,
+                    p.timestamp,
+                    buf.slice(p.data),
+                    p.parts,
+                    p.headers,
+                )
             })
             .collect()
     }

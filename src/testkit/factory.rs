@@ -109,15 +109,15 @@ impl CommitRecorder {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         CommittableMessage {
-            record: ConsumerRecord {
-                topic: topic.into(),
+            record: ConsumerRecord::new(
+                topic,
                 partition,
                 offset,
-                timestamp: Timestamp::CreateTime(now),
-                key,
-                payload: Some(payload.into()),
-                headers: Vec::new(),
-            },
+                Timestamp::CreateTime(now),
+                key.as_deref(),
+                Some(&payload.into()),
+                Vec::new(),
+            ),
             offset: self.offset(topic, partition, offset),
         }
     }
