@@ -1190,8 +1190,11 @@ const CRATE_BYTES_PER_RECORD: f64 = 160.0;
 /// default settings: librdkafka's prefetch (up to `queued.max.messages.kbytes`
 /// of records, or `queued.min.messages` records if fewer) and one fetch
 /// response (`fetch.max.bytes`, which librdkafka lowers to the same budget),
-/// each record with its bookkeeping; for this crate's sources also their
-/// buffered batches and the chunks kept to copy the next batches into.
+/// each record with its bookkeeping, plus one more response: records share
+/// the buffer of the response they came in, freed with its last record, so
+/// the oldest response is held whole while its last records wait. For this
+/// crate's sources also their buffered batches and the chunks kept to copy
+/// the next batches into.
 /// `None` for cases that do not consume.
 pub(crate) fn memory_bound_mb(case: Case, size: usize, partitions: i32) -> Option<f64> {
     if case.writes() || matches!(case, Case::JavaConsumer | Case::JavaProducer) {
@@ -1208,7 +1211,7 @@ pub(crate) fn memory_bound_mb(case: Case, size: usize, partitions: i32) -> Optio
     let min_messages = setting("queued.min.messages", 100_000.0);
     let s = size as f64;
     let prefetch = (budget / s).min(min_messages) + budget / s;
-    let mut bytes = prefetch * (s + LIBRDKAFKA_BYTES_PER_RECORD);
+    let mut bytes = prefetch * (s + LIBRDKAFKA_BYTES_PER_RECORD) + budget;
     let crate_source = !matches!(
         case,
         Case::RawBaseConsumer
