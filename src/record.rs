@@ -523,10 +523,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_and_a_committable_message_stay_small_enough_to_move_without_memcpy() {
+    fn a_record_stays_small_enough_to_move_without_memcpy() {
+        // With its offset, a committable message must stay within 128
+        // bytes (tested where it is defined).
         assert!(std::mem::size_of::<ConsumerRecord>() <= 96);
-        assert!(std::mem::size_of::<crate::consumer::CommittableMessage>() <= 128);
-        assert!(std::mem::size_of::<crate::Result<crate::consumer::CommittableMessage>>() <= 128);
     }
 
     #[test]

@@ -97,3 +97,16 @@ pub struct CommittableMessage {
     /// Its offset, to hand to a committer once the record is processed.
     pub offset: CommittableOffset,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committable_message_stays_small_enough_to_move_without_memcpy() {
+        // Larger values are moved by calls to memcpy through every stream
+        // combinator of a pipeline.
+        assert!(std::mem::size_of::<CommittableMessage>() <= 128);
+        assert!(std::mem::size_of::<crate::Result<CommittableMessage>>() <= 128);
+    }
+}
