@@ -101,7 +101,7 @@ enum TimestampKind {
 }
 
 /// Where a record's key and payload lie in the bytes that hold both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct KeyAndPayload {
     /// The key's length, `None` for a null key.
     pub(crate) key: Option<usize>,
@@ -109,9 +109,18 @@ pub(crate) struct KeyAndPayload {
     pub(crate) payload: bool,
 }
 
+impl KeyAndPayload {
+    /// How `key` and `payload`, written back to back, lie in the bytes.
+    pub(crate) fn of(key: Option<&[u8]>, payload: Option<&[u8]>) -> Self {
+        KeyAndPayload {
+            key: key.map(<[u8]>::len),
+            payload: payload.is_some(),
+        }
+    }
+}
+
 impl ConsumerRecord {
     /// A record whose key and payload are `data`, split as `parts` says.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_parts(
         topic: Arc<str>,
         partition: i32,
@@ -152,21 +161,14 @@ impl ConsumerRecord {
         payload: Option<&[u8]>,
         headers: Vec<Header>,
     ) -> Self {
-        let mut data =
-            Vec::with_capacity(key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len));
-        data.extend_from_slice(key.unwrap_or_default());
-        data.extend_from_slice(payload.unwrap_or_default());
-        let parts = KeyAndPayload {
-            key: key.map(<[u8]>::len),
-            payload: payload.is_some(),
-        };
+        let data = [key.unwrap_or_default(), payload.unwrap_or_default()].concat();
         ConsumerRecord::from_parts(
             topic.into(),
             partition,
             offset,
             timestamp,
             data.into(),
-            parts,
+            KeyAndPayload::of(key, payload),
             headers,
         )
     }

@@ -164,10 +164,7 @@ impl RecordBuilder {
             offset,
             timestamp,
             data: start..self.arena.len(),
-            parts: KeyAndPayload {
-                key: key.map(<[u8]>::len),
-                payload: payload.is_some(),
-            },
+            parts: KeyAndPayload::of(key, payload),
             headers,
         });
     }
