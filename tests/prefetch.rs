@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use reactive_kafka::consumer::{self, Control};
 use reactive_kafka::{ProducerRecord, Subscription};
 use support::*;
@@ -118,20 +118,34 @@ async fn send_8kib(sink: &mut reactive_kafka::producer::ProducerSink, topic: &st
     sink.flush().await.unwrap();
 }
 
+/// A one-partition topic holding one record of 8 KiB, a sink to send more,
+/// and consumer settings whose batches hold four such records
+/// (`max_batch_bytes` 32 KiB, one batch buffered).
+async fn large_records(
+    name: &str,
+) -> (
+    reactive_kafka::testkit::TestBroker,
+    String,
+    reactive_kafka::producer::ProducerSink,
+    reactive_kafka::ConsumerSettings,
+) {
+    let (broker, topic) = broker_with_topic(name, 1).await;
+    let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
+    send_8kib(&mut sink, &topic, 1).await;
+    let settings = broker
+        .consumer_settings(&unique(&format!("g-{name}")))
+        .max_batch_records(1000)
+        .max_batch_bytes(32 << 10)
+        .buffer_batches(1);
+    (broker, topic, sink, settings)
+}
+
 /// Large records come in batches of about `max_batch_bytes`, not
 /// `max_batch_records`: what this crate buffers stays small whatever the
 /// record size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
-    let (broker, topic) = broker_with_topic("batch-bytes", 1).await;
-    let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
-    send_8kib(&mut sink, &topic, 1).await;
-
-    let settings = broker
-        .consumer_settings(&unique("g-batch-bytes"))
-        .max_batch_records(1000)
-        .max_batch_bytes(32 << 10)
-        .buffer_batches(1);
+    let (_broker, topic, mut sink, settings) = large_records("batch-bytes").await;
     let (mut source, control) =
         consumer::plain_source(settings, Subscription::topics([topic.as_str()])).unwrap();
     // The first record tells the consumer how large records are. Then the
@@ -164,24 +178,15 @@ async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
 /// `buffer_batches + 3` batches of bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sub_stream_of_large_records_holds_a_few_batches() {
-    let (broker, topic) = broker_with_topic("batch-bytes-partitioned", 1).await;
-    let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
-    send_8kib(&mut sink, &topic, 1).await;
-
-    let settings = broker
-        .consumer_settings(&unique("g-batch-bytes-partitioned"))
-        .property("statistics.interval.ms", "100")
-        .max_batch_records(1000)
-        .max_batch_bytes(32 << 10)
-        .buffer_batches(1);
+    let (_broker, topic, mut sink, settings) = large_records("batch-bytes-partitioned").await;
+    let settings = settings.property("statistics.interval.ms", "100");
     let (mut source, control) =
         consumer::plain_partitioned_source(settings, Subscription::topics([topic.as_str()]))
             .unwrap();
-    let (_, mut sub) = tokio::time::timeout(Duration::from_secs(30), source.next())
+    let mut sub = take_partitions(&mut source, 1)
         .await
-        .expect("a partition assigned")
-        .expect("a sub-stream")
-        .unwrap();
+        .remove(&0)
+        .expect("partition 0");
     // The first record tells the consumer how large records are; then the
     // sub-stream is not pulled.
     take_n(&mut sub, 1, Duration::from_secs(30)).await;
