@@ -5,6 +5,10 @@
 //! Clones share the task: each has its own buffer and its own slot in the
 //! channel, and each hears of the task's failure. Closing a clone hands
 //! over its items; closing the last one also waits for the task.
+//!
+//! An item may fold the next one into itself ([`Fold`]): the committer folds
+//! the offsets of one partition into one, on the sending thread, so the task
+//! does not touch every offset.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,9 +21,20 @@ use futures::{FutureExt, Sink};
 
 use crate::error::{Error, Result};
 
+/// What a [`TaskSink`] buffers.
+pub(crate) trait Fold: Sized {
+    /// Folds `next` into `self`, or gives it back to be buffered on its own.
+    fn fold(&mut self, next: Self) -> Option<Self>;
+}
+
 pub(crate) struct TaskSink<T> {
     buf: Vec<T>,
+    /// Items taken since the buffer was last handed over (folded ones too).
+    taken: usize,
+    /// Hands the buffer over once this many items were taken.
     chunk: usize,
+    /// The length of the buffer last handed over: the next one's capacity.
+    last_len: usize,
     tx: mpsc::Sender<Vec<T>>,
     /// How the task ended, for every clone.
     end: Shared<BoxFuture<'static, Result<()>>>,
@@ -33,8 +48,10 @@ pub(crate) struct TaskSink<T> {
 impl<T> Clone for TaskSink<T> {
     fn clone(&self) -> Self {
         TaskSink {
-            buf: Vec::with_capacity(self.chunk),
+            buf: Vec::new(),
+            taken: 0,
             chunk: self.chunk,
+            last_len: 0,
             tx: self.tx.clone(),
             end: self.end.clone(),
             finished: self.finished.clone(),
@@ -74,8 +91,10 @@ impl<T: Send + 'static> TaskSink<T> {
         .boxed()
         .shared();
         Ok(TaskSink {
-            buf: Vec::with_capacity(chunk),
+            buf: Vec::new(),
+            taken: 0,
             chunk,
+            last_len: 0,
             tx,
             end,
             finished,
@@ -86,8 +105,9 @@ impl<T: Send + 'static> TaskSink<T> {
 }
 
 impl<T> TaskSink<T> {
+    /// Items taken and not yet handed to the task.
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len()
+        self.taken
     }
 
     /// Waits for the task to end and returns how it ended.
@@ -126,7 +146,9 @@ impl<T> TaskSink<T> {
         if ready!(self.tx.poll_ready(cx)).is_err() {
             return self.poll_stopped(cx);
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk));
+        let chunk = std::mem::take(&mut self.buf);
+        self.taken = 0;
+        self.last_len = chunk.len();
         if self.tx.start_send(chunk).is_err() {
             return self.poll_stopped(cx);
         }
@@ -136,7 +158,7 @@ impl<T> TaskSink<T> {
 
 impl<T> Unpin for TaskSink<T> {}
 
-impl<T> Sink<T> for TaskSink<T> {
+impl<T: Fold> Sink<T> for TaskSink<T> {
     type Error = Error;
 
     /// Fails at once when the task has failed, without waiting for the
@@ -148,14 +170,25 @@ impl<T> Sink<T> for TaskSink<T> {
                 return Poll::Ready(result);
             }
         }
-        if this.buf.len() >= this.chunk {
+        if this.taken >= this.chunk {
             ready!(this.poll_send_buf(cx))?;
         }
         Poll::Ready(Ok(()))
     }
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
-        self.get_mut().buf.push(item);
+        let this = self.get_mut();
+        this.taken += 1;
+        let item = match this.buf.last_mut() {
+            Some(last) => last.fold(item),
+            None => Some(item),
+        };
+        if let Some(item) = item {
+            if this.buf.capacity() == 0 {
+                this.buf.reserve(this.last_len);
+            }
+            this.buf.push(item);
+        }
         Ok(())
     }
 
@@ -197,6 +230,7 @@ impl<T> Drop for TaskSink<T> {
     fn drop(&mut self) {
         // Best effort, never blocks: what reaches the task is still handled.
         if !self.buf.is_empty() {
+            self.taken = 0;
             let _ = self.tx.try_send(std::mem::take(&mut self.buf));
         }
     }

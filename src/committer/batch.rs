@@ -2,6 +2,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::run::Run;
 use crate::consumer::CommittableOffset;
 use crate::driver::{self, CommitOffsets, PartitionHandle};
 use crate::error::Result;
@@ -59,6 +60,21 @@ impl CommittableOffsetBatch {
         }
     }
 
+    /// Adds the offsets of a run: what adding each of them would do.
+    pub(crate) fn add_run(&mut self, run: Run) {
+        self.count_folded(run.folded);
+        if let Some(o) = run.next_highest {
+            self.add(o);
+        }
+        self.add(run.highest);
+    }
+
+    /// Counts offsets folded into a run (and acknowledged there) without
+    /// adding them: the run's kept offsets cover them.
+    pub(crate) fn count_folded(&mut self, n: usize) {
+        self.count += n;
+    }
+
     /// How many offsets were added since the batch was created or committed.
     pub fn len(&self) -> usize {
         self.count
@@ -67,6 +83,15 @@ impl CommittableOffsetBatch {
     /// True when nothing was added.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Each partition's offset to commit, in entry order.
+    #[cfg(test)]
+    pub(crate) fn offsets(&self) -> Vec<(crate::record::TopicPartition, i64)> {
+        self.entries
+            .iter()
+            .map(|(h, o)| (h.tp().clone(), *o))
+            .collect()
     }
 
     /// How many partitions the batch commits.

@@ -16,13 +16,14 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::WatchStream;
 
+use super::run::Run;
 use super::CommittableOffsetBatch;
 use crate::consumer::CommittableOffset;
 use crate::error::{Report, Result};
 use crate::outcome::CommitOutcome;
 use crate::settings::{CommitDelivery, CommitWhen, CommitterSettings};
 
-type Chunks = Pin<Box<dyn Stream<Item = Vec<CommittableOffset>> + Send>>;
+type Chunks = Pin<Box<dyn Stream<Item = Vec<Run>> + Send>>;
 
 /// The stream returned by [`flow`](super::flow): one [`CommitOutcome`] per
 /// commit, then the end once its offsets ended and every commit was
@@ -59,7 +60,7 @@ impl fmt::Debug for CommitterFlow {
 impl CommitterFlow {
     pub(super) fn new<S>(settings: CommitterSettings, chunks: S) -> Self
     where
-        S: Stream<Item = Vec<CommittableOffset>> + Send + 'static,
+        S: Stream<Item = Vec<Run>> + Send + 'static,
     {
         CommitterFlow {
             settings,
@@ -108,18 +109,22 @@ impl CommitterFlow {
         );
     }
 
-    fn take_chunk(&mut self, chunk: Vec<CommittableOffset>) {
+    fn take_chunk(&mut self, chunk: Vec<Run>) {
         if self.revoking.is_none() {
             self.revoking = chunk
                 .first()
-                .map(|o| WatchStream::new(o.partition.revoking()));
+                .map(|r| WatchStream::new(r.highest.partition.revoking()));
         }
         if self.batch.is_empty() {
             let deadline = Instant::now() + self.settings.max_interval;
             self.interval.as_mut().reset(deadline);
         }
         match self.settings.when {
-            CommitWhen::OffsetFirstObserved => self.batch.extend(chunk),
+            CommitWhen::OffsetFirstObserved => {
+                for run in chunk {
+                    self.batch.add_run(run);
+                }
+            }
             CommitWhen::NextOffsetObserved => self.held.observe(chunk, &mut self.batch),
         }
     }
@@ -222,26 +227,34 @@ pub(super) async fn drive(mut flow: CommitterFlow) -> Result<()> {
 /// For [`CommitWhen::NextOffsetObserved`]: the newest offset of each
 /// partition, held back until a newer one of the same partition arrives.
 #[derive(Default)]
-struct Held {
+pub(super) struct Held {
     offsets: Vec<CommittableOffset>,
 }
 
 impl Held {
-    fn observe(&mut self, chunk: Vec<CommittableOffset>, batch: &mut CommittableOffsetBatch) {
-        for offset in chunk {
-            match self.offsets.iter_mut().find(|h| h.same_partition(&offset)) {
-                Some(h)
-                    if h.offset() < offset.offset() || h.generation() != offset.generation() =>
-                {
-                    batch.add(std::mem::replace(h, offset));
-                }
-                Some(_) => batch.add(offset),
-                None => self.offsets.push(offset),
+    /// Observes each run's next highest offset, then its highest: what
+    /// observing all its offsets would do, as the others are lower.
+    pub(super) fn observe(&mut self, chunk: Vec<Run>, batch: &mut CommittableOffsetBatch) {
+        for run in chunk {
+            batch.count_folded(run.folded);
+            if let Some(o) = run.next_highest {
+                self.observe_one(o, batch);
             }
+            self.observe_one(run.highest, batch);
         }
     }
 
-    fn release(&mut self, batch: &mut CommittableOffsetBatch) {
+    fn observe_one(&mut self, offset: CommittableOffset, batch: &mut CommittableOffsetBatch) {
+        match self.offsets.iter_mut().find(|h| h.same_partition(&offset)) {
+            Some(h) if h.offset() < offset.offset() || h.generation() != offset.generation() => {
+                batch.add(std::mem::replace(h, offset));
+            }
+            Some(_) => batch.add(offset),
+            None => self.offsets.push(offset),
+        }
+    }
+
+    pub(super) fn release(&mut self, batch: &mut CommittableOffsetBatch) {
         batch.extend(self.offsets.drain(..));
     }
 }

@@ -26,6 +26,7 @@
 
 mod batch;
 mod flow;
+mod run;
 mod sink;
 #[cfg(test)]
 mod tests;
@@ -41,8 +42,10 @@ use crate::error::Result;
 use crate::settings::CommitterSettings;
 use crate::task_sink::TaskSink;
 
-/// The most offsets handed to the batching loop at once.
-const CHUNK: usize = 256;
+/// The most offsets handed to the batching loop at once. They arrive folded
+/// into runs (one or two values per partition), so a hand-over is small; the
+/// default `max_batch` (1000) fits in one.
+const CHUNK: usize = 1024;
 
 /// A sink that commits the offsets it receives, in batches.
 ///
@@ -93,6 +96,8 @@ where
     S: Stream<Item = CommittableOffset> + Send + 'static,
 {
     settings.validate()?;
-    let chunks = offsets.ready_chunks(settings.max_batch.clamp(1, CHUNK));
+    let chunks = offsets
+        .ready_chunks(settings.max_batch.clamp(1, CHUNK))
+        .map(run::runs);
     Ok(CommitterFlow::new(settings, chunks))
 }

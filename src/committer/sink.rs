@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 
 use futures::Sink;
 
+use super::run::Run;
 use crate::consumer::CommittableOffset;
 use crate::error::{Error, Result};
 use crate::task_sink::TaskSink;
@@ -17,11 +18,11 @@ use crate::task_sink::TaskSink;
 #[derive(Clone)]
 #[must_use = "sinks do nothing unless offsets are sent to them"]
 pub struct CommitterSink {
-    inner: TaskSink<CommittableOffset>,
+    inner: TaskSink<Run>,
 }
 
 impl CommitterSink {
-    pub(super) fn new(inner: TaskSink<CommittableOffset>) -> Self {
+    pub(super) fn new(inner: TaskSink<Run>) -> Self {
         CommitterSink { inner }
     }
 }
@@ -42,7 +43,7 @@ impl Sink<CommittableOffset> for CommitterSink {
     }
 
     fn start_send(self: Pin<&mut Self>, item: CommittableOffset) -> Result<()> {
-        Pin::new(&mut self.get_mut().inner).start_send(item)
+        Pin::new(&mut self.get_mut().inner).start_send(Run::new(item))
     }
 
     /// Hands every buffered offset to the batching task. It does not force a

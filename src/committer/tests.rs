@@ -227,3 +227,81 @@ async fn next_offset_observed_holds_the_newest_offset_until_a_newer_one() {
     while running.outcomes.recv().await.is_some() {}
     assert_eq!(fake.commits().last().unwrap(), &vec![po(0, 2)]);
 }
+
+/// Offsets of partitions 0 and 1 in a scrambled order, with repeats.
+fn scrambled(fake: &FakeConsumer, seed: u64) -> Vec<CommittableOffset> {
+    let mut x = seed;
+    (0..60)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let partition = i32::from((x >> 60) as u8 % 3 == 0);
+            offset(fake, partition, ((x >> 33) % 16) as i64)
+        })
+        .collect()
+}
+
+#[test]
+fn runs_keep_a_partitions_two_highest_offsets_and_count_the_rest() {
+    let fake = FakeConsumer::new();
+    let first = offset(&fake, 0, 5);
+    let mut offsets = vec![first.clone(), first, offset(&fake, 0, 3)];
+    offsets.extend([7, 7, 6].map(|o| offset(&fake, 0, o)));
+    offsets.push(offset(&fake, 1, 2));
+    offsets.push(offset(&fake, 0, 8));
+    let runs = run::runs(offsets);
+    let shape: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.highest.topic_partition().partition,
+                r.highest.offset(),
+                r.next_highest.as_ref().map(CommittableOffset::offset),
+                r.folded,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![(0, 7, Some(7), 4), (1, 2, None, 0), (0, 8, None, 0)]
+    );
+}
+
+#[test]
+fn a_batch_of_runs_commits_what_a_batch_of_each_offset_commits() {
+    for seed in 0..50 {
+        let fake = FakeConsumer::new();
+        let offsets = scrambled(&fake, seed);
+        let mut each = CommittableOffsetBatch::new();
+        each.extend(offsets.iter().cloned());
+        let mut folded = CommittableOffsetBatch::new();
+        for r in run::runs(offsets) {
+            folded.add_run(r);
+        }
+        assert_eq!(folded.offsets(), each.offsets(), "seed {seed}");
+        assert_eq!(folded.len(), each.len(), "seed {seed}");
+    }
+}
+
+#[test]
+fn holding_runs_back_commits_what_holding_each_offset_back_commits() {
+    // CommitWhen::NextOffsetObserved: the same offsets go to the batch, and
+    // the same are held, whether the offsets come folded or one by one.
+    for seed in 0..50 {
+        let fake = FakeConsumer::new();
+        let offsets = scrambled(&fake, seed);
+        let (mut held_each, mut each) = (flow::Held::default(), CommittableOffsetBatch::new());
+        held_each.observe(
+            offsets.iter().cloned().map(run::Run::new).collect(),
+            &mut each,
+        );
+        let (mut held_runs, mut folded) = (flow::Held::default(), CommittableOffsetBatch::new());
+        held_runs.observe(run::runs(offsets), &mut folded);
+        assert_eq!(folded.offsets(), each.offsets(), "seed {seed}");
+        assert_eq!(folded.len(), each.len(), "seed {seed}");
+        held_each.release(&mut each);
+        held_runs.release(&mut folded);
+        assert_eq!(folded.offsets(), each.offsets(), "seed {seed}");
+    }
+}

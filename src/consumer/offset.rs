@@ -44,6 +44,15 @@ impl CommittableOffset {
         self.partition.same_partition(&other.partition)
     }
 
+    /// True when both come from the same assignment of the same partition
+    /// (records of one batch share their handle, so this is mostly a
+    /// pointer comparison).
+    pub(crate) fn same_assignment(&self, other: &CommittableOffset) -> bool {
+        Arc::ptr_eq(&self.partition, &other.partition)
+            || (self.partition.generation() == other.partition.generation()
+                && self.same_partition(other))
+    }
+
     /// Ends the consumer this offset came from with `err`, as the pipeline
     /// that processes its records has failed: its stream ends with the
     /// error, `Control::is_shutdown` resolves with it, and its held

@@ -3,6 +3,7 @@ use std::fmt;
 use super::core::RecordMetadata;
 use crate::error::Error;
 use crate::record::ProducerRecord;
+use crate::task_sink::Fold;
 
 /// What a producer flow or sink is given: records to produce and a value to
 /// pass through to the result (Alpakka's `Envelope`).
@@ -25,6 +26,13 @@ pub enum Envelope<P> {
     /// No record: the value flows on, in order with the others (for example
     /// the offset of a record that was filtered out).
     PassThrough(P),
+}
+
+/// Each envelope is produced on its own: none folds into another.
+impl<P> Fold for Envelope<P> {
+    fn fold(&mut self, next: Self) -> Option<Self> {
+        Some(next)
+    }
 }
 
 impl<P> Envelope<P> {

@@ -1,0 +1,94 @@
+//! Offsets of one partition that reach a committer in a row, folded into the
+//! two a commit can need.
+
+use crate::consumer::CommittableOffset;
+use crate::task_sink::Fold;
+
+/// Offsets of one assignment of one partition that arrived one after the
+/// other, reduced to the highest and the next highest; the others are
+/// acknowledged as they are folded in (which with out-of-order commits
+/// marks them processed) and dropped.
+///
+/// A batch keeps the highest offset of each partition, so adding a run
+/// commits what adding each of its offsets would. The next highest is kept
+/// for [`CommitWhen::NextOffsetObserved`](crate::CommitWhen::NextOffsetObserved),
+/// which holds the highest back and commits the one before it.
+///
+/// Folding happens where the offsets are sent, so the committer's task
+/// receives one value per run, not per offset, and each offset's handle is
+/// cloned and dropped on the same thread.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(super) highest: CommittableOffset,
+    pub(super) next_highest: Option<CommittableOffset>,
+    /// Offsets folded in besides these two.
+    pub(super) folded: usize,
+}
+
+impl Run {
+    pub(crate) fn new(offset: CommittableOffset) -> Self {
+        Run {
+            highest: offset,
+            next_highest: None,
+            folded: 0,
+        }
+    }
+
+    /// Folds one more offset of the same assignment in, or gives it back.
+    fn push(&mut self, offset: CommittableOffset) -> Option<CommittableOffset> {
+        if !self.highest.same_assignment(&offset) {
+            return Some(offset);
+        }
+        let mut lowest = offset;
+        if lowest.offset > self.highest.offset {
+            std::mem::swap(&mut lowest, &mut self.highest);
+        }
+        let lowest = match &mut self.next_highest {
+            None => {
+                self.next_highest = Some(lowest);
+                return None;
+            }
+            Some(next) => {
+                if lowest.offset > next.offset {
+                    std::mem::swap(&mut lowest, next);
+                }
+                lowest
+            }
+        };
+        // Acknowledged as a batch would on adding it; its value is covered
+        // by the two kept (in order, a higher offset; out of order, a
+        // watermark that only grows).
+        let _ = lowest.next_to_commit();
+        self.folded += 1;
+        None
+    }
+}
+
+impl Fold for Run {
+    fn fold(&mut self, next: Self) -> Option<Self> {
+        if !self.highest.same_assignment(&next.highest) {
+            return Some(next);
+        }
+        self.folded += next.folded;
+        if let Some(o) = next.next_highest {
+            let _ = self.push(o);
+        }
+        let _ = self.push(next.highest);
+        None
+    }
+}
+
+/// Folds `offsets` into runs, in order.
+pub(crate) fn runs(offsets: impl IntoIterator<Item = CommittableOffset>) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for offset in offsets {
+        let left = match out.last_mut() {
+            Some(run) => run.push(offset),
+            None => Some(offset),
+        };
+        if let Some(offset) = left {
+            out.push(Run::new(offset));
+        }
+    }
+    out
+}
