@@ -10,7 +10,9 @@ use crate::task_sink::Fold;
 /// marks them processed) and dropped.
 ///
 /// A batch keeps the highest offset of each partition, so adding a run
-/// commits what adding each of its offsets would. The next highest is kept
+/// commits what adding each of its offsets would. With out-of-order
+/// commits the two kept are acknowledged last, as the batch adds them, and
+/// the watermark that returns covers the others. The next highest is kept
 /// for [`CommitWhen::NextOffsetObserved`](crate::CommitWhen::NextOffsetObserved),
 /// which holds the highest back and commits the one before it.
 ///
