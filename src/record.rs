@@ -151,7 +151,9 @@ impl ConsumerRecord {
         }
     }
 
-    /// A record of a key and a payload held apart (copied into one buffer).
+    /// A record of a key and a payload held apart (copied into one buffer),
+    /// for the test kit and tests; the driver builds records from parts.
+    #[cfg(any(test, feature = "testkit"))]
     pub(crate) fn new(
         topic: impl Into<Arc<str>>,
         partition: i32,
