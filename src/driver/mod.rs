@@ -321,6 +321,14 @@ pub(crate) fn lag_of(
     lag
 }
 
+/// Whether a source was pulled since the driver last looked, on a cache
+/// line of its own: sources read it on every pull and write it only after
+/// the driver cleared it, where a count bumped per record would move the
+/// line between the two threads' cores for every record.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct PullFlag(std::sync::atomic::AtomicBool);
+
 /// When things last happened, for `Control::health`: milliseconds since
 /// the driver started, plus one (0: never).
 #[derive(Debug)]
@@ -330,10 +338,9 @@ struct Health {
     polled: AtomicU64,
     committed: AtomicU64,
     stalls: AtomicU64,
-    /// Pulls of the source(s), counted; `pulled` is when the driver saw
-    /// this move last.
-    pulls: AtomicU64,
-    seen_pulls: AtomicU64,
+    /// Set by a source on each pull, cleared by the driver when it looks;
+    /// `pulled` is when the driver last found it set.
+    pull_seen: PullFlag,
     /// Sources holding records of a batch they took, not yet handed out.
     holding: AtomicU64,
     last_error: std::sync::Mutex<Option<Error>>,
@@ -347,8 +354,7 @@ impl Health {
             polled: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
-            pulls: AtomicU64::new(0),
-            seen_pulls: AtomicU64::new(0),
+            pull_seen: PullFlag::default(),
             holding: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
         }
@@ -375,8 +381,8 @@ impl Health {
     /// Notes the time if the source was pulled since the last look (the
     /// driver thread's, each pass of its loop).
     fn look_at_pulls(&self) {
-        let pulls = self.pulls.load(Ordering::Relaxed);
-        if self.seen_pulls.swap(pulls, Ordering::Relaxed) != pulls {
+        let flag = &self.pull_seen.0;
+        if flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::Relaxed) {
             self.mark(&self.pulled);
         }
     }
@@ -463,15 +469,15 @@ impl DriverHandle {
     }
 
     /// The source was pulled: for the health view and the stall watchdog.
-    /// One relaxed increment per pull (a clock read per record would cost
-    /// a few percent of throughput); the driver thread notes the time it
-    /// sees the count move.
+    /// A relaxed load per pull, and a store only once the driver cleared
+    /// the flag (a clock read per record would cost a few percent of
+    /// throughput); the driver thread notes the time it finds it set.
+    #[inline]
     pub(crate) fn pulled(&self) {
-        self.link
-            .shared
-            .health
-            .pulls
-            .fetch_add(1, Ordering::Relaxed);
+        let flag = &self.link.shared.health.pull_seen.0;
+        if !flag.load(Ordering::Relaxed) {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 
     /// A record was handed out to the user.
