@@ -8,7 +8,8 @@ use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::{CommittableMessage, CommittableOffset};
 use crate::driver::{
-    DriverHandle, DriverState, HandOver, PartitionHandle, RecordBatch, SourceScope, SubSource,
+    DriverHandle, DriverState, HandOver, HandedOut, PartitionHandle, RecordBatch, SourceScope,
+    SubSource,
 };
 use crate::error::Result;
 use crate::record::{ConsumerRecord, TopicPartition};
@@ -24,6 +25,8 @@ pub(crate) struct SourceCore {
     /// True while it holds records of a batch not yet handed out (told to
     /// the driver on each change, for the stall watchdog).
     holding: bool,
+    /// Records this source handed out, for the consumer's metrics.
+    handed_out: Arc<HandedOut>,
 }
 
 impl SourceCore {
@@ -35,6 +38,7 @@ impl SourceCore {
         SourceCore {
             rx,
             current: None,
+            handed_out: handle.open_handed_out(),
             handle,
             finished: false,
             partition,
@@ -65,7 +69,7 @@ impl SourceCore {
                         let more = records.len() > 0;
                         let item = f(record, partition);
                         self.set_holding(more);
-                        self.handle.handed_out();
+                        self.handed_out.one();
                         return Poll::Ready(Some(Ok(item)));
                     }
                     // Released (revoked): the rest belongs to the next owner.
@@ -112,6 +116,7 @@ impl Drop for SourceCore {
         // Stop delivering to this stream. Records it held but never returned
         // were never handed out, so nothing waits for them. Never blocks.
         self.set_holding(false);
+        self.handle.close_handed_out(&self.handed_out);
         let scope = match self.partition.take() {
             Some(a) => SourceScope::Partition(a),
             None => SourceScope::All,

@@ -217,6 +217,7 @@ impl DriverLink {
 struct Shared {
     state: watch::Sender<DriverState>,
     counters: Counters,
+    handed_out: HandedOutCounts,
     health: Health,
     /// librdkafka's latest statistics, when `statistics.interval.ms` is set.
     statistics: watch::Sender<Option<Arc<rdkafka::statistics::Statistics>>>,
@@ -235,6 +236,7 @@ impl Shared {
         Shared {
             state: watch::channel(DriverState::Running).0,
             counters: Counters::default(),
+            handed_out: HandedOutCounts::default(),
             health: Health::new(),
             statistics: watch::channel(None).0,
             outstanding: max_outstanding.map(Outstanding::new),
@@ -246,12 +248,68 @@ impl Shared {
     fn set_state(&self, state: DriverState) {
         self.state.send_replace(state);
     }
+
+    /// The figures now, with every source's count of records handed out.
+    fn metrics(&self) -> ConsumerMetrics {
+        let mut m = self.counters.snapshot();
+        m.records_handed_out = self.handed_out.total();
+        m
+    }
+}
+
+/// Records one source handed out. Only that source writes it (a load and a
+/// store per record, no locked instruction), on a cache line of its own, so
+/// neither the driver nor another source's thread contends for it.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct HandedOut(AtomicU64);
+
+impl HandedOut {
+    /// Counts one record; called only by the source that owns the count.
+    #[inline]
+    pub(crate) fn one(&self) {
+        let n = self.0.load(Ordering::Relaxed);
+        self.0.store(n + 1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The live sources' counts of records handed out, and what the sources
+/// that ended handed out.
+#[derive(Debug, Default)]
+struct HandedOutCounts {
+    inner: std::sync::Mutex<(u64, Vec<Arc<HandedOut>>)>,
+}
+
+impl HandedOutCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<Arc<HandedOut>>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(&self) -> Arc<HandedOut> {
+        let count = Arc::new(HandedOut::default());
+        self.lock().1.push(count.clone());
+        count
+    }
+
+    fn close(&self, count: &Arc<HandedOut>) {
+        let mut inner = self.lock();
+        inner.0 += count.get();
+        inner.1.retain(|c| !Arc::ptr_eq(c, count));
+    }
+
+    fn total(&self) -> u64 {
+        let inner = self.lock();
+        inner.0 + inner.1.iter().map(|c| c.get()).sum::<u64>()
+    }
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     records: AtomicU64,
-    records_handed_out: AtomicU64,
     bytes: AtomicU64,
     batches: AtomicU64,
     assigned_partitions: AtomicU64,
@@ -276,7 +334,8 @@ impl Counters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ConsumerMetrics {
             records: get(&self.records),
-            records_handed_out: get(&self.records_handed_out),
+            // Counted per source: `Shared::metrics` fills it in.
+            records_handed_out: 0,
             bytes: get(&self.bytes),
             batches: get(&self.batches),
             assigned_partitions: get(&self.assigned_partitions),
@@ -451,7 +510,7 @@ impl DriverHandle {
 
     /// A snapshot of the counters.
     pub(crate) fn metrics(&self) -> ConsumerMetrics {
-        self.link.shared.counters.snapshot()
+        self.link.shared.metrics()
     }
 
     /// Per partition, the lag in the latest statistics.
@@ -480,9 +539,15 @@ impl DriverHandle {
         }
     }
 
-    /// A record was handed out to the user.
-    pub(crate) fn handed_out(&self) {
-        Counters::add(&self.link.shared.counters.records_handed_out, 1);
+    /// A count of records handed out for a new source; give it back with
+    /// [`close_handed_out`](Self::close_handed_out) when the source ends.
+    pub(crate) fn open_handed_out(&self) -> Arc<HandedOut> {
+        self.link.shared.handed_out.open()
+    }
+
+    /// Adds an ending source's count to the consumer's total.
+    pub(crate) fn close_handed_out(&self, count: &Arc<HandedOut>) {
+        self.link.shared.handed_out.close(count);
     }
 
     /// A source now holds records it took and has not handed out (true),
@@ -755,5 +820,20 @@ mod tests {
         let handle = test_handle(&link, &tp, 1);
         let result = futures::executor::block_on(commit(vec![(handle, 5)], Instant::now()));
         assert_eq!(result.unwrap_err().kind(), crate::ErrorKind::Closed);
+    }
+
+    #[test]
+    fn records_handed_out_add_up_over_live_and_ended_sources() {
+        let counts = HandedOutCounts::default();
+        let (a, b) = (counts.open(), counts.open());
+        a.one();
+        a.one();
+        b.one();
+        assert_eq!(counts.total(), 3);
+        counts.close(&a);
+        assert_eq!(counts.total(), 3, "an ended source's records still count");
+        b.one();
+        assert_eq!(counts.total(), 4);
+        assert_eq!(counts.lock().1.len(), 1, "the ended source's count is let go");
     }
 }

@@ -644,7 +644,7 @@ impl Driver {
             return;
         }
         self.next_export = now + Duration::from_secs(1);
-        let metrics = self.link.shared.counters.snapshot();
+        let metrics = self.link.shared.metrics();
         let stats = self.link.shared.statistics.borrow().clone();
         let lag = super::lag_of(stats.as_deref());
         self.exporter.publish(&metrics, &lag);
