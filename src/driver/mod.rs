@@ -834,6 +834,10 @@ mod tests {
         assert_eq!(counts.total(), 3, "an ended source's records still count");
         b.one();
         assert_eq!(counts.total(), 4);
-        assert_eq!(counts.lock().1.len(), 1, "the ended source's count is let go");
+        assert_eq!(
+            counts.lock().1.len(),
+            1,
+            "the ended source's count is let go"
+        );
     }
 }
