@@ -23,8 +23,22 @@ use crate::error::{Error, Result};
 
 /// What a [`TaskSink`] buffers.
 pub(crate) trait Fold: Sized {
-    /// Folds `next` into `self`, or gives it back to be buffered on its own.
-    fn fold(&mut self, next: Self) -> Option<Self>;
+    /// Folds `next` into `self`, or gives it back to be buffered on its own
+    /// (by default nothing folds).
+    fn fold(&mut self, next: Self) -> Option<Self> {
+        Some(next)
+    }
+}
+
+/// Folds `item` into the last of `items`, or appends it.
+pub(crate) fn fold_into<T: Fold>(items: &mut Vec<T>, item: T) {
+    let left = match items.last_mut() {
+        Some(last) => last.fold(item),
+        None => Some(item),
+    };
+    if let Some(item) = left {
+        items.push(item);
+    }
 }
 
 pub(crate) struct TaskSink<T> {
@@ -179,16 +193,10 @@ impl<T: Fold> Sink<T> for TaskSink<T> {
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
         let this = self.get_mut();
         this.taken += 1;
-        let item = match this.buf.last_mut() {
-            Some(last) => last.fold(item),
-            None => Some(item),
-        };
-        if let Some(item) = item {
-            if this.buf.capacity() == 0 {
-                this.buf.reserve(this.last_len);
-            }
-            this.buf.push(item);
+        if this.buf.capacity() == 0 {
+            this.buf.reserve(this.last_len);
         }
+        fold_into(&mut this.buf, item);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! two a commit can need.
 
 use crate::consumer::CommittableOffset;
-use crate::task_sink::Fold;
+use crate::task_sink::{fold_into, Fold};
 
 /// Offsets of one assignment of one partition that arrived one after the
 /// other, reduced to the highest and the next highest; the others are
@@ -36,33 +36,24 @@ impl Run {
         }
     }
 
-    /// Folds one more offset of the same assignment in, or gives it back.
-    fn push(&mut self, offset: CommittableOffset) -> Option<CommittableOffset> {
-        if !self.highest.same_assignment(&offset) {
-            return Some(offset);
-        }
+    /// Keeps `offset` (of the same assignment) if it is one of the two
+    /// highest; the one of the three that is not is acknowledged, as a batch
+    /// would on adding it, and counted. Its value is covered by the two kept
+    /// (in order, a higher offset; out of order, a watermark that only grows).
+    fn keep(&mut self, offset: CommittableOffset) {
         let mut lowest = offset;
         if lowest.offset > self.highest.offset {
             std::mem::swap(&mut lowest, &mut self.highest);
         }
-        let lowest = match &mut self.next_highest {
-            None => {
-                self.next_highest = Some(lowest);
-                return None;
-            }
-            Some(next) => {
-                if lowest.offset > next.offset {
-                    std::mem::swap(&mut lowest, next);
-                }
-                lowest
-            }
+        let Some(next) = &mut self.next_highest else {
+            self.next_highest = Some(lowest);
+            return;
         };
-        // Acknowledged as a batch would on adding it; its value is covered
-        // by the two kept (in order, a higher offset; out of order, a
-        // watermark that only grows).
+        if lowest.offset > next.offset {
+            std::mem::swap(&mut lowest, next);
+        }
         let _ = lowest.next_to_commit();
         self.folded += 1;
-        None
     }
 }
 
@@ -73,24 +64,18 @@ impl Fold for Run {
         }
         self.folded += next.folded;
         if let Some(o) = next.next_highest {
-            let _ = self.push(o);
+            self.keep(o);
         }
-        let _ = self.push(next.highest);
+        self.keep(next.highest);
         None
     }
 }
 
 /// Folds `offsets` into runs, in order.
 pub(crate) fn runs(offsets: impl IntoIterator<Item = CommittableOffset>) -> Vec<Run> {
-    let mut out: Vec<Run> = Vec::new();
+    let mut out = Vec::new();
     for offset in offsets {
-        let left = match out.last_mut() {
-            Some(run) => run.push(offset),
-            None => Some(offset),
-        };
-        if let Some(offset) = left {
-            out.push(Run::new(offset));
-        }
+        fold_into(&mut out, Run::new(offset));
     }
     out
 }

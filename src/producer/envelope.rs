@@ -29,11 +29,7 @@ pub enum Envelope<P> {
 }
 
 /// Each envelope is produced on its own: none folds into another.
-impl<P> Fold for Envelope<P> {
-    fn fold(&mut self, next: Self) -> Option<Self> {
-        Some(next)
-    }
-}
+impl<P> Fold for Envelope<P> {}
 
 impl<P> Envelope<P> {
     /// One record with a pass-through value.
