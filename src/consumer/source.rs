@@ -114,7 +114,8 @@ impl SourceCore {
 impl Drop for SourceCore {
     fn drop(&mut self) {
         // Stop delivering to this stream. Records it held but never returned
-        // were never handed out, so nothing waits for them. Never blocks.
+        // were never handed out, so nothing waits for them. Never blocks
+        // (the handed-out counts' lock is held only to add or sum them).
         self.set_holding(false);
         self.handle.close_handed_out(&self.handed_out);
         let scope = match self.partition.take() {

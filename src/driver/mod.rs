@@ -251,9 +251,7 @@ impl Shared {
 
     /// The figures now, with every source's count of records handed out.
     fn metrics(&self) -> ConsumerMetrics {
-        let mut m = self.counters.snapshot();
-        m.records_handed_out = self.handed_out.total();
-        m
+        self.counters.snapshot(self.handed_out.total())
     }
 }
 
@@ -330,12 +328,12 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> ConsumerMetrics {
+    /// The counters now, with the sources' count of records handed out.
+    fn snapshot(&self, records_handed_out: u64) -> ConsumerMetrics {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ConsumerMetrics {
             records: get(&self.records),
-            // Counted per source: `Shared::metrics` fills it in.
-            records_handed_out: 0,
+            records_handed_out,
             bytes: get(&self.bytes),
             batches: get(&self.batches),
             assigned_partitions: get(&self.assigned_partitions),
