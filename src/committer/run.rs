@@ -16,9 +16,10 @@ use crate::task_sink::{fold_into, Fold};
 /// for [`CommitWhen::NextOffsetObserved`](crate::CommitWhen::NextOffsetObserved),
 /// which holds the highest back and commits the one before it.
 ///
-/// Folding happens where the offsets are sent, so the committer's task
+/// The committer's sink folds where the offsets are sent, so its task
 /// receives one value per run, not per offset, and each offset's handle is
-/// cloned and dropped on the same thread.
+/// cloned and dropped on the same thread; `committer::flow` folds each
+/// chunk it takes, so both batch runs alike.
 #[derive(Debug)]
 pub(crate) struct Run {
     pub(super) highest: CommittableOffset,
