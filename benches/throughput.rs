@@ -23,7 +23,11 @@
 //! and no case inherits another's allocator state. The heap in use is what
 //! the README's memory bound is about, and the goals check each consumer
 //! case's peak against it; the RSS also counts what the allocator keeps
-//! after it was freed. Consumer
+//! after it was freed. Each pass also reports the process's CPU time
+//! (user and system, all its threads, `getrusage`) per record: on 2 cores
+//! shared with the broker a rate moves with what the broker does, the CPU a
+//! case spends per record much less, so paired comparisons read both.
+//! Consumer
 //! cases read the whole pre-produced topic with a new consumer group per
 //! pass; the clock starts at the first record, so group joins are not
 //! measured. Producer cases write the same number of records to a fresh
@@ -45,7 +49,8 @@
 //! `taskset -c 1`.
 //!
 //! Output: one line per case, `case=... first_pass=... second_pass=...
-//! peak_rss_mb=... peak_heap_mb=... baseline=... ratio_first=... ratio_second=...`, a
+//! peak_rss_mb=... peak_heap_mb=... cpu_ns_per_record=FIRST/SECOND baseline=...
+//! ratio_first=... ratio_second=... cpu_ratio_second=...`, a
 //! Markdown table, the performance goals with their ratios, and the same
 //! figures in `target/bench-results/throughput.csv` with a bar chart,
 //! `target/bench-results/throughput.svg`.
@@ -235,6 +240,18 @@ async fn measure_group(
             delete_topics(broker, plan.outputs.iter().map(String::as_str)).await;
         }
     }
+    let cpus: Vec<Option<(Stats, Stats)>> = measured
+        .iter()
+        .map(|ms| {
+            let c: Option<Vec<(f64, f64)>> = ms.iter().map(|m| m.cpu_ns).collect();
+            c.map(|c| {
+                (
+                    Stats::of(c.iter().map(|x| x.0).collect()),
+                    Stats::of(c.iter().map(|x| x.1).collect()),
+                )
+            })
+        })
+        .collect();
     let stats: Vec<(Stats, Stats, f64, (f64, f64))> = measured
         .iter()
         .map(|ms| {
@@ -251,29 +268,33 @@ async fn measure_group(
         .collect();
     let rows: Vec<Row> = cases
         .iter()
-        .zip(&stats)
-        .map(|(case, (first, second, rss, (idle_heap, peak_heap)))| {
-            let base = cases
-                .iter()
-                .position(|c| *c == case.baseline())
-                .map(|b| Base {
-                    case: cases[b].name(),
-                    first: stats[b].0,
-                    second: stats[b].1,
-                    rss_mb: stats[b].2,
-                });
-            Row {
-                case: case.name(),
-                size: plan.size,
-                partitions: plan.partitions,
-                records: plan.records,
-                first: *first,
-                second: *second,
-                rss_mb: Some(*rss),
-                heap_mb: (*peak_heap > 0.0).then_some((*idle_heap, *peak_heap)),
-                base,
-            }
-        })
+        .zip(stats.iter().zip(&cpus))
+        .map(
+            |(case, ((first, second, rss, (idle_heap, peak_heap)), cpu))| {
+                let base = cases
+                    .iter()
+                    .position(|c| *c == case.baseline())
+                    .map(|b| Base {
+                        case: cases[b].name(),
+                        first: stats[b].0,
+                        second: stats[b].1,
+                        rss_mb: stats[b].2,
+                        cpu_ns: cpus[b].map(|c| c.1),
+                    });
+                Row {
+                    case: case.name(),
+                    size: plan.size,
+                    partitions: plan.partitions,
+                    records: plan.records,
+                    first: *first,
+                    second: *second,
+                    rss_mb: Some(*rss),
+                    heap_mb: (*peak_heap > 0.0).then_some((*idle_heap, *peak_heap)),
+                    cpu_ns: *cpu,
+                    base,
+                }
+            },
+        )
         .collect();
     for row in &rows {
         println!("{}", row.line());
@@ -307,10 +328,14 @@ fn print_goals(rows: &[Row]) {
     let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
     sizes.dedup();
     println!("Goals (median ratios of this run; first pass / second pass where both apply):");
-    let show = |what: String, ratio: Option<f64>, goal: f64| {
+    let show = |what: String, ratio: Option<f64>, goal: f64, cpu: Option<(f64, f64)>| {
         if let Some(r) = ratio {
             let verdict = if r >= goal { "met" } else { "NOT met" };
-            println!("- {what}: {r:.2} (goal >= {goal:.2}, {verdict})");
+            // CPU per record beside it: it holds stiller than a rate here.
+            let cpu = cpu.map_or(String::new(), |(a, b)| {
+                format!("; CPU per record {a:.0} vs {b:.0} ns, {:.2}x", a / b)
+            });
+            println!("- {what}: {r:.2} (goal >= {goal:.2}, {verdict}{cpu})");
         }
     };
     for size in sizes {
@@ -322,18 +347,25 @@ fn print_goals(rows: &[Row]) {
                 a.second.median / b.second.median
             })
         };
+        // Second-pass CPU ns per record of `a` and of `b`.
+        let cpu = |a: &str, b: &str, p: i32| {
+            let (a, b) = (find(a, size, p)?.cpu_ns?, find(b, size, p)?.cpu_ns?);
+            Some((a.1.median, b.1.median))
+        };
         for first in [true, false] {
             let pass = if first { "first pass" } else { "second pass" };
             show(
                 format!("{size} B, {pass}: plain_source / raw_base_consumer"),
                 ratio("plain_source", "raw_base_consumer", 8, first),
                 1.0,
+                cpu("plain_source", "raw_base_consumer", 8).filter(|_| !first),
             );
         }
         show(
             format!("{size} B: plain_source / java_kafka_consumer (warmed, second passes)"),
             ratio("plain_source", "java_kafka_consumer", 8, false),
             1.0,
+            None,
         );
         for first in [true, false] {
             let pass = if first { "first pass" } else { "second pass" };
@@ -346,6 +378,7 @@ fn print_goals(rows: &[Row]) {
                     first,
                 ),
                 0.95,
+                cpu("committable_source+committer_sink", "plain_source", 8).filter(|_| !first),
             );
         }
         for case in ["producer_plain_sink", "producer_flow"] {
@@ -353,6 +386,7 @@ fn print_goals(rows: &[Row]) {
                 format!("{size} B: {case} / raw_base_producer (second passes)"),
                 ratio(case, "raw_base_producer", 8, false),
                 0.95,
+                cpu(case, "raw_base_producer", 8),
             );
         }
         for p in [8, 64] {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{FutureExt as _, SinkExt, Stream, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -58,6 +58,9 @@ pub(crate) struct Measurement {
     pub(crate) peak_rss_mb: f64,
     pub(crate) idle_heap_mb: f64,
     pub(crate) peak_heap_mb: f64,
+    /// The process's CPU time (user and system, all its threads) per
+    /// record in each pass, in ns; `None` for the Java tools.
+    pub(crate) cpu_ns: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -414,6 +417,9 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
         // The Java tools do not report their heap.
         idle_heap_mb: optional("idle_heap_mb="),
         peak_heap_mb: optional("peak_heap_mb="),
+        cpu_ns: out
+            .contains("cpu1_ns=")
+            .then(|| (field("cpu1_ns="), field("cpu2_ns="))),
     }
 }
 
@@ -423,19 +429,37 @@ pub(crate) async fn child(case: Case) {
     let plan = Plan::from_env();
     let heap = HeapPeak::start();
     let mut rates = [0.0; 2];
-    for (pass, rate) in rates.iter_mut().enumerate() {
+    let mut cpu = [0.0; 2];
+    for pass in 0..2 {
+        let before = cpu_time();
         let elapsed = case.pass(&plan, pass).await;
-        *rate = plan.records as f64 / elapsed.as_secs_f64();
+        rates[pass] = plan.records as f64 / elapsed.as_secs_f64();
+        cpu[pass] = (cpu_time() - before).as_nanos() as f64 / plan.records as f64;
     }
     let (idle_heap, peak_heap) = heap.stop();
     // The process's own peak (the kernel's `ru_maxrss` of a child also
     // counts the parent's memory it was started from).
     println!(
-        "pass1={:.0} pass2={:.0} peak_rss_mb={:.1} idle_heap_mb={idle_heap:.1} peak_heap_mb={peak_heap:.1}",
+        "pass1={:.0} pass2={:.0} cpu1_ns={:.0} cpu2_ns={:.0} peak_rss_mb={:.1} idle_heap_mb={idle_heap:.1} peak_heap_mb={peak_heap:.1}",
         rates[0],
         rates[1],
+        cpu[0],
+        cpu[1],
         rss_mb("VmHWM:")
     );
+}
+
+/// The CPU time this process has used so far, user and system, all threads.
+/// On a small machine it holds stiller than a rate: a pass that waits for
+/// the broker (or for the other core) takes longer but not more CPU.
+fn cpu_time() -> Duration {
+    // SAFETY: an all-zero `rusage` is valid; `getrusage` fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `rusage` we own.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Where `scripts/kafka-local` is, if this checkout has it and Java runs.
@@ -740,25 +764,34 @@ async fn committable_committer(plan: &Plan, out_of_order: bool) -> Duration {
         consumer::committable_source(settings, Subscription::topics([plan.topic.as_str()]))
             .expect("source");
     let started = std::sync::OnceLock::new();
-    let messages = source.take(plan.records).map(|m| {
-        started.get_or_init(Instant::now);
-        m.expect("record")
-    });
-    let offsets = if out_of_order {
+    let messages = source.take(plan.records);
+    let sink = committer::sink(CommitterSettings::default()).expect("committer");
+    // In order, the README's pipeline: one step from a message to its offset.
+    let pipeline = if out_of_order {
         messages
-            .map(|m| async move {
-                if m.record.offset() % 7 == 0 {
-                    tokio::task::yield_now().await;
+            .map(|m| {
+                started.get_or_init(Instant::now);
+                let m = m.expect("record");
+                async move {
+                    if m.record.offset() % 7 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    Ok(m.offset)
                 }
-                m.offset
             })
             .buffer_unordered(16)
-            .boxed()
+            .forward(sink)
+            .left_future()
     } else {
-        messages.map(|m| m.offset).boxed()
+        messages
+            .map(|m| {
+                started.get_or_init(Instant::now);
+                Ok(m.expect("record").offset)
+            })
+            .forward(sink)
+            .right_future()
     };
-    let sink = committer::sink(CommitterSettings::default()).expect("committer");
-    tokio::time::timeout(Duration::from_secs(300), offsets.map(Ok).forward(sink))
+    tokio::time::timeout(Duration::from_secs(300), pipeline)
         .await
         .expect("committable pipeline stalled")
         .expect("pipeline");
@@ -969,6 +1002,7 @@ pub(crate) async fn slow_downstream(plan: &Plan, duration: Duration) -> Row {
         // This case runs in the benchmark's own process: its RSS growth.
         rss_mb: Some((rss_mb("VmHWM:") - start_rss).max(0.0)),
         heap_mb: None,
+        cpu_ns: None,
         base: None,
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Base {
     pub(crate) first: Stats,
     pub(crate) second: Stats,
     pub(crate) rss_mb: f64,
+    /// CPU ns per record in the second pass, where measured.
+    pub(crate) cpu_ns: Option<Stats>,
 }
 
 /// One measured case.
@@ -56,6 +58,9 @@ pub(crate) struct Row {
     /// The medians over the runs of each process's heap in use before its
     /// first pass and at its peak (glibc's count), in MB.
     pub(crate) heap_mb: Option<(f64, f64)>,
+    /// The process's CPU time per record (ns, all threads) in the first and
+    /// the second pass, where measured (not for the Java tools).
+    pub(crate) cpu_ns: Option<(Stats, Stats)>,
     pub(crate) base: Option<Base>,
 }
 
@@ -76,6 +81,13 @@ impl Row {
             (Some(m), Some(b)) if b.rss_mb > 0.0 => Some(m / b.rss_mb),
             _ => None,
         }
+    }
+
+    /// Second-pass CPU per record over the baseline's (lower is better).
+    pub(crate) fn cpu_ratio(&self) -> Option<f64> {
+        let ours = self.cpu_ns?.1.median;
+        let base = self.base?.cpu_ns?.median;
+        (base > 0.0).then(|| ours / base)
     }
 
     fn is_baseline(&self) -> bool {
@@ -100,6 +112,15 @@ impl Row {
         if let Some((_, h)) = self.heap_mb {
             let _ = write!(s, " peak_heap_mb={h:.0}");
         }
+        if let Some((a, b)) = self.cpu_ns {
+            let _ = write!(
+                s,
+                " cpu_ns_per_record={:.0}/{:.0} cpu_spread_pct={:.0}",
+                a.median,
+                b.median,
+                b.spread_pct()
+            );
+        }
         if let (Some(b), false) = (self.base, self.is_baseline()) {
             let _ = write!(
                 s,
@@ -111,6 +132,9 @@ impl Row {
             );
             if let Some(r) = self.rss_ratio() {
                 let _ = write!(s, " rss_ratio={r:.2}");
+            }
+            if let Some(r) = self.cpu_ratio() {
+                let _ = write!(s, " cpu_ratio_second={r:.2}");
             }
         }
         s
@@ -133,7 +157,7 @@ fn rate(x: f64) -> String {
 
 pub(crate) fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| case | size | partitions | 1st pass records/s | 2nd pass records/s | spread | baseline | ratio 1st / 2nd | peak RSS MB (baseline) |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| case | size | partitions | 1st pass records/s | 2nd pass records/s | spread | baseline | ratio 1st / 2nd | CPU ns/record, 2nd (ratio) | peak RSS MB (baseline) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let base = match r.base {
@@ -149,9 +173,14 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
             (Some(m), _) => format!("{m:.0}"),
             _ => "-".to_owned(),
         };
+        let cpu = match (r.cpu_ns, r.cpu_ratio()) {
+            (Some((_, c)), Some(x)) if !r.is_baseline() => format!("{:.0} ({x:.2})", c.median),
+            (Some((_, c)), _) => format!("{:.0}", c.median),
+            _ => "-".to_owned(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} B | {} | {} | {} | {:.0}% | {} | {} | {} |",
+            "| {} | {} B | {} | {} | {} | {:.0}% | {} | {} | {} | {} |",
             r.case,
             r.size,
             r.partitions,
@@ -160,6 +189,7 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
             r.first.spread_pct().max(r.second.spread_pct()),
             base,
             ratios,
+            cpu,
             rss,
         );
     }
@@ -173,13 +203,13 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
     let dir = format!("{target}/bench-results");
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from(
-        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,peak_rss_mb,baseline,ratio_first,ratio_second,baseline_peak_rss_mb\n",
+        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,cpu_ns_first,cpu_ns_second,peak_rss_mb,baseline,ratio_first,ratio_second,cpu_ratio_second,baseline_peak_rss_mb\n",
     );
     for r in rows {
         let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.3}"));
         let _ = writeln!(
             csv,
-            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{}",
+            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{},{},{},{}",
             r.case,
             r.size,
             r.partitions,
@@ -190,10 +220,13 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
             r.second.median,
             r.second.min,
             r.second.max,
+            opt(r.cpu_ns.map(|c| c.0.median)),
+            opt(r.cpu_ns.map(|c| c.1.median)),
             opt(r.rss_mb),
             r.base.map_or("", |b| b.case),
             opt(r.first_ratio()),
             opt(r.ratio()),
+            opt(r.cpu_ratio()),
             opt(r.base.map(|b| b.rss_mb)),
         );
     }
