@@ -45,7 +45,7 @@ impl ProducerSettings {
             bootstrap_servers: bootstrap_servers.into(),
             properties: BTreeMap::new(),
             flush_timeout: Duration::from_secs(30),
-            max_in_flight: 10_000,
+            max_in_flight: 30_000,
             token_provider: None,
         }
     }
@@ -101,7 +101,15 @@ impl ProducerSettings {
     }
 
     /// Most records a [`flow`](crate::producer::flow) or committable sink
-    /// keeps unacknowledged at once. Default 10,000.
+    /// keeps unacknowledged at once. Default 30,000.
+    ///
+    /// A flow sends at most this many records per acknowledgement round
+    /// trip (`linger.ms` plus the broker's write). On Apache Kafka on the
+    /// same machine with `linger.ms` 5, 10,000 (Alpakka's `parallelism`)
+    /// held a flow of 100 B records to 0.8x a raw `BaseProducer` loop;
+    /// 30,000 reached its rate, and 100,000 was no faster with 2.5 times the
+    /// memory. Raise it for a broker farther away; each record in flight
+    /// holds its payload and its pass-through value.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
         self
