@@ -61,6 +61,10 @@ pub(crate) struct Measurement {
     /// The process's CPU time (user and system, all its threads) per
     /// record in each pass, in ns; `None` for the Java tools.
     pub(crate) cpu_ns: Option<(f64, f64)>,
+    /// The whole machine's busy CPU time per record in each pass, in ns
+    /// (every process: on one machine, the broker's too); `None` where
+    /// `/proc/stat` cannot be read, and for the Java tools.
+    pub(crate) machine_ns: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -420,6 +424,9 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
         cpu_ns: out
             .contains("cpu1_ns=")
             .then(|| (field("cpu1_ns="), field("cpu2_ns="))),
+        machine_ns: out
+            .contains("machine1_ns=")
+            .then(|| (field("machine1_ns="), field("machine2_ns="))),
     }
 }
 
@@ -430,11 +437,16 @@ pub(crate) async fn child(case: Case) {
     let heap = HeapPeak::start();
     let mut rates = [0.0; 2];
     let mut cpu = [0.0; 2];
+    let mut machine = [None; 2];
     for pass in 0..2 {
         let before = cpu_time();
+        let machine_before = machine_busy();
         let elapsed = case.pass(&plan, pass).await;
         rates[pass] = plan.records as f64 / elapsed.as_secs_f64();
         cpu[pass] = (cpu_time() - before).as_nanos() as f64 / plan.records as f64;
+        machine[pass] = machine_before
+            .zip(machine_busy())
+            .map(|(a, b)| (b - a).as_nanos() as f64 / plan.records as f64);
     }
     let (idle_heap, peak_heap) = heap.stop();
     // The process's own peak (the kernel's `ru_maxrss` of a child also
@@ -447,6 +459,26 @@ pub(crate) async fn child(case: Case) {
         cpu[1],
         rss_mb("VmHWM:")
     );
+    if let [Some(a), Some(b)] = machine {
+        println!("machine1_ns={a:.0} machine2_ns={b:.0}");
+    }
+}
+
+/// The whole machine's busy CPU time so far (every CPU, every process:
+/// `/proc/stat` without idle and I/O wait), or `None` where it cannot be read.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    // SAFETY: a plain libc query without arguments.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| Duration::from_nanos(busy * 1_000_000_000 / ticks as u64))
 }
 
 /// The CPU time this process has used so far, user and system, all threads.
@@ -1003,6 +1035,7 @@ pub(crate) async fn slow_downstream(plan: &Plan, duration: Duration) -> Row {
         rss_mb: Some((rss_mb("VmHWM:") - start_rss).max(0.0)),
         heap_mb: None,
         cpu_ns: None,
+        machine_ns: None,
         base: None,
     }
 }

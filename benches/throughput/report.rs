@@ -40,6 +40,8 @@ pub(crate) struct Base {
     pub(crate) rss_mb: f64,
     /// CPU ns per record in the second pass, where measured.
     pub(crate) cpu_ns: Option<Stats>,
+    /// The whole machine's busy CPU ns per record in the second pass.
+    pub(crate) machine_ns: Option<Stats>,
 }
 
 /// One measured case.
@@ -61,6 +63,9 @@ pub(crate) struct Row {
     /// The process's CPU time per record (ns, all threads) in the first and
     /// the second pass, where measured (not for the Java tools).
     pub(crate) cpu_ns: Option<(Stats, Stats)>,
+    /// The whole machine's busy CPU time per record (ns, every process: the
+    /// broker's too when it runs on this machine) in the second pass.
+    pub(crate) machine_ns: Option<Stats>,
     pub(crate) base: Option<Base>,
 }
 
@@ -87,6 +92,13 @@ impl Row {
     pub(crate) fn cpu_ratio(&self) -> Option<f64> {
         let ours = self.cpu_ns?.1.median;
         let base = self.base?.cpu_ns?.median;
+        (base > 0.0).then(|| ours / base)
+    }
+
+    /// Second-pass machine CPU per record over the baseline's.
+    pub(crate) fn machine_ratio(&self) -> Option<f64> {
+        let ours = self.machine_ns?.median;
+        let base = self.base?.machine_ns?.median;
         (base > 0.0).then(|| ours / base)
     }
 
@@ -121,6 +133,9 @@ impl Row {
                 b.spread_pct()
             );
         }
+        if let Some(m) = self.machine_ns {
+            let _ = write!(s, " machine_cpu_ns_per_record={:.0}", m.median);
+        }
         if let (Some(b), false) = (self.base, self.is_baseline()) {
             let _ = write!(
                 s,
@@ -135,6 +150,9 @@ impl Row {
             }
             if let Some(r) = self.cpu_ratio() {
                 let _ = write!(s, " cpu_ratio_second={r:.2}");
+            }
+            if let Some(r) = self.machine_ratio() {
+                let _ = write!(s, " machine_cpu_ratio_second={r:.2}");
             }
         }
         s
@@ -203,13 +221,13 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
     let dir = format!("{target}/bench-results");
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from(
-        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,cpu_ns_first,cpu_ns_second,peak_rss_mb,baseline,ratio_first,ratio_second,cpu_ratio_second,baseline_peak_rss_mb\n",
+        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,cpu_ns_first,cpu_ns_second,machine_cpu_ns_second,peak_rss_mb,baseline,ratio_first,ratio_second,cpu_ratio_second,machine_cpu_ratio_second,baseline_peak_rss_mb\n",
     );
     for r in rows {
         let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.3}"));
         let _ = writeln!(
             csv,
-            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{},{},{},{},{},{}",
             r.case,
             r.size,
             r.partitions,
@@ -222,11 +240,13 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
             r.second.max,
             opt(r.cpu_ns.map(|c| c.0.median)),
             opt(r.cpu_ns.map(|c| c.1.median)),
+            opt(r.machine_ns.map(|m| m.median)),
             opt(r.rss_mb),
             r.base.map_or("", |b| b.case),
             opt(r.first_ratio()),
             opt(r.ratio()),
             opt(r.cpu_ratio()),
+            opt(r.machine_ratio()),
             opt(r.base.map(|b| b.rss_mb)),
         );
     }
