@@ -26,7 +26,8 @@
 //! after it was freed. Each pass also reports the process's CPU time
 //! (user and system, all its threads, `getrusage`) per record: on 2 cores
 //! shared with the broker a rate moves with what the broker does, the CPU a
-//! case spends per record much less, so paired comparisons read both.
+//! case spends per record less (it moves too, with the speed the host
+//! lends the machine), so paired comparisons read both.
 //! Beside it, the whole machine's busy CPU time per record (`/proc/stat`):
 //! with the broker on the same machine, that counts the broker's work for
 //! the case too (a committer's commits, for one).
@@ -51,9 +52,17 @@
 //! `KAFKA_LOCAL_CPUS=0 scripts/kafka-local start` and run the benchmark under
 //! `taskset -c 1`.
 //!
+//! Settings other than the defaults, for measuring them against the same
+//! baselines: `BENCH_CONSUMER_PROPS=key=value,...` sets librdkafka
+//! consumer properties for the raw loops and the crate alike, and
+//! `BENCH_SETTINGS=name=value,...` this crate's own settings, which no
+//! raw loop has: `max_batch_records`, `max_in_flight` and
+//! `committer_max_batch`.
+//!
 //! Output: one line per case, `case=... first_pass=... second_pass=...
-//! peak_rss_mb=... peak_heap_mb=... cpu_ns_per_record=FIRST/SECOND baseline=...
-//! ratio_first=... ratio_second=... cpu_ratio_second=...`, a
+//! peak_rss_mb=... peak_heap_mb=... cpu_ns_per_record=FIRST/SECOND
+//! machine_cpu_ns_per_record=SECOND baseline=... ratio_first=... ratio_second=...
+//! cpu_ratio_second=... machine_cpu_ratio_second=...`, a
 //! Markdown table, the performance goals with their ratios, and the same
 //! figures in `target/bench-results/throughput.csv` with a bar chart,
 //! `target/bench-results/throughput.svg`.
@@ -142,6 +151,12 @@ async fn main() {
             Err(why) => format!("skipped ({why})"),
         },
     );
+    // What a run measured besides the defaults, so its figures say so.
+    for knob in ["BENCH_CONSUMER_PROPS", "BENCH_SETTINGS"] {
+        if let Ok(v) = std::env::var(knob) {
+            println!("# {knob}={v}");
+        }
+    }
 
     let mut rows: Vec<Row> = Vec::new();
     for size in sizes {
@@ -243,24 +258,13 @@ async fn measure_group(
             delete_topics(broker, plan.outputs.iter().map(String::as_str)).await;
         }
     }
-    let cpus: Vec<Option<(Stats, Stats)>> = measured
+    let cpus: Vec<_> = measured
         .iter()
-        .map(|ms| {
-            let c: Option<Vec<(f64, f64)>> = ms.iter().map(|m| m.cpu_ns).collect();
-            c.map(|c| {
-                (
-                    Stats::of(c.iter().map(|x| x.0).collect()),
-                    Stats::of(c.iter().map(|x| x.1).collect()),
-                )
-            })
-        })
+        .map(|ms| pass_stats(ms, |m| m.cpu_ns))
         .collect();
-    let machines: Vec<Option<Stats>> = measured
+    let machines: Vec<_> = measured
         .iter()
-        .map(|ms| {
-            let m: Option<Vec<f64>> = ms.iter().map(|m| m.machine_ns.map(|x| x.1)).collect();
-            m.map(Stats::of)
-        })
+        .map(|ms| pass_stats(ms, |m| m.machine_ns))
         .collect();
     let stats: Vec<(Stats, Stats, f64, (f64, f64))> = measured
         .iter()
@@ -290,7 +294,7 @@ async fn measure_group(
                         second: stats[b].1,
                         rss_mb: stats[b].2,
                         cpu_ns: cpus[b].map(|c| c.1),
-                        machine_ns: machines[b],
+                        machine_ns: machines[b].map(|m| m.1),
                     });
                 Row {
                     case: case.name(),
@@ -312,6 +316,21 @@ async fn measure_group(
         println!("{}", row.line());
     }
     rows
+}
+
+/// The stats of both passes of a figure every run reported, or `None` if
+/// some run did not report it.
+fn pass_stats(
+    runs: &[cases::Measurement],
+    figure: impl Fn(&cases::Measurement) -> Option<(f64, f64)>,
+) -> Option<(Stats, Stats)> {
+    let v: Option<Vec<(f64, f64)>> = runs.iter().map(figure).collect();
+    v.map(|v| {
+        (
+            Stats::of(v.iter().map(|x| x.0).collect()),
+            Stats::of(v.iter().map(|x| x.1).collect()),
+        )
+    })
 }
 
 /// Deletes topics on Apache Kafka, so that a full run fits on a small disk
@@ -374,7 +393,7 @@ fn print_goals(rows: &[Row]) {
             let machine = a
                 .machine_ns
                 .zip(b.machine_ns)
-                .map(|(x, y)| (x.median, y.median));
+                .map(|(x, y)| (x.1.median, y.1.median));
             Some(((a.cpu_ns?.1.median, b.cpu_ns?.1.median), machine))
         };
         for first in [true, false] {

@@ -569,18 +569,48 @@ fn consumer_config(servers: &str, group: &str) -> ClientConfig {
     config
 }
 
+/// This crate's own settings from `BENCH_SETTINGS` (`name=value`,
+/// comma-separated; the names below), for measuring them against the same
+/// baselines; each unset one keeps the crate's default.
+fn crate_setting(name: &str) -> Option<usize> {
+    const NAMES: [&str; 3] = ["max_batch_records", "max_in_flight", "committer_max_batch"];
+    let all = std::env::var("BENCH_SETTINGS").ok()?;
+    all.split(',').filter(|kv| !kv.is_empty()).find_map(|kv| {
+        let (k, v) = kv.split_once('=').expect("BENCH_SETTINGS: name=value,...");
+        assert!(
+            NAMES.contains(&k),
+            "BENCH_SETTINGS: {k} is not one of {NAMES:?}"
+        );
+        (k == name).then(|| v.parse().expect("BENCH_SETTINGS: a number"))
+    })
+}
+
 fn consumer_settings(servers: &str, group: &str) -> ConsumerSettings {
-    consumer_properties().into_iter().fold(
-        ConsumerSettings::new(servers).group_id(group),
-        |s, (k, v)| s.property(k, v),
-    )
+    let mut settings = ConsumerSettings::new(servers).group_id(group);
+    if let Some(n) = crate_setting("max_batch_records") {
+        settings = settings.max_batch_records(n);
+    }
+    consumer_properties()
+        .into_iter()
+        .fold(settings, |s, (k, v)| s.property(k, v))
 }
 
 fn producer_settings(servers: &str) -> reactive_kafka::ProducerSettings {
-    PRODUCER.iter().fold(
-        reactive_kafka::ProducerSettings::new(servers),
-        |s, (k, v)| s.property(*k, *v),
-    )
+    let mut settings = reactive_kafka::ProducerSettings::new(servers);
+    if let Some(n) = crate_setting("max_in_flight") {
+        settings = settings.max_in_flight(n);
+    }
+    PRODUCER
+        .iter()
+        .fold(settings, |s, (k, v)| s.property(*k, *v))
+}
+
+/// The committers' settings: the defaults, or `committer_max_batch`.
+fn committer_settings() -> CommitterSettings {
+    match crate_setting("committer_max_batch") {
+        Some(n) => CommitterSettings::default().max_batch(n),
+        None => CommitterSettings::default(),
+    }
 }
 
 async fn blocking(plan: &Plan, f: fn(&str, &str, usize) -> Duration) -> Duration {
@@ -797,7 +827,7 @@ async fn committable_committer(plan: &Plan, out_of_order: bool) -> Duration {
             .expect("source");
     let started = std::sync::OnceLock::new();
     let messages = source.take(plan.records);
-    let sink = committer::sink(CommitterSettings::default()).expect("committer");
+    let sink = committer::sink(committer_settings()).expect("committer");
     // In order, the README's pipeline: one step from a message to its offset.
     let pipeline = if out_of_order {
         messages
@@ -861,7 +891,7 @@ async fn typed_committable_committer(plan: &Plan) -> Duration {
             std::hint::black_box((typed.key, typed.payload));
             Ok(m.offset)
         });
-    let sink = committer::sink(CommitterSettings::default()).expect("committer");
+    let sink = committer::sink(committer_settings()).expect("committer");
     tokio::time::timeout(Duration::from_secs(300), offsets.forward(sink))
         .await
         .expect("typed committable pipeline stalled")
@@ -900,7 +930,7 @@ async fn partitioned_committer(plan: &Plan) -> Duration {
                     started.get_or_init(Instant::now);
                     m.map(|m| m.offset)
                 })
-                .forward(committer::sink(CommitterSettings::default()).expect("committer"))
+                .forward(committer::sink(committer_settings()).expect("committer"))
                 .await
         }));
     }

@@ -64,8 +64,8 @@ pub(crate) struct Row {
     /// the second pass, where measured (not for the Java tools).
     pub(crate) cpu_ns: Option<(Stats, Stats)>,
     /// The whole machine's busy CPU time per record (ns, every process: the
-    /// broker's too when it runs on this machine) in the second pass.
-    pub(crate) machine_ns: Option<Stats>,
+    /// broker's too when it runs on this machine) in each pass.
+    pub(crate) machine_ns: Option<(Stats, Stats)>,
     pub(crate) base: Option<Base>,
 }
 
@@ -90,16 +90,12 @@ impl Row {
 
     /// Second-pass CPU per record over the baseline's (lower is better).
     pub(crate) fn cpu_ratio(&self) -> Option<f64> {
-        let ours = self.cpu_ns?.1.median;
-        let base = self.base?.cpu_ns?.median;
-        (base > 0.0).then(|| ours / base)
+        second_over(self.cpu_ns, self.base?.cpu_ns)
     }
 
     /// Second-pass machine CPU per record over the baseline's.
     pub(crate) fn machine_ratio(&self) -> Option<f64> {
-        let ours = self.machine_ns?.median;
-        let base = self.base?.machine_ns?.median;
-        (base > 0.0).then(|| ours / base)
+        second_over(self.machine_ns, self.base?.machine_ns)
     }
 
     fn is_baseline(&self) -> bool {
@@ -133,7 +129,7 @@ impl Row {
                 b.spread_pct()
             );
         }
-        if let Some(m) = self.machine_ns {
+        if let Some((_, m)) = self.machine_ns {
             let _ = write!(s, " machine_cpu_ns_per_record={:.0}", m.median);
         }
         if let (Some(b), false) = (self.base, self.is_baseline()) {
@@ -157,6 +153,12 @@ impl Row {
         }
         s
     }
+}
+
+/// A case's second-pass median over its baseline's, where both exist.
+fn second_over(ours: Option<(Stats, Stats)>, base: Option<Stats>) -> Option<f64> {
+    let (ours, base) = (ours?.1.median, base?.median);
+    (base > 0.0).then(|| ours / base)
 }
 
 fn rate(x: f64) -> String {
@@ -240,7 +242,7 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
             r.second.max,
             opt(r.cpu_ns.map(|c| c.0.median)),
             opt(r.cpu_ns.map(|c| c.1.median)),
-            opt(r.machine_ns.map(|m| m.median)),
+            opt(r.machine_ns.map(|m| m.1.median)),
             opt(r.rss_mb),
             r.base.map_or("", |b| b.case),
             opt(r.first_ratio()),
