@@ -50,7 +50,9 @@
 //! is JIT-warmed. On a small machine, pin the broker and the benchmark to
 //! different cores to keep them from trading places: start the broker with
 //! `KAFKA_LOCAL_CPUS=0 scripts/kafka-local start` and run the benchmark under
-//! `taskset -c 1`.
+//! `taskset -c 1`. Keep the broker's data in memory
+//! (`KAFKA_LOCAL_DATA=/dev/shm/kafka-data`): on disk, the producer cases'
+//! output is written back under the cases that follow.
 //!
 //! Settings other than the defaults, for measuring them against the same
 //! baselines: `BENCH_CONSUMER_PROPS=key=value,...` sets librdkafka
