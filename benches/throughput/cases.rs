@@ -414,6 +414,12 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
             .unwrap_or_else(|| panic!("{name}: no {key} in {out:?}"))
     };
     let optional = |key: &str| if out.contains(key) { field(key) } else { 0.0 };
+    // A figure of both passes (`{key}1_ns=` and `{key}2_ns=`), if reported.
+    let per_pass = |key: &str| {
+        let (first, second) = (format!("{key}1_ns="), format!("{key}2_ns="));
+        out.contains(&first)
+            .then(|| (field(&first), field(&second)))
+    };
     Measurement {
         first: field("pass1="),
         second: field("pass2="),
@@ -421,12 +427,8 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
         // The Java tools do not report their heap.
         idle_heap_mb: optional("idle_heap_mb="),
         peak_heap_mb: optional("peak_heap_mb="),
-        cpu_ns: out
-            .contains("cpu1_ns=")
-            .then(|| (field("cpu1_ns="), field("cpu2_ns="))),
-        machine_ns: out
-            .contains("machine1_ns=")
-            .then(|| (field("machine1_ns="), field("machine2_ns="))),
+        cpu_ns: per_pass("cpu"),
+        machine_ns: per_pass("machine"),
     }
 }
 
@@ -858,6 +860,13 @@ async fn committable_committer(plan: &Plan, out_of_order: bool) -> Duration {
         .expect("committable pipeline stalled")
         .expect("pipeline");
     let elapsed = started.get().expect("records").elapsed();
+    // How often the broker was asked to commit (the driver merges what
+    // arrives while one commit is in flight).
+    let metrics = control.metrics();
+    eprintln!(
+        "# committable pass: {} commits, {} offsets committed",
+        metrics.commits, metrics.offsets_committed
+    );
     control.shutdown().await.expect("shutdown");
     elapsed
 }
