@@ -268,8 +268,10 @@ pub fn number_of(record: &ConsumerRecord) -> Option<u64> {
 /// [output topic](Self::output_topic), or reports it to
 /// [`processed`](Self::processed). [`run`](Self::run) starts members of
 /// your pipeline, injects the faults one by one as the records flow,
-/// waits until every record was seen or the time limit passed, drains
-/// every member, reads the output back and reports.
+/// waits until every record was seen and the group committed the end of
+/// the input (or the time limit passed), drains every member, reads the
+/// output back and reports. The pipeline must commit what it processed:
+/// one that commits only when drained runs into the time limit.
 ///
 /// ```no_run
 /// use futures::StreamExt;
@@ -411,8 +413,10 @@ impl<'a> DeliveryChecker<'a> {
 
     /// Starts a member with `start` (given the consumer settings), injects
     /// `faults` one after the other, each once a further share of the
-    /// records was seen, waits until every record was seen (or the time
-    /// limit passed), drains every member and reports.
+    /// records was seen, waits until every record was seen and the group
+    /// committed the end of every input partition (or, with records
+    /// missing, until nothing new came for 2 s after that commit; or until
+    /// the time limit), drains every member and reports.
     ///
     /// Fails only if a member cannot be started, no progress is made before
     /// a fault within the time limit, or the output cannot be read; lost
@@ -475,7 +479,7 @@ impl<'a> DeliveryChecker<'a> {
                 ended: Instant::now(),
             });
         }
-        self.wait_for_the_end().await?;
+        self.wait_for_the_end().await;
         for member in members {
             if let Err(e) = member.drain_and_shutdown(Duration::from_secs(30)).await {
                 pipeline_errors.push(e);
@@ -497,16 +501,18 @@ impl<'a> DeliveryChecker<'a> {
     }
 
     /// Polls the group's committed offsets every 250 ms (one read at a
-    /// time) until `done`, and
-    /// notes when their sum grew. A read that fails (the broker is down) is
-    /// skipped.
+    /// time) and notes when their sum grew, until a read that started
+    /// after `done`: the last commits are seen however long a read took
+    /// (each is bounded by a 10 s timeout). A read that fails (the broker
+    /// is down) is skipped.
     async fn watch_commits(
         &self,
         done: &std::sync::atomic::AtomicBool,
         times: &Mutex<Vec<Instant>>,
     ) {
         let mut last = 0i64;
-        while !done.load(std::sync::atomic::Ordering::Acquire) {
+        loop {
+            let last_read = done.load(std::sync::atomic::Ordering::Acquire);
             // One read at a time (each is bounded by its own 10 s timeout).
             let read = self
                 .broker
@@ -522,14 +528,22 @@ impl<'a> DeliveryChecker<'a> {
                         .push(Instant::now());
                 }
             }
+            if last_read {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
-    /// Until every record was seen, or the group committed the end of
-    /// every input partition and nothing new was seen for two seconds (the
-    /// records not seen by then never will be), or the time limit.
-    async fn wait_for_the_end(&self) -> Result<()> {
+    /// Until the group committed the end of every input partition and
+    /// either every record was seen or nothing new was seen for two seconds
+    /// (the records not seen by then never will be), or the time limit.
+    /// Waiting for the commits even once every record was seen lets the
+    /// pipeline commit by itself (records fetched before a fault may all be
+    /// processed during it), before draining commits for it. A read of the
+    /// committed offsets that fails (the broker is still coming back)
+    /// counts as not committed.
+    async fn wait_for_the_end(&self) {
         let deadline = Instant::now() + self.limit;
         let partitions = self.partitions.max(1) as usize;
         let end = |p: i32| {
@@ -537,19 +551,19 @@ impl<'a> DeliveryChecker<'a> {
                 as i64
         };
         let quiet = Duration::from_secs(2);
-        while self.seen_count() < self.records && Instant::now() < deadline {
-            let committed = self
+        while Instant::now() < deadline {
+            let all_committed = self
                 .broker
                 .committed_offsets(&self.group, &self.input, self.partitions)
-                .await?;
-            let all_committed = committed.iter().all(|(p, c)| c.unwrap_or(0) >= end(*p));
+                .await
+                .is_ok_and(|c| c.iter().all(|(p, c)| c.unwrap_or(0) >= end(*p)));
+            let all_seen = self.seen_count() >= self.records;
             let idle = self.last_seen().is_none_or(|t| t.elapsed() >= quiet);
-            if all_committed && idle {
+            if all_committed && (all_seen || idle) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Ok(())
     }
 
     async fn wait_for(&self, seen: usize, what: &str) -> Result<()> {
