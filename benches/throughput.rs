@@ -28,7 +28,8 @@
 //! shared with the broker a rate moves with what the broker does, the CPU a
 //! case spends per record less (it moves too, with the speed the host
 //! lends the machine), so paired comparisons read both.
-//! Beside it, the whole machine's busy CPU time per record (`/proc/stat`):
+//! Beside it, the whole machine's busy CPU time per record (`/proc/stat`,
+//! steal time left out):
 //! with the broker on the same machine, that counts the broker's work for
 //! the case too (a committer's commits, for one).
 //! Consumer

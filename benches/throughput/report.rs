@@ -177,7 +177,7 @@ fn rate(x: f64) -> String {
 
 pub(crate) fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| case | size | partitions | 1st pass records/s | 2nd pass records/s | spread | baseline | ratio 1st / 2nd | CPU ns/record, 2nd (ratio) | peak RSS MB (baseline) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| case | size | partitions | 1st pass records/s | 2nd pass records/s | spread | baseline | ratio 1st / 2nd | CPU ns/record, 2nd (ratio) | machine CPU ns/record, 2nd (ratio) | peak RSS MB (baseline) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let base = match r.base {
@@ -193,14 +193,16 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
             (Some(m), _) => format!("{m:.0}"),
             _ => "-".to_owned(),
         };
-        let cpu = match (r.cpu_ns, r.cpu_ratio()) {
+        let with_ratio = |ns: Option<(Stats, Stats)>, ratio: Option<f64>| match (ns, ratio) {
             (Some((_, c)), Some(x)) if !r.is_baseline() => format!("{:.0} ({x:.2})", c.median),
             (Some((_, c)), _) => format!("{:.0}", c.median),
             _ => "-".to_owned(),
         };
+        let cpu = with_ratio(r.cpu_ns, r.cpu_ratio());
+        let machine = with_ratio(r.machine_ns, r.machine_ratio());
         let _ = writeln!(
             s,
-            "| {} | {} B | {} | {} | {} | {:.0}% | {} | {} | {} | {} |",
+            "| {} | {} B | {} | {} | {} | {:.0}% | {} | {} | {} | {} | {} |",
             r.case,
             r.size,
             r.partitions,
@@ -210,6 +212,7 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
             base,
             ratios,
             cpu,
+            machine,
             rss,
         );
     }
