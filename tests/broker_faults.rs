@@ -278,6 +278,22 @@ fn defaults(broker: &TestBroker) -> ConsumerSettings {
     ConsumerSettings::new(broker.bootstrap_servers()).auto_offset_reset(AutoOffsetReset::Earliest)
 }
 
+/// Crate defaults but small buffers: librdkafka's prefetch budget 16 KiB
+/// (default 8 MiB) and a fetch response at most as much (librdkafka keeps
+/// `fetch.max.bytes` at least `message.max.bytes`, 1 MB by default), and
+/// this crate's batches 100 records, one waiting (default 1000 and 8). The
+/// defaults hold the checker's whole input, which the pipeline would then
+/// process during the freeze, and nothing would show that fetching resumes
+/// after it; with these (and the checker's 4 KiB input batches) about a
+/// thousand records wait in the consumer when a fault begins.
+fn defaults_small_buffers(broker: &TestBroker) -> ConsumerSettings {
+    defaults(broker)
+        .property("queued.max.messages.kbytes", "16")
+        .property("message.max.bytes", "16384")
+        .max_batch_records(100)
+        .buffer_batches(1)
+}
+
 /// Crate defaults, for a consumer of `group` on `servers`.
 fn defaults_for(servers: &str, group: &str) -> ConsumerSettings {
     ConsumerSettings::new(servers)
@@ -306,12 +322,17 @@ fn assert_outages_cost_nothing(what: &str, report: &reactive_kafka::testkit::Del
             "{} hit mid-stream: {report}",
             fault.name
         );
-        let resumed = fault.commits_resumed_after.expect("commits resumed");
-        assert!(
-            resumed < Duration::from_secs(15),
-            "{}: commits resumed after {resumed:?}",
-            fault.name
-        );
+        for (what, after) in [
+            ("records", fault.resumed_after),
+            ("commits", fault.commits_resumed_after),
+        ] {
+            let after = after.unwrap_or_else(|| panic!("{what} flowed again: {report}"));
+            assert!(
+                after < Duration::from_secs(15),
+                "{}: {what} flowed again after {after:?}",
+                fault.name
+            );
+        }
     }
     assert!(
         report.exactly_once(),
@@ -329,7 +350,7 @@ async fn consume_commit_runs_through_a_broker_freeze_and_restart() {
     serves_admin_requests_again().await;
     let checker = DeliveryChecker::new(&broker, 12_000, 4).await.unwrap();
     let checker = checker
-        .with_consumer_settings(defaults(&broker))
+        .with_consumer_settings(defaults_small_buffers(&broker))
         .time_limit(Duration::from_secs(180));
     let input = checker.input_topic().to_owned();
     let processed = checker.processed();
@@ -360,7 +381,7 @@ async fn consume_produce_commit_runs_through_a_broker_freeze_and_restart() {
     serves_admin_requests_again().await;
     let checker = DeliveryChecker::new(&broker, 12_000, 4).await.unwrap();
     let checker = checker
-        .with_consumer_settings(defaults(&broker))
+        .with_consumer_settings(defaults_small_buffers(&broker))
         .time_limit(Duration::from_secs(180));
     let (input, output) = (
         checker.input_topic().to_owned(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use super::helpers::{produce_n, unique_name, wait_until};
+use super::helpers::{produce_n_with, unique_name, wait_until};
 use super::TestBroker;
 use crate::consumer::{self, DrainingControl};
 use crate::error::{Error, ErrorKind, Result};
@@ -258,10 +258,16 @@ pub fn number_of(record: &ConsumerRecord) -> Option<u64> {
         .ok()
 }
 
+/// The size of the producer batches the checker writes its input in: about
+/// 130 of its records.
+const INPUT_BATCH_BYTES: usize = 4096;
+
 /// Runs a pipeline under faults and reports what it lost and duplicated.
 ///
 /// The checker produces `records` numbered records (key `key-<n>`, record
-/// `n` to partition `n % partitions`) to a new input topic. Your pipeline
+/// `n` to partition `n % partitions`) to a new input topic, in batches of
+/// 4 KiB (about 130 records: a consumer with a small prefetch budget still
+/// has records to fetch after a fault). Your pipeline
 /// reads the [input topic](Self::input_topic) with the
 /// [settings](Self::consumer_settings) it is given (a group of the
 /// checker's) and either writes each record, key kept, to the
@@ -342,7 +348,14 @@ impl<'a> DeliveryChecker<'a> {
     pub async fn new(broker: &'a TestBroker, records: usize, partitions: i32) -> Result<Self> {
         let input = broker.unique_topic("delivery-in", partitions).await?;
         let output = broker.unique_topic("delivery-out", partitions).await?;
-        produce_n(broker, &input, records, partitions).await?;
+        // Small batches: a consumer's fetch returns at least one whole
+        // batch per partition, so with the producer's default (1 MB) the
+        // whole input could sit in a consumer's prefetch before the first
+        // fault, and nothing would be fetched after it.
+        let batched = broker
+            .producer_settings()
+            .property("batch.size", INPUT_BATCH_BYTES.to_string());
+        produce_n_with(batched, &input, records, partitions).await?;
         let group = unique_name("delivery-group");
         Ok(DeliveryChecker {
             broker,

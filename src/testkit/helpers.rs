@@ -31,7 +31,17 @@ pub fn unique_name(prefix: &str) -> String {
 /// Produces `n` records `key-i` / `value-i` to `topic`, record `i` to
 /// partition `i % partitions`, and waits for every acknowledgement.
 pub async fn produce_n(broker: &TestBroker, topic: &str, n: usize, partitions: i32) -> Result<()> {
-    let mut sink = crate::producer::plain_sink(broker.producer_settings())?;
+    produce_n_with(broker.producer_settings(), topic, n, partitions).await
+}
+
+/// [`produce_n`] through a producer with `settings`.
+pub(crate) async fn produce_n_with(
+    settings: crate::ProducerSettings,
+    topic: &str,
+    n: usize,
+    partitions: i32,
+) -> Result<()> {
+    let mut sink = crate::producer::plain_sink(settings)?;
     for i in 0..n {
         let record = ProducerRecord::new(topic)
             .partition((i % partitions.max(1) as usize) as i32)
