@@ -124,6 +124,62 @@ async fn consume_commit_loses_nothing_through_an_outage_of_the_embedded_broker()
     );
 }
 
+/// A pipeline whose committer holds each partition's last offset until the
+/// stream ends (`CommitWhen::NextOffsetObserved`) never commits the end of
+/// the input by itself: the run ends 30 s after the last record was seen,
+/// not at its time limit, and the drain commits the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_commits_its_last_offsets_when_drained_ends_before_the_time_limit() {
+    use reactive_kafka::{committer, CommitWhen, CommitterSettings};
+    let broker = TestBroker::start().await.unwrap();
+    let checker = DeliveryChecker::new(&broker, 400, 2).await.unwrap();
+    let limit = Duration::from_secs(90);
+    let checker = checker.time_limit(limit);
+    let input = checker.input_topic().to_owned();
+    let processed = checker.processed();
+    let started = std::time::Instant::now();
+    let report = checker
+        .run(
+            |settings| {
+                let (source, control) =
+                    consumer::committable_source(settings, Subscription::topics([input.as_str()]))?;
+                let committer = committer::sink(
+                    CommitterSettings::default().when(CommitWhen::NextOffsetObserved),
+                )?;
+                let processed = processed.clone();
+                Ok(DrainingControl::spawn(control, async move {
+                    source
+                        .map(move |m| {
+                            let m = m?;
+                            processed.record(&m.record);
+                            Ok(m.offset)
+                        })
+                        .forward(committer)
+                        .await
+                }))
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    println!("held last offsets: {report} (run took {took:?})");
+    assert!(report.exactly_once(), "{report}");
+    assert!(
+        took >= Duration::from_secs(30) && took < limit,
+        "the run ends 30 s after the last record, not at the {limit:?} limit: {took:?}"
+    );
+    let committed = broker
+        .committed_offsets(checker.group_id(), &input, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        committed.values().map(|c| c.unwrap_or(0)).sum::<i64>(),
+        400,
+        "the drain committed the held offsets: {committed:?}"
+    );
+}
+
 /// A pipeline that commits each chunk of records before processing it: a
 /// member killed mid-chunk loses the rest of the chunk, and the checker says
 /// which records.

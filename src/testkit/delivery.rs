@@ -276,8 +276,8 @@ const INPUT_BATCH_BYTES: usize = 4096;
 /// your pipeline, injects the faults one by one as the records flow,
 /// waits until every record was seen and the group committed the end of
 /// the input (or the time limit passed), drains every member, reads the
-/// output back and reports. The pipeline must commit what it processed:
-/// one that commits only when drained runs into the time limit.
+/// output back and reports. A pipeline that commits its last offsets only
+/// when drained adds 30 s to a run.
 ///
 /// ```no_run
 /// use futures::StreamExt;
@@ -428,8 +428,9 @@ impl<'a> DeliveryChecker<'a> {
     /// `faults` one after the other, each once a further share of the
     /// records was seen, waits until every record was seen and the group
     /// committed the end of every input partition (or, with records
-    /// missing, until nothing new came for 2 s after that commit; or until
-    /// the time limit), drains every member and reports.
+    /// missing, until nothing new came for 2 s after that commit; or, with
+    /// every record seen, for at most 30 s; or until the time limit),
+    /// drains every member and reports.
     ///
     /// Fails only if a member cannot be started, no progress is made before
     /// a fault within the time limit, or the output cannot be read; lost
@@ -550,7 +551,11 @@ impl<'a> DeliveryChecker<'a> {
 
     /// Until the group committed the end of every input partition and
     /// either every record was seen or nothing new was seen for two seconds
-    /// (the records not seen by then never will be), or the time limit.
+    /// (the records not seen by then never will be); or every record was
+    /// seen 30 s ago and the end is still not committed (a pipeline that
+    /// holds its last offsets until it is drained, as
+    /// [`CommitWhen::NextOffsetObserved`](crate::CommitWhen::NextOffsetObserved)
+    /// does); or the time limit.
     /// Waiting for the commits even once every record was seen lets the
     /// pipeline commit by itself (records fetched before a fault may all be
     /// processed during it), before draining commits for it. A read of the
@@ -564,6 +569,7 @@ impl<'a> DeliveryChecker<'a> {
                 as i64
         };
         let quiet = Duration::from_secs(2);
+        let commits_after_all_seen = Duration::from_secs(30);
         while Instant::now() < deadline {
             let all_committed = self
                 .broker
@@ -573,6 +579,13 @@ impl<'a> DeliveryChecker<'a> {
             let all_seen = self.seen_count() >= self.records;
             let idle = self.last_seen().is_none_or(|t| t.elapsed() >= quiet);
             if all_committed && (all_seen || idle) {
+                break;
+            }
+            let seen_all_long_ago = all_seen
+                && self
+                    .last_seen()
+                    .is_some_and(|t| t.elapsed() >= commits_after_all_seen);
+            if seen_all_long_ago {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
