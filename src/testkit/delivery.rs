@@ -441,22 +441,23 @@ impl<'a> DeliveryChecker<'a> {
     {
         let started = Instant::now();
         let done = std::sync::atomic::AtomicBool::new(false);
-        let commit_times = Mutex::new(Vec::new());
+        let commits = Mutex::new(Commits::default());
         let main = async {
-            let result = self.run_members(&start, faults).await;
+            let result = self.run_members(&start, faults, &commits).await;
             done.store(true, std::sync::atomic::Ordering::Release);
             result
         };
-        let (result, ()) = tokio::join!(main, self.watch_commits(&done, &commit_times));
+        let (result, ()) = tokio::join!(main, self.watch_commits(&done, &commits));
         let (outcomes, pipeline_errors) = result?;
-        let commit_times = commit_times.into_inner().unwrap_or_else(|p| p.into_inner());
-        Ok(self.report(started, outcomes, pipeline_errors, &commit_times))
+        let commits = commits.into_inner().unwrap_or_else(|p| p.into_inner());
+        Ok(self.report(started, outcomes, pipeline_errors, &commits.grew_at))
     }
 
     async fn run_members<F>(
         &self,
         start: &F,
         faults: &[Fault],
+        commits: &Mutex<Commits>,
     ) -> Result<(Vec<Injected>, Vec<Error>)>
     where
         F: Fn(ConsumerSettings) -> Result<DrainingControl<()>>,
@@ -493,7 +494,7 @@ impl<'a> DeliveryChecker<'a> {
                 ended: Instant::now(),
             });
         }
-        self.wait_for_the_end().await;
+        self.wait_for_the_end(commits).await;
         for member in members {
             if let Err(e) = member.drain_and_shutdown(Duration::from_secs(30)).await {
                 pipeline_errors.push(e);
@@ -515,31 +516,27 @@ impl<'a> DeliveryChecker<'a> {
     }
 
     /// Polls the group's committed offsets every 250 ms (one read at a
-    /// time) and notes when their sum grew, until a read that started
-    /// after `done`: the last commits are seen however long a read took
-    /// (each is bounded by a 10 s timeout). A read that fails (the broker
-    /// is down) is skipped.
-    async fn watch_commits(
-        &self,
-        done: &std::sync::atomic::AtomicBool,
-        times: &Mutex<Vec<Instant>>,
-    ) {
-        let mut last = 0i64;
+    /// time) into `commits`, noting when their sum grew, until a read that
+    /// started after `done`: the last commits are seen however long a read
+    /// took (each is bounded by a 10 s timeout). A read that fails (the
+    /// broker is down) is skipped.
+    async fn watch_commits(&self, done: &std::sync::atomic::AtomicBool, commits: &Mutex<Commits>) {
         loop {
             let last_read = done.load(std::sync::atomic::Ordering::Acquire);
-            // One read at a time (each is bounded by its own 10 s timeout).
             let read = self
                 .broker
                 .committed_offsets(&self.group, &self.input, self.partitions)
                 .await;
             if let Ok(committed) = read {
-                let sum: i64 = committed.values().map(|c| c.unwrap_or(0)).sum();
-                if sum > last {
-                    last = sum;
-                    times
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Instant::now());
+                let mut c = commits.lock().unwrap_or_else(|p| p.into_inner());
+                let sum: i64 = committed.values().map(|o| o.unwrap_or(0)).sum();
+                let before: i64 = c.latest.values().map(|o| o.unwrap_or(0)).sum();
+                if sum > before {
+                    c.grew_at.push(Instant::now());
+                }
+                // The highest seen: a read never moves them back.
+                if sum >= before {
+                    c.latest = committed;
                 }
             }
             if last_read {
@@ -558,10 +555,10 @@ impl<'a> DeliveryChecker<'a> {
     /// does); or the time limit.
     /// Waiting for the commits even once every record was seen lets the
     /// pipeline commit by itself (records fetched before a fault may all be
-    /// processed during it), before draining commits for it. A read of the
-    /// committed offsets that fails (the broker is still coming back)
-    /// counts as not committed.
-    async fn wait_for_the_end(&self) {
+    /// processed during it), before draining commits for it. It reads the
+    /// commit watcher's latest committed offsets (a read that failed, the
+    /// broker still coming back, left them as they were).
+    async fn wait_for_the_end(&self, commits: &Mutex<Commits>) {
         let deadline = Instant::now() + self.limit;
         let partitions = self.partitions.max(1) as usize;
         let end = |p: i32| {
@@ -571,21 +568,16 @@ impl<'a> DeliveryChecker<'a> {
         let quiet = Duration::from_secs(2);
         let commits_after_all_seen = Duration::from_secs(30);
         while Instant::now() < deadline {
-            let all_committed = self
-                .broker
-                .committed_offsets(&self.group, &self.input, self.partitions)
-                .await
-                .is_ok_and(|c| c.iter().all(|(p, c)| c.unwrap_or(0) >= end(*p)));
+            let all_committed = {
+                let c = commits.lock().unwrap_or_else(|p| p.into_inner());
+                !c.latest.is_empty() && c.latest.iter().all(|(p, o)| o.unwrap_or(0) >= end(*p))
+            };
             let all_seen = self.seen_count() >= self.records;
-            let idle = self.last_seen().is_none_or(|t| t.elapsed() >= quiet);
-            if all_committed && (all_seen || idle) {
-                break;
-            }
-            let seen_all_long_ago = all_seen
-                && self
-                    .last_seen()
-                    .is_some_and(|t| t.elapsed() >= commits_after_all_seen);
-            if seen_all_long_ago {
+            let since_last = self.last_seen().map(|t| t.elapsed());
+            let idle = since_last.is_none_or(|d| d >= quiet);
+            let seen_all_long_ago =
+                all_seen && since_last.is_some_and(|d| d >= commits_after_all_seen);
+            if (all_committed && (all_seen || idle)) || seen_all_long_ago {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -695,6 +687,14 @@ impl<'a> DeliveryChecker<'a> {
             elapsed: s.last.map_or(started.elapsed(), |l| l - started),
         }
     }
+}
+
+/// What the commit watcher read: the group's highest committed offsets
+/// (empty before the first read that succeeded), and when their sum grew.
+#[derive(Default)]
+struct Commits {
+    latest: BTreeMap<i32, Option<i64>>,
+    grew_at: Vec<Instant>,
 }
 
 /// A fault as it was injected: when, and after how many records.
