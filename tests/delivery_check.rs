@@ -130,7 +130,7 @@ async fn consume_commit_loses_nothing_through_an_outage_of_the_embedded_broker()
 /// not at its time limit, and the drain commits the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_that_commits_its_last_offsets_when_drained_ends_before_the_time_limit() {
-    use reactive_kafka::{committer, CommitWhen, CommitterSettings};
+    use reactive_kafka::{CommitWhen, CommitterSettings};
     let broker = TestBroker::start().await.unwrap();
     let checker = DeliveryChecker::new(&broker, 400, 2).await.unwrap();
     let limit = Duration::from_secs(90);
@@ -141,22 +141,13 @@ async fn a_pipeline_that_commits_its_last_offsets_when_drained_ends_before_the_t
     let report = checker
         .run(
             |settings| {
-                let (source, control) =
-                    consumer::committable_source(settings, Subscription::topics([input.as_str()]))?;
-                let committer = committer::sink(
+                pipelines::consume_commit_with(
+                    settings,
+                    &input,
+                    processed.clone(),
+                    Duration::ZERO,
                     CommitterSettings::default().when(CommitWhen::NextOffsetObserved),
-                )?;
-                let processed = processed.clone();
-                Ok(DrainingControl::spawn(control, async move {
-                    source
-                        .map(move |m| {
-                            let m = m?;
-                            processed.record(&m.record);
-                            Ok(m.offset)
-                        })
-                        .forward(committer)
-                        .await
-                }))
+                )
             },
             &[],
         )

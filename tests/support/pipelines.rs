@@ -18,8 +18,25 @@ pub fn consume_commit(
     processed: Processed,
     pace: Duration,
 ) -> reactive_kafka::Result<DrainingControl<()>> {
+    consume_commit_with(
+        settings,
+        input,
+        processed,
+        pace,
+        CommitterSettings::default(),
+    )
+}
+
+/// [`consume_commit`] through a committer with `committer_settings`.
+pub fn consume_commit_with(
+    settings: ConsumerSettings,
+    input: &str,
+    processed: Processed,
+    pace: Duration,
+    committer_settings: CommitterSettings,
+) -> reactive_kafka::Result<DrainingControl<()>> {
     let (source, control) = consumer::committable_source(settings, Subscription::topics([input]))?;
-    let committer = committer::sink(CommitterSettings::default())?;
+    let committer = committer::sink(committer_settings)?;
     Ok(DrainingControl::spawn(control, async move {
         source
             .then(move |m| {
