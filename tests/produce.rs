@@ -52,6 +52,63 @@ async fn records_arrive_with_key_payload_headers_and_timestamp() {
     control.shutdown().await.unwrap();
 }
 
+/// Records with and without headers, with empty and without payloads,
+/// side by side in one batch: each reads back with its own headers (the
+/// consumer tells a record without headers from one with them by its bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_with_and_without_headers_read_back_each_with_its_own() {
+    let (broker, topic) = broker_with_topic("mixed-headers", 1).await;
+    let mut sink = producer::plain_sink(broker.producer_settings()).unwrap();
+    // (payload, headers)
+    type Case<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case<'_>> = vec![
+        (Some("p0"), vec![]),
+        (Some("p1"), vec![("h", "v")]),
+        (Some(""), vec![]),
+        (Some(""), vec![("a", ""), ("b", "bb")]),
+        (None, vec![("t", "tomb")]),
+        (None, vec![]),
+        (Some("p6"), vec![]),
+    ];
+    for (payload, headers) in &cases {
+        let mut record = ProducerRecord::new(&topic).key("k");
+        if let Some(p) = payload {
+            record = record.payload(*p);
+        }
+        for (k, v) in headers {
+            record = record.header(*k, *v);
+        }
+        sink.feed(record).await.unwrap();
+    }
+    sink.close().await.unwrap();
+
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-mixed-headers")),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let records = take_n(&mut source, cases.len(), Duration::from_secs(30)).await;
+    for (r, (payload, headers)) in records.iter().zip(&cases) {
+        assert_eq!(
+            r.payload(),
+            payload.map(str::as_bytes),
+            "offset {}",
+            r.offset()
+        );
+        let got: Vec<(&str, Option<&[u8]>)> = r
+            .headers()
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref()))
+            .collect();
+        let want: Vec<(&str, Option<&[u8]>)> = headers
+            .iter()
+            .map(|(k, v)| (*k, Some(v.as_bytes())))
+            .collect();
+        assert_eq!(got, want, "offset {}", r.offset());
+    }
+    control.shutdown().await.unwrap();
+}
+
 /// A queue of 50 records forces the sink to wait for deliveries hundreds of
 /// times; every record still arrives, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,13 +14,15 @@
 //!   never answered; `rd_kafka_commit_queue` with the consumer's own queue
 //!   posts the result there, where the driver's poll turns it into
 //!   `ConsumerContext::commit_callback`: exactly one answer per commit;
-//! - reading a raw message's fields into a [`RecordBuilder`].
+//! - reading a raw message's fields into a [`RecordBuilder`], and telling
+//!   a record without headers from one with them without asking librdkafka
+//!   to parse them ([`no_headers`]).
 //!
 //! Both queues must be released before the consumer: a reference
 //! alive at destruction makes librdkafka wait forever (the driver's close
 //! releases them first).
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::thread::Thread;
 
 use bytes::Bytes;
@@ -42,6 +44,9 @@ use crate::record::{Header, Timestamp, TopicPartition};
 /// assignment.)
 pub(crate) struct RecordsQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
+    /// Whether the linked librdkafka's message layout is the one
+    /// [`no_headers`] reads ([`message_layout_known`]).
+    layout_known: bool,
     // The callback's opaque pointer points into this box.
     _wake: Box<Thread>,
 }
@@ -74,6 +79,7 @@ pub(crate) struct Run<'a> {
     pub(crate) topic: Option<&'a str>,
     pub(crate) partition: i32,
     messages: &'a [*mut rdsys::rd_kafka_message_t],
+    layout_known: bool,
 }
 
 impl Run<'_> {
@@ -101,7 +107,7 @@ impl Run<'_> {
             // until it destroys it after this run.
             let m = unsafe { &*msg };
             if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                read_message(m, builder);
+                read_message(m, self.layout_known, builder);
             } else if error.is_none() {
                 error = Some(ReadError::of(m));
             }
@@ -130,7 +136,11 @@ impl RecordsQueue {
                 &*wake as *const Thread as *mut c_void,
             )
         };
-        Some(RecordsQueue { queue, _wake: wake })
+        Some(RecordsQueue {
+            queue,
+            layout_known: message_layout_known(),
+            _wake: wake,
+        })
     }
 
     /// Forwards `tp`'s queue to this one. Call it before the partition is
@@ -203,6 +213,7 @@ impl RecordsQueue {
                 topic,
                 partition,
                 messages: &scratch[start..end],
+                layout_known: self.layout_known,
             });
             start = end;
         }
@@ -256,7 +267,8 @@ impl ReadError {
 }
 
 /// Copies one valid, error-free message (alive for the call) into `builder`.
-fn read_message(m: &rdsys::rd_kafka_message_t, builder: &mut RecordBuilder) {
+/// `layout_known`: [`message_layout_known`].
+fn read_message(m: &rdsys::rd_kafka_message_t, layout_known: bool, builder: &mut RecordBuilder) {
     let mut ts_type = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
     // SAFETY: `m` is a valid message for the call.
     let ts = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut ts_type) };
@@ -272,7 +284,80 @@ fn read_message(m: &rdsys::rd_kafka_message_t, builder: &mut RecordBuilder) {
     // SAFETY: librdkafka guarantees `key`/`payload` point to `key_len`/`len`
     // readable bytes, or are null, for as long as the message lives.
     let (key, payload) = unsafe { (bytes_of(m.key, m.key_len), bytes_of(m.payload, m.len)) };
-    builder.push(m.offset, timestamp, key, payload, headers_of(m));
+    // SAFETY: `m` is a valid consumed message; the layout was checked.
+    let headers = if layout_known && unsafe { no_headers(m) } {
+        debug_assert!(
+            headers_of(m).is_empty(),
+            "a record said to have no headers has some"
+        );
+        Vec::new()
+    } else {
+        headers_of(m)
+    };
+    builder.push(m.offset, timestamp, key, payload, headers);
+}
+
+/// The start of librdkafka's private `rd_kafka_msg_t` (`rdkafka_msg.h`), up
+/// to the consumer's unparsed headers, as in the librdkafka versions
+/// [`message_layout_known`] accepts. A consumed `rd_kafka_message_t` is the
+/// first field of one.
+#[repr(C)]
+struct MsgHead {
+    message: rdsys::rd_kafka_message_t,
+    link: [*mut c_void; 2],
+    flags: c_int,
+    timestamp_type: c_int,
+    timestamp: i64,
+    headers: *mut c_void,
+    status: c_int,
+    broker_id: i32,
+    /// `rkm_u.consumer.binhdrs`: the record's header bytes, from its header
+    /// count to its end, as they came in the fetch response.
+    header_bytes_len: i32,
+    header_bytes: *const u8,
+}
+
+/// The librdkafka releases whose `rd_kafka_msg_t` starts as [`MsgHead`] says
+/// (read in their sources), as `rd_kafka_version()` gives them without the
+/// pre-release byte.
+const MESSAGE_LAYOUT_VERSIONS: [i32; 1] = [0x020c_0100];
+
+/// Whether the librdkafka this process runs is one whose message layout
+/// [`MsgHead`] describes. Any other (a system librdkafka, a newer bundled
+/// one) reads every record's headers through `rd_kafka_message_headers`.
+pub(crate) fn message_layout_known() -> bool {
+    // SAFETY: a plain query of a constant.
+    let version = unsafe { rdsys::rd_kafka_version() };
+    MESSAGE_LAYOUT_VERSIONS.contains(&(version & !0xff))
+}
+
+/// Whether a consumed record certainly has no headers, without asking
+/// librdkafka: `rd_kafka_message_headers` parses a record's header bytes in a
+/// buffer it allocates and frees, even to find a header count of 0, which
+/// on a consumer of small records was about a third of the driver thread's
+/// time. `false` means "maybe": the caller asks librdkafka.
+///
+/// A Kafka v2 record ends with its header count (a varint) and headers,
+/// straight after its value; librdkafka keeps where those bytes are. They
+/// are trusted only where they are where the record format puts them,
+/// right after the value, so a wrong layout reads nothing it should not;
+/// a record without a value (a tombstone) or of the older formats, which
+/// have no headers, is left to librdkafka.
+///
+/// # Safety
+/// `m` must be a valid message read off a consumer queue, and
+/// [`message_layout_known`] true.
+unsafe fn no_headers(m: &rdsys::rd_kafka_message_t) -> bool {
+    // SAFETY: per the contract, `m` is the first field of an
+    // `rd_kafka_msg_t` that starts as `MsgHead` says.
+    let head = unsafe { &*(m as *const rdsys::rd_kafka_message_t as *const MsgHead) };
+    if head.header_bytes_len < 1 || m.payload.is_null() {
+        return false;
+    }
+    let after_value = (m.payload as *const u8).wrapping_add(m.len);
+    // SAFETY: librdkafka's header bytes hold at least one byte (checked
+    // above), the header count, and they sit right after the value.
+    head.header_bytes == after_value && unsafe { *head.header_bytes } == 0
 }
 
 /// # Safety
@@ -373,4 +458,27 @@ pub(crate) fn message_latency_us(msg: &rdkafka::message::BorrowedMessage<'_>) ->
     // SAFETY: the message is valid while `msg` borrows it; the call only
     // reads its timestamps.
     unsafe { rdsys::rd_kafka_message_latency(msg.ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails when the librdkafka this crate links changes: compare `MsgHead`
+    /// with the new release's `rd_kafka_msg_t` (`src/rdkafka_msg.h`), then
+    /// add the release to `MESSAGE_LAYOUT_VERSIONS`. Until then every record
+    /// takes librdkafka's slower way to its headers.
+    #[test]
+    fn the_linked_librdkafka_has_the_message_layout_read_for_headers() {
+        // SAFETY: a plain query of a constant.
+        let version = unsafe { rdsys::rd_kafka_version() };
+        assert!(
+            message_layout_known(),
+            "librdkafka {version:#x}: message layout not checked"
+        );
+        assert_eq!(
+            std::mem::offset_of!(MsgHead, header_bytes_len),
+            std::mem::size_of::<rdsys::rd_kafka_message_t>() + 48
+        );
+    }
 }
