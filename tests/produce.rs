@@ -153,6 +153,46 @@ async fn a_full_queue_applies_backpressure_and_loses_nothing() {
     control.shutdown().await.unwrap();
 }
 
+/// The sink keeps at most `max_in_flight` records unacknowledged, long
+/// before librdkafka's own queue (100,000 records) would stop it; every
+/// record still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_keeps_at_most_max_in_flight_records_unacknowledged() {
+    let (broker, topic) = broker_with_topic("sink-window", 1).await;
+    let mut sink = producer::plain_sink(broker.producer_settings().max_in_flight(100)).unwrap();
+    let n = 5_000;
+    let mut max_in_flight = 0;
+    for i in 0..n {
+        sink.feed(
+            ProducerRecord::new(&topic)
+                .key(format!("key-{i}"))
+                .payload("v"),
+        )
+        .await
+        .unwrap();
+        max_in_flight = max_in_flight.max(sink.in_flight());
+    }
+    sink.close().await.unwrap();
+    assert!(
+        max_in_flight <= 100,
+        "in flight {max_in_flight} beyond max_in_flight"
+    );
+    assert_eq!(sink.delivered(), n as u64);
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-sink-window")),
+        Subscription::topics([topic.clone()]),
+    )
+    .unwrap();
+    let records = take_n(&mut source, n, Duration::from_secs(60)).await;
+    let mut seen = vec![false; n];
+    for r in &records {
+        let i = key_index(r.key());
+        assert!(!seen[i], "record {i} twice");
+        seen[i] = true;
+    }
+    control.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_for_a_missing_partition_fails_the_sink_naming_it() {
     let (broker, topic) = broker_with_topic("badpart", 1).await;

@@ -1,8 +1,9 @@
 //! Producer sinks.
 //!
 //! [`plain_sink`] writes [`ProducerRecord`](crate::ProducerRecord)s to Kafka with backpressure: when
-//! librdkafka's queue is full it waits for deliveries to free room (no sleep
-//! loop). A record the broker rejects fails the sink with an error naming the
+//! [`max_in_flight`](crate::ProducerSettings::max_in_flight) records are
+//! unacknowledged, or librdkafka's queue is full, it waits for deliveries to
+//! free room (no sleep loop). A record the broker rejects fails the sink with an error naming the
 //! topic and partition. Closing the sink waits until every record is
 //! acknowledged.
 
@@ -33,7 +34,9 @@ use crate::settings::ProducerSettings;
 
 /// A sink of records, backed by a producer of its own.
 ///
-/// Sending never blocks the task: when librdkafka's queue is full
+/// Sending never blocks the task: while
+/// [`max_in_flight`](ProducerSettings::max_in_flight) records are
+/// unacknowledged, or librdkafka's queue is full
 /// (`queue.buffering.max.messages` / `queue.buffering.max.kbytes`),
 /// `poll_ready` waits for a delivery report to free room.
 ///

@@ -21,6 +21,8 @@ use crate::settings::ProducerSettings;
 pub struct ProducerSink {
     core: ProducerCore,
     pending: Option<ProducerRecord>,
+    /// Most records unacknowledged at once (`ProducerSettings::max_in_flight`).
+    max_in_flight: usize,
     closed: bool,
     close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -38,6 +40,7 @@ impl ProducerSink {
         Ok(ProducerSink {
             core: ProducerCore::new(&settings)?,
             pending: None,
+            max_in_flight: settings.max_in_flight,
             closed: false,
             close_deadline: None,
         })
@@ -88,6 +91,19 @@ impl ProducerSink {
         }
     }
 
+    /// Ready while fewer than `max_in_flight` records are unacknowledged.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.core.in_flight() < self.max_in_flight {
+            return Poll::Ready(());
+        }
+        // Register first, then look again: a delivery between the two wakes us.
+        self.core.register(cx);
+        if self.core.in_flight() < self.max_in_flight {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.core.in_flight() == 0 {
             return Poll::Ready(());
@@ -106,7 +122,8 @@ impl Sink<ProducerRecord> for ProducerSink {
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         this.check_failure()?;
-        this.poll_pending(cx)
+        std::task::ready!(this.poll_pending(cx))?;
+        this.poll_room(cx).map(Ok)
     }
 
     fn start_send(self: Pin<&mut Self>, record: ProducerRecord) -> Result<()> {

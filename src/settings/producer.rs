@@ -100,8 +100,9 @@ impl ProducerSettings {
         self
     }
 
-    /// Most records a [`flow`](crate::producer::flow) or committable sink
-    /// keeps unacknowledged at once. Default 30,000.
+    /// Most records a [`plain_sink`](crate::producer::plain_sink),
+    /// [`flow`](crate::producer::flow) or committable sink keeps
+    /// unacknowledged at once. Default 30,000.
     ///
     /// A flow sends at most this many records per acknowledgement round
     /// trip (`linger.ms` plus the broker's write). On Apache Kafka on the
@@ -110,6 +111,13 @@ impl ProducerSettings {
     /// 30,000 reached its rate, and 100,000 was no faster with 2.5 times the
     /// memory. Raise it for a broker farther away; each record in flight
     /// holds its payload and its pass-through value.
+    ///
+    /// The plain sink keeps to it too, instead of filling librdkafka's queue
+    /// (`queue.buffering.max.messages`, 100,000 records): with the broker
+    /// and the sink pinned to a core each, 100 B records, the sink read at
+    /// 0.60M to 0.98M records/s against 0.64M to 0.71M, with 0.78 to 1.15 µs
+    /// of CPU per record against 1.15 to 1.34 and half the memory (23 to
+    /// 25 MB RSS against 45 to 47).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
         self
