@@ -338,11 +338,12 @@ pub(crate) fn message_layout_known() -> bool {
 /// time. `false` means "maybe": the caller asks librdkafka.
 ///
 /// A Kafka v2 record ends with its header count (a varint) and headers,
-/// straight after its value; librdkafka keeps where those bytes are. They
-/// are trusted only where they are where the record format puts them,
-/// right after the value, so a wrong layout reads nothing it should not;
-/// a record without a value (a tombstone) or of the older formats, which
-/// have no headers, is left to librdkafka.
+/// straight after its value; librdkafka keeps where those bytes are. Their
+/// first byte is read only when librdkafka's pointer to them is where the
+/// record format puts them, right after the value: a layout read wrong
+/// would have to produce that very address by chance to read anything. A
+/// record without a value (a tombstone) is left to librdkafka, and records
+/// of the formats before v2, which have no headers, have no header bytes.
 ///
 /// # Safety
 /// `m` must be a valid message read off a consumer queue, and
