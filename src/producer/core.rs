@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Context;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
@@ -483,6 +483,20 @@ impl ProducerCore {
     /// Registers the task to be woken by the next delivery report.
     pub(crate) fn register(&self, cx: &mut Context<'_>) {
         self.state.waker.register(cx.waker());
+    }
+
+    /// Ready while fewer than `limit` records are unacknowledged; else
+    /// registered to be woken by the next delivery report (registered
+    /// first, then looked at again: a report in between wakes the task).
+    pub(crate) fn poll_in_flight_below(&self, cx: &mut Context<'_>, limit: usize) -> Poll<()> {
+        if self.in_flight() < limit {
+            return Poll::Ready(());
+        }
+        self.register(cx);
+        if self.in_flight() < limit {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     /// Waits (for cloned handles) until a delivery report frees room.

@@ -336,11 +336,12 @@ where
             // 1. Send what is not sent yet, in order, while there is room.
             'send: while let Some(entry) = this.entries.get_mut(*this.unsent) {
                 while !entry.fully_sent() {
-                    if this.core.in_flight() >= *this.max_in_flight {
-                        this.core.register(cx);
-                        if this.core.in_flight() >= *this.max_in_flight {
-                            break 'send;
-                        }
+                    if this
+                        .core
+                        .poll_in_flight_below(cx, *this.max_in_flight)
+                        .is_pending()
+                    {
+                        break 'send;
                     }
                     let record = &entry.records.as_slice()[entry.sent()];
                     match send_one(this.core, record, this.in_order.next_seq(), cx) {

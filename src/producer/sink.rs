@@ -90,30 +90,6 @@ impl ProducerSink {
             }
         }
     }
-
-    /// Ready while fewer than `max_in_flight` records are unacknowledged.
-    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.core.in_flight() < self.max_in_flight {
-            return Poll::Ready(());
-        }
-        // Register first, then look again: a delivery between the two wakes us.
-        self.core.register(cx);
-        if self.core.in_flight() < self.max_in_flight {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-
-    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.core.in_flight() == 0 {
-            return Poll::Ready(());
-        }
-        self.core.register(cx);
-        if self.core.in_flight() == 0 {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
 }
 
 impl Sink<ProducerRecord> for ProducerSink {
@@ -123,7 +99,9 @@ impl Sink<ProducerRecord> for ProducerSink {
         let this = self.get_mut();
         this.check_failure()?;
         std::task::ready!(this.poll_pending(cx))?;
-        this.poll_room(cx).map(Ok)
+        this.core
+            .poll_in_flight_below(cx, this.max_in_flight)
+            .map(Ok)
     }
 
     fn start_send(self: Pin<&mut Self>, record: ProducerRecord) -> Result<()> {
@@ -137,7 +115,7 @@ impl Sink<ProducerRecord> for ProducerSink {
         let this = self.get_mut();
         this.check_failure()?;
         std::task::ready!(this.poll_pending(cx))?;
-        std::task::ready!(this.poll_drained(cx));
+        std::task::ready!(this.core.poll_in_flight_below(cx, 1));
         this.check_failure()?;
         Poll::Ready(Ok(()))
     }
