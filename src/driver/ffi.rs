@@ -23,6 +23,7 @@
 //! releases them first).
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::LazyLock;
 use std::thread::Thread;
 
 use bytes::Bytes;
@@ -44,9 +45,6 @@ use crate::record::{Header, Timestamp, TopicPartition};
 /// assignment.)
 pub(crate) struct RecordsQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
-    /// Whether the linked librdkafka's message layout is the one
-    /// [`no_headers`] reads ([`message_layout_known`]).
-    layout_known: bool,
     // The callback's opaque pointer points into this box.
     _wake: Box<Thread>,
 }
@@ -79,7 +77,6 @@ pub(crate) struct Run<'a> {
     pub(crate) topic: Option<&'a str>,
     pub(crate) partition: i32,
     messages: &'a [*mut rdsys::rd_kafka_message_t],
-    layout_known: bool,
 }
 
 impl Run<'_> {
@@ -107,7 +104,7 @@ impl Run<'_> {
             // until it destroys it after this run.
             let m = unsafe { &*msg };
             if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                read_message(m, self.layout_known, builder);
+                read_message(m, builder);
             } else if error.is_none() {
                 error = Some(ReadError::of(m));
             }
@@ -136,11 +133,7 @@ impl RecordsQueue {
                 &*wake as *const Thread as *mut c_void,
             )
         };
-        Some(RecordsQueue {
-            queue,
-            layout_known: message_layout_known(),
-            _wake: wake,
-        })
+        Some(RecordsQueue { queue, _wake: wake })
     }
 
     /// Forwards `tp`'s queue to this one. Call it before the partition is
@@ -213,7 +206,6 @@ impl RecordsQueue {
                 topic,
                 partition,
                 messages: &scratch[start..end],
-                layout_known: self.layout_known,
             });
             start = end;
         }
@@ -267,8 +259,7 @@ impl ReadError {
 }
 
 /// Copies one valid, error-free message (alive for the call) into `builder`.
-/// `layout_known`: [`message_layout_known`].
-fn read_message(m: &rdsys::rd_kafka_message_t, layout_known: bool, builder: &mut RecordBuilder) {
+fn read_message(m: &rdsys::rd_kafka_message_t, builder: &mut RecordBuilder) {
     let mut ts_type = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
     // SAFETY: `m` is a valid message for the call.
     let ts = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut ts_type) };
@@ -284,8 +275,8 @@ fn read_message(m: &rdsys::rd_kafka_message_t, layout_known: bool, builder: &mut
     // SAFETY: librdkafka guarantees `key`/`payload` point to `key_len`/`len`
     // readable bytes, or are null, for as long as the message lives.
     let (key, payload) = unsafe { (bytes_of(m.key, m.key_len), bytes_of(m.payload, m.len)) };
-    // SAFETY: `m` is a valid consumed message; the layout was checked.
-    let headers = if layout_known && unsafe { no_headers(m) } {
+    // SAFETY: `m` is a valid consumed message.
+    let headers = if unsafe { no_headers(m) } {
         debug_assert!(
             headers_of(m).is_empty(),
             "a record said to have no headers has some"
@@ -299,7 +290,7 @@ fn read_message(m: &rdsys::rd_kafka_message_t, layout_known: bool, builder: &mut
 
 /// The start of librdkafka's private `rd_kafka_msg_t` (`rdkafka_msg.h`), up
 /// to the consumer's unparsed headers, as in the librdkafka versions
-/// [`message_layout_known`] accepts. A consumed `rd_kafka_message_t` is the
+/// [`MESSAGE_LAYOUT_KNOWN`] accepts. A consumed `rd_kafka_message_t` is the
 /// first field of one.
 #[repr(C)]
 struct MsgHead {
@@ -323,16 +314,17 @@ struct MsgHead {
 const MESSAGE_LAYOUT_VERSIONS: [i32; 1] = [0x020c_0100];
 
 /// Whether the librdkafka this process runs is one whose message layout
-/// [`MsgHead`] describes. Any other (a system librdkafka, a newer bundled
-/// one) reads every record's headers through `rd_kafka_message_headers`.
-pub(crate) fn message_layout_known() -> bool {
+/// [`MsgHead`] describes, asked once. Any other (a system librdkafka, a
+/// newer bundled one) reads every record's headers through
+/// `rd_kafka_message_headers`.
+static MESSAGE_LAYOUT_KNOWN: LazyLock<bool> = LazyLock::new(|| {
     // SAFETY: a plain query of a constant.
     let version = unsafe { rdsys::rd_kafka_version() };
     MESSAGE_LAYOUT_VERSIONS.contains(&(version & !0xff))
-}
+});
 
 /// Whether a consumed record certainly has no headers, without asking
-/// librdkafka: `rd_kafka_message_headers` parses a record's header bytes in a
+/// librdkafka (always `false` unless [`MESSAGE_LAYOUT_KNOWN`]): `rd_kafka_message_headers` parses a record's header bytes in a
 /// buffer it allocates and frees, even to find a header count of 0, which
 /// on a consumer of small records was about a third of the driver thread's
 /// time. `false` means "maybe": the caller asks librdkafka.
@@ -346,11 +338,13 @@ pub(crate) fn message_layout_known() -> bool {
 /// of the formats before v2, which have no headers, have no header bytes.
 ///
 /// # Safety
-/// `m` must be a valid message read off a consumer queue, and
-/// [`message_layout_known`] true.
+/// `m` must be a valid message read off a consumer queue.
 unsafe fn no_headers(m: &rdsys::rd_kafka_message_t) -> bool {
-    // SAFETY: per the contract, `m` is the first field of an
-    // `rd_kafka_msg_t` that starts as `MsgHead` says.
+    if !*MESSAGE_LAYOUT_KNOWN {
+        return false;
+    }
+    // SAFETY: `m` is a consumed message, the first field of an
+    // `rd_kafka_msg_t`, which in this release starts as `MsgHead` says.
     let head = unsafe { &*(m as *const rdsys::rd_kafka_message_t as *const MsgHead) };
     if head.header_bytes_len < 1 || m.payload.is_null() {
         return false;
@@ -474,7 +468,7 @@ mod tests {
         // SAFETY: a plain query of a constant.
         let version = unsafe { rdsys::rd_kafka_version() };
         assert!(
-            message_layout_known(),
+            *MESSAGE_LAYOUT_KNOWN,
             "librdkafka {version:#x}: message layout not checked"
         );
         assert_eq!(
