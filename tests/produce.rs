@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use futures::SinkExt;
+use reactive_kafka::testkit::TestBroker;
 use reactive_kafka::{consumer, producer, ErrorKind, ProducerRecord, Subscription, Timestamp};
 use support::*;
 
@@ -109,6 +110,30 @@ async fn records_with_and_without_headers_read_back_each_with_its_own() {
     control.shutdown().await.unwrap();
 }
 
+/// Reads `n` records of `topic` (keys `key-0` to `key-{n-1}`) with a new
+/// group, asserting that each key comes once; returns the source, for more
+/// checks, and its control.
+async fn read_each_key_once(
+    broker: &TestBroker,
+    topic: &str,
+    n: usize,
+    group: &str,
+) -> (consumer::PlainSource, consumer::Control) {
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique(group)),
+        Subscription::topics([topic]),
+    )
+    .unwrap();
+    let records = take_n(&mut source, n, Duration::from_secs(60)).await;
+    let mut seen = vec![false; n];
+    for r in &records {
+        let i = key_index(r.key());
+        assert!(!seen[i], "record {i} twice");
+        seen[i] = true;
+    }
+    (source, control)
+}
+
 /// A queue of 50 records forces the sink to wait for deliveries hundreds of
 /// times; every record still arrives, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,18 +162,7 @@ async fn a_full_queue_applies_backpressure_and_loses_nothing() {
         "in flight {max_in_flight} beyond the queue limit"
     );
 
-    let (mut source, control) = consumer::plain_source(
-        broker.consumer_settings(&unique("g-bp")),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
-    let records = take_n(&mut source, n, Duration::from_secs(60)).await;
-    let mut seen = vec![false; n];
-    for r in &records {
-        let i = key_index(r.key());
-        assert!(!seen[i], "record {i} twice");
-        seen[i] = true;
-    }
+    let (mut source, control) = read_each_key_once(&broker, &topic, n, "g-bp").await;
     assert_nothing_more(&mut source).await;
     control.shutdown().await.unwrap();
 }
@@ -178,18 +192,7 @@ async fn the_sink_keeps_at_most_max_in_flight_records_unacknowledged() {
         "in flight {max_in_flight} beyond max_in_flight"
     );
     assert_eq!(sink.delivered(), n as u64);
-    let (mut source, control) = consumer::plain_source(
-        broker.consumer_settings(&unique("g-sink-window")),
-        Subscription::topics([topic.clone()]),
-    )
-    .unwrap();
-    let records = take_n(&mut source, n, Duration::from_secs(60)).await;
-    let mut seen = vec![false; n];
-    for r in &records {
-        let i = key_index(r.key());
-        assert!(!seen[i], "record {i} twice");
-        seen[i] = true;
-    }
+    let (_source, control) = read_each_key_once(&broker, &topic, n, "g-sink-window").await;
     control.shutdown().await.unwrap();
 }
 
