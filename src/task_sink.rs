@@ -9,10 +9,16 @@
 //! An item may fold the next one into itself ([`Fold`]): the committer folds
 //! the offsets of one partition into one, on the sending thread, so the task
 //! does not touch every offset.
+//!
+//! Each hand-over wakes the task. A task that has nothing to do with more
+//! items for a while (the committer's, while a commit is in flight) can say
+//! so through the sink's [`Pace`]: clones then hand over in larger chunks,
+//! and a flush leaves the buffer in a deposit the task takes when it stops
+//! deferring, instead of waking it.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use futures::channel::mpsc;
@@ -41,12 +47,92 @@ pub(crate) fn fold_into<T: Fold>(items: &mut Vec<T>, item: T) {
     }
 }
 
+/// How a [`TaskSink`]'s clones hand their items to the task, set by the task
+/// while it runs: how many items a clone takes before it hands its buffer
+/// over, and whether the task defers (a flush then deposits the buffer
+/// here, without waking the task).
+pub(crate) struct Pace<T>(Arc<PaceState<T>>);
+
+struct PaceState<T> {
+    /// The hand-over size while the task does not defer.
+    chunk: usize,
+    /// The hand-over size now (read as each item is taken).
+    current: AtomicUsize,
+    deferring: AtomicBool,
+    /// True while `deposit` holds items (cheap to check per flush).
+    deposited: AtomicBool,
+    deposit: Mutex<Vec<T>>,
+}
+
+impl<T> Clone for Pace<T> {
+    fn clone(&self) -> Self {
+        Pace(self.0.clone())
+    }
+}
+
+impl<T> Pace<T> {
+    /// Hands over every `chunk` items (at least one).
+    pub(crate) fn new(chunk: usize) -> Self {
+        let chunk = chunk.max(1);
+        Pace(Arc::new(PaceState {
+            chunk,
+            current: AtomicUsize::new(chunk),
+            deferring: AtomicBool::new(false),
+            deposited: AtomicBool::new(false),
+            deposit: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn current(&self) -> usize {
+        self.0.current.load(Ordering::Relaxed)
+    }
+
+    fn deferring(&self) -> bool {
+        self.0.deferring.load(Ordering::SeqCst)
+    }
+
+    /// For the task: while `deferring`, clones hand over every `factor`
+    /// chunks and their flushes deposit. A task that stops deferring must
+    /// then take what is in its channel, and after that
+    /// [`take_deposit`](Self::take_deposit) (what its channel holds is older).
+    pub(crate) fn defer(&self, deferring: bool, factor: usize) {
+        let size = if deferring {
+            self.0.chunk.saturating_mul(factor.max(1))
+        } else {
+            self.0.chunk
+        };
+        self.0.current.store(size, Ordering::Relaxed);
+        self.0.deferring.store(deferring, Ordering::SeqCst);
+    }
+
+    /// For the task: the items deposited, oldest first, if any.
+    pub(crate) fn take_deposit(&self) -> Option<Vec<T>> {
+        if !self.0.deposited.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut deposit = self.0.deposit.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.deposited.store(false, Ordering::SeqCst);
+        let items = std::mem::take(&mut *deposit);
+        (!items.is_empty()).then_some(items)
+    }
+
+    /// Moves `items` to the end of the deposit.
+    fn deposit(&self, items: &mut Vec<T>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut deposit = self.0.deposit.lock().unwrap_or_else(|e| e.into_inner());
+        deposit.append(items);
+        self.0.deposited.store(true, Ordering::SeqCst);
+    }
+}
+
 pub(crate) struct TaskSink<T> {
     buf: Vec<T>,
     /// Items taken since the buffer was last handed over (folded ones too).
     taken: usize,
-    /// Hands the buffer over once this many items were taken.
-    chunk: usize,
+    /// When to hand the buffer over.
+    pace: Pace<T>,
     /// The length of the buffer last handed over: the next one's capacity.
     last_len: usize,
     tx: mpsc::Sender<Vec<T>>,
@@ -64,7 +150,7 @@ impl<T> Clone for TaskSink<T> {
         TaskSink {
             buf: Vec::new(),
             taken: 0,
-            chunk: self.chunk,
+            pace: self.pace.clone(),
             last_len: 0,
             tx: self.tx.clone(),
             end: self.end.clone(),
@@ -77,8 +163,9 @@ impl<T> Clone for TaskSink<T> {
 
 impl<T: Send + 'static> TaskSink<T> {
     /// Spawns `work` on the current tokio runtime with the receiving end of
-    /// the channel. Fails outside a runtime.
-    pub(crate) fn spawn<F, Fut>(name: &str, chunk: usize, work: F) -> Result<Self>
+    /// the channel; the sink hands its buffer over as `pace` says.
+    /// Fails outside a runtime.
+    pub(crate) fn spawn<F, Fut>(name: &str, pace: Pace<T>, work: F) -> Result<Self>
     where
         F: FnOnce(mpsc::Receiver<Vec<T>>) -> Fut,
         Fut: std::future::Future<Output = Result<()>> + Send + 'static,
@@ -107,7 +194,7 @@ impl<T: Send + 'static> TaskSink<T> {
         Ok(TaskSink {
             buf: Vec::new(),
             taken: 0,
-            chunk,
+            pace,
             last_len: 0,
             tx,
             end,
@@ -152,16 +239,25 @@ impl<T> TaskSink<T> {
         self.result.is_some() || self.finished.load(Ordering::Acquire)
     }
 
-    /// Hands the local buffer to the task.
+    /// Hands the deposit, then the local buffer, to the task.
     fn poll_send_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && !self.pace.0.deposited.load(Ordering::SeqCst) {
             return Poll::Ready(Ok(()));
         }
         if ready!(self.tx.poll_ready(cx)).is_err() {
             return self.poll_stopped(cx);
         }
-        let chunk = std::mem::take(&mut self.buf);
+        let chunk = match self.pace.take_deposit() {
+            Some(mut deposit) => {
+                deposit.append(&mut self.buf);
+                deposit
+            }
+            None => std::mem::take(&mut self.buf),
+        };
         self.taken = 0;
+        if chunk.is_empty() {
+            return Poll::Ready(Ok(())); // the task took the deposit meanwhile
+        }
         self.last_len = chunk.len();
         if self.tx.start_send(chunk).is_err() {
             return self.poll_stopped(cx);
@@ -184,7 +280,7 @@ impl<T: Fold> Sink<T> for TaskSink<T> {
                 return Poll::Ready(result);
             }
         }
-        if this.taken >= this.chunk {
+        if this.taken >= this.pace.current() {
             ready!(this.poll_send_buf(cx))?;
         }
         Poll::Ready(Ok(()))
@@ -200,13 +296,23 @@ impl<T: Fold> Sink<T> for TaskSink<T> {
         Ok(())
     }
 
-    /// Hands the buffer to the task, and fails once the task has failed.
+    /// Hands the buffer to the task (or, while the task defers, to the
+    /// deposit it takes when it stops), and fails once the task has failed.
     /// It also registers the caller to be woken when the task ends:
     /// `StreamExt::forward` flushes whenever its stream has nothing, so a
     /// pipeline whose source is idle still hears of a failure at once.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_send_buf(cx))?;
+        if this.pace.deferring() {
+            this.pace.deposit(&mut this.buf);
+            this.taken = 0;
+        }
+        // Checked again after the deposit: a task that stopped deferring
+        // meanwhile may have taken its deposit already, so what is left
+        // there goes through the channel.
+        if !this.pace.deferring() {
+            ready!(this.poll_send_buf(cx))?;
+        }
         if ready!(Pin::new(&mut this.tx).poll_flush(cx)).is_err() {
             return this.poll_stopped(cx);
         }

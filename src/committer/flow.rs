@@ -17,11 +17,12 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::WatchStream;
 
 use super::run::Run;
-use super::CommittableOffsetBatch;
+use super::{CommittableOffsetBatch, IN_FLIGHT_CHUNKS};
 use crate::consumer::CommittableOffset;
 use crate::error::{Report, Result};
 use crate::outcome::CommitOutcome;
 use crate::settings::{CommitDelivery, CommitWhen, CommitterSettings};
+use crate::task_sink::Pace;
 
 type Chunks = Pin<Box<dyn Stream<Item = Vec<Run>> + Send>>;
 
@@ -46,6 +47,10 @@ pub struct CommitterFlow {
     revocations: usize,
     upstream_done: bool,
     finished: bool,
+    /// How the committer sink hands offsets over (see [`Self::paced`]).
+    pace: Option<Pace<Run>>,
+    /// Whether `pace` was last told to defer.
+    deferring: bool,
 }
 
 impl fmt::Debug for CommitterFlow {
@@ -73,6 +78,45 @@ impl CommitterFlow {
             revocations: 0,
             upstream_done: false,
             finished: false,
+            pace: None,
+            deferring: false,
+        }
+    }
+
+    /// Lets the flow pace the committer sink's hand-overs. Each hand-over
+    /// wakes this task. While a commit is in flight (and no revocation is
+    /// held) the consumer would only merge what it receives into its next
+    /// commit, sent once the one in flight is answered, so the flow defers:
+    /// the sink hands over every [`IN_FLIGHT_CHUNKS`] chunks and its flushes
+    /// leave their offsets in a deposit. When the last commit in flight is
+    /// answered the flow takes the deposit and the sink hands over every
+    /// chunk again. What is committed, and when, stays what it was; the
+    /// wake-ups do not.
+    pub(super) fn paced(mut self, pace: Pace<Run>) -> Self {
+        self.pace = Some(pace);
+        self
+    }
+
+    /// Tells the sink whether the flow defers, for the state it is in.
+    /// True when it stopped deferring: the deposit is then to be taken.
+    fn update_pace(&mut self) -> bool {
+        let Some(pace) = &self.pace else {
+            return false;
+        };
+        let defer = !self.in_flight.is_empty() && self.revocations == 0 && !self.upstream_done;
+        if defer == self.deferring {
+            return false;
+        }
+        self.deferring = defer;
+        pace.defer(defer, IN_FLIGHT_CHUNKS);
+        !defer
+    }
+
+    /// The sink's deposit, unless the flow defers.
+    fn take_deposit(&mut self) -> Option<Vec<Run>> {
+        match &self.pace {
+            Some(pace) if !self.deferring => pace.take_deposit(),
+            _ => None,
         }
     }
 
@@ -138,6 +182,7 @@ impl Stream for CommitterFlow {
         if this.finished {
             return Poll::Ready(None);
         }
+        this.update_pace();
         // Each turn handles one event, in this order of priority: an answer,
         // a dispatch, offsets, the interval, a revocation.
         loop {
@@ -177,12 +222,22 @@ impl Stream for CommitterFlow {
                         continue;
                     }
                     Poll::Ready(None) => {
+                        // Offsets a flush deposited (the channel's are older).
+                        if let Some(deposit) = this.pace.as_ref().and_then(Pace::take_deposit) {
+                            this.take_chunk(deposit);
+                        }
                         this.upstream_done = true;
                         // At the end nothing follows: held offsets are committed too.
                         this.held.release(&mut this.batch);
                         continue;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        // The channel is empty: what a flush deposited is next.
+                        if let Some(deposit) = this.take_deposit() {
+                            this.take_chunk(deposit);
+                            continue;
+                        }
+                    }
                 }
             }
             if room && !this.batch.is_empty() && this.interval.as_mut().poll(cx).is_ready() {
@@ -210,6 +265,9 @@ impl Stream for CommitterFlow {
                     }
                     Poll::Pending => {}
                 }
+            }
+            if this.update_pace() {
+                continue; // stopped deferring: take the deposit
             }
             return Poll::Pending;
         }

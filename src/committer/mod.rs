@@ -15,6 +15,16 @@
 //! A committer watches the consumer of the first offset it receives; one
 //! committer shared by several consumers flushes early only for that one.
 //!
+//! [`sink`] hands offsets to its task in chunks: one per `max_batch`
+//! offsets (at most 1,024), and whenever `forward` flushes it because its
+//! source has nothing for a moment. Each hand-over wakes the task. While a
+//! commit is in flight the consumer merges what it receives into its next
+//! commit, sent when the one in flight is answered; so meanwhile the sink
+//! hands over only every 16 chunks and leaves what a flush gives it in a
+//! deposit that the task takes when the answer comes (at once on a held
+//! revocation or on close). A busy pipeline wakes the task about once per
+//! commit instead of once per chunk; what is committed stays the same.
+//!
 //! A commit that fails (after its retries, with
 //! [`CommitDelivery::WaitForAck`](crate::CommitDelivery::WaitForAck)) fails
 //! the committer and ends the consumers it commits for with the same error:
@@ -40,12 +50,16 @@ use futures::{Stream, StreamExt};
 use crate::consumer::CommittableOffset;
 use crate::error::Result;
 use crate::settings::CommitterSettings;
-use crate::task_sink::TaskSink;
+use crate::task_sink::{Pace, TaskSink};
 
 /// The most offsets handed to the batching loop at once. They arrive folded
 /// into runs (one or two values per partition), so a hand-over is small; the
 /// default `max_batch` (1000) fits in one.
 const CHUNK: usize = 1024;
+
+/// How many times larger the sink's hand-overs grow while a commit is in
+/// flight (see `CommitterFlow::paced`).
+const IN_FLIGHT_CHUNKS: usize = 16;
 
 /// A sink that commits the offsets it receives, in batches.
 ///
@@ -79,8 +93,9 @@ const CHUNK: usize = 1024;
 pub fn sink(settings: CommitterSettings) -> Result<CommitterSink> {
     settings.validate()?;
     let chunk = settings.max_batch.clamp(1, CHUNK);
-    let inner = TaskSink::spawn("committer::sink", chunk, move |rx| {
-        flow::drive(CommitterFlow::new(settings, rx))
+    let pace = Pace::new(chunk);
+    let inner = TaskSink::spawn("committer::sink", pace.clone(), move |rx| {
+        flow::drive(CommitterFlow::new(settings, rx).paced(pace))
     })?;
     Ok(CommitterSink::new(inner))
 }

@@ -211,6 +211,79 @@ async fn partitions_that_are_not_revoked_keep_batching_during_a_revocation() {
     assert_eq!(fake.commits()[1], vec![po(1, 10), po(0, 2)]);
 }
 
+/// Lets the sink's task run without moving the clock.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Feeds offsets `from..to` of partition 0 to `sink`, flushing after every
+/// three, as `forward` does when its source has nothing for a moment.
+async fn feed_flushing(sink: &mut CommitterSink, fake: &FakeConsumer, from: i64, to: i64) {
+    use futures::SinkExt;
+    for o in from..to {
+        sink.feed(offset(fake, 0, o)).await.expect("feed");
+        if o % 3 == 2 {
+            sink.flush().await.expect("flush");
+        }
+    }
+    settle().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sink_hands_offsets_over_without_a_wake_up_each_while_a_commit_is_in_flight() {
+    let fake = FakeConsumer::new();
+    fake.hold_answers(true);
+    let mut sink = sink(CommitterSettings::default().max_batch(3)).expect("sink");
+    feed_flushing(&mut sink, &fake, 0, 3).await;
+    assert_eq!(fake.requests(), 1, "a full batch goes out");
+    // With the commit in flight, ten more full batches arrive, flushed each:
+    // they wait in the sink's deposit instead of one commit request each.
+    feed_flushing(&mut sink, &fake, 3, 33).await;
+    assert_eq!(
+        fake.requests(),
+        1,
+        "nothing more while the commit is in flight"
+    );
+    // The answer alone brings them out: nothing polls the sink after it.
+    fake.hold_answers(false);
+    settle().await;
+    assert_eq!(fake.requests(), 2);
+    assert_eq!(fake.commits(), vec![vec![po(0, 3)], vec![po(0, 33)]]);
+    futures::SinkExt::close(&mut sink).await.expect("close");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revocation_takes_the_offsets_a_deferring_sink_deposited_at_once() {
+    let fake = FakeConsumer::new();
+    fake.hold_answers(true);
+    let mut sink = sink(CommitterSettings::default().max_batch(3)).expect("sink");
+    feed_flushing(&mut sink, &fake, 0, 3).await;
+    feed_flushing(&mut sink, &fake, 3, 9).await;
+    assert_eq!(fake.requests(), 1);
+    fake.hold_revocation(&TopicPartition::new("t", 0));
+    settle().await;
+    assert_eq!(fake.requests(), 2, "the revoked partition's offsets go out");
+    fake.hold_answers(false);
+    settle().await;
+    assert_eq!(fake.committed()[&TopicPartition::new("t", 0)], 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_the_sink_commits_what_it_deposited() {
+    let fake = FakeConsumer::new();
+    fake.hold_answers(true);
+    let mut sink = sink(CommitterSettings::default().max_batch(3)).expect("sink");
+    feed_flushing(&mut sink, &fake, 0, 3).await;
+    feed_flushing(&mut sink, &fake, 3, 10).await; // the last one buffered
+    let close = tokio::spawn(async move { futures::SinkExt::close(&mut sink).await });
+    settle().await;
+    fake.hold_answers(false);
+    close.await.expect("join").expect("close");
+    assert_eq!(fake.committed()[&TopicPartition::new("t", 0)], 10);
+}
+
 #[tokio::test(start_paused = true)]
 async fn next_offset_observed_holds_the_newest_offset_until_a_newer_one() {
     let fake = FakeConsumer::new();

@@ -21,8 +21,10 @@ type Reply = oneshot::Sender<Result<CommitOutcome>>;
 /// What the fake consumer saw and how it answers.
 #[derive(Default)]
 struct State {
-    /// Each commit as it arrived: partition and next offset to read.
+    /// Each commit as it was answered: partition and next offset to read.
     commits: Vec<Vec<PartitionOffset>>,
+    /// Commit commands received, answered or not.
+    requests: usize,
     /// Highest next offset committed per partition.
     committed: BTreeMap<TopicPartition, i64>,
     /// Answer nothing until released (a slow broker).
@@ -92,6 +94,7 @@ impl Recorder {
             Command::Commit { offsets, reply, .. } => {
                 let offsets = plain(offsets);
                 let mut state = self.state();
+                state.requests += 1;
                 if state.hold {
                     state.held.push((offsets, reply));
                 } else {
@@ -216,6 +219,12 @@ impl FakeConsumer {
 
     pub(crate) fn commits(&self) -> Vec<Vec<PartitionOffset>> {
         self.recorder.state().commits.clone()
+    }
+
+    /// How many commit commands arrived, answered or not.
+    #[cfg(test)]
+    pub(crate) fn requests(&self) -> usize {
+        self.recorder.state().requests
     }
 
     pub(crate) fn committed(&self) -> BTreeMap<TopicPartition, i64> {

@@ -16,7 +16,7 @@ use crate::driver::{self, CommitOffsets, PartitionHandle};
 use crate::error::{Error, Result};
 use crate::producer::Envelope;
 use crate::settings::ProducerSettings;
-use crate::task_sink::TaskSink;
+use crate::task_sink::{Pace, TaskSink};
 
 /// The sink returned by [`sink`]: produces envelopes inside transactions
 /// with their consumed offsets (see the [module docs](super)).
@@ -79,7 +79,7 @@ pub fn sink(producer: ProducerSettings, tx: TransactionalSettings) -> Result<Tra
     let txn = TxnCore::new(&producer, &tx)?;
     let closing = Arc::new(AtomicBool::new(false));
     let flag = closing.clone();
-    let inner = TaskSink::spawn("transactional::sink", 256, move |rx| {
+    let inner = TaskSink::spawn("transactional::sink", Pace::new(256), move |rx| {
         run(txn, tx, rx.map(Ok), flag, None)
     })?;
     Ok(TransactionalSink { inner, closing })
