@@ -91,6 +91,10 @@ impl<T> Pace<T> {
         self.0.deferring.load(Ordering::SeqCst)
     }
 
+    fn has_deposit(&self) -> bool {
+        self.0.deposited.load(Ordering::SeqCst)
+    }
+
     /// For the task: while `deferring`, clones hand over every `factor`
     /// chunks and their flushes deposit. A task that stops deferring must
     /// then take what is in its channel, and after that
@@ -107,7 +111,7 @@ impl<T> Pace<T> {
 
     /// For the task: the items deposited, oldest first, if any.
     pub(crate) fn take_deposit(&self) -> Option<Vec<T>> {
-        if !self.0.deposited.load(Ordering::SeqCst) {
+        if !self.has_deposit() {
             return None;
         }
         let mut deposit = self.0.deposit.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,7 +245,7 @@ impl<T> TaskSink<T> {
 
     /// Hands the deposit, then the local buffer, to the task.
     fn poll_send_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.buf.is_empty() && !self.pace.0.deposited.load(Ordering::SeqCst) {
+        if self.buf.is_empty() && !self.pace.has_deposit() {
             return Poll::Ready(Ok(()));
         }
         if ready!(self.tx.poll_ready(cx)).is_err() {
