@@ -17,7 +17,7 @@
 //! deferring, instead of waking it.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -47,17 +47,15 @@ pub(crate) fn fold_into<T: Fold>(items: &mut Vec<T>, item: T) {
     }
 }
 
-/// How a [`TaskSink`]'s clones hand their items to the task, set by the task
-/// while it runs: how many items a clone takes before it hands its buffer
-/// over, and whether the task defers (a flush then deposits the buffer
-/// here, without waking the task).
+/// How a [`TaskSink`]'s clones hand their items to the task: every `chunk`
+/// items, or, while the task defers, every `deferred_chunk` items, with
+/// flushes depositing the buffer here instead of waking the task.
 pub(crate) struct Pace<T>(Arc<PaceState<T>>);
 
 struct PaceState<T> {
-    /// The hand-over size while the task does not defer.
     chunk: usize,
-    /// The hand-over size now (read as each item is taken).
-    current: AtomicUsize,
+    deferred_chunk: usize,
+    /// Set by the task; read as each item is taken.
     deferring: AtomicBool,
     /// True while `deposit` holds items (cheap to check per flush).
     deposited: AtomicBool,
@@ -71,23 +69,33 @@ impl<T> Clone for Pace<T> {
 }
 
 impl<T> Pace<T> {
-    /// Hands over every `chunk` items (at least one).
+    /// Hands over every `chunk` items (at least one), always.
     pub(crate) fn new(chunk: usize) -> Self {
-        let chunk = chunk.max(1);
+        Self::deferring_to(chunk, chunk)
+    }
+
+    /// Hands over every `chunk` items, and every `deferred_chunk` while the
+    /// task [defers](Self::defer).
+    pub(crate) fn deferring_to(chunk: usize, deferred_chunk: usize) -> Self {
         Pace(Arc::new(PaceState {
-            chunk,
-            current: AtomicUsize::new(chunk),
+            chunk: chunk.max(1),
+            deferred_chunk: deferred_chunk.max(1),
             deferring: AtomicBool::new(false),
             deposited: AtomicBool::new(false),
             deposit: Mutex::new(Vec::new()),
         }))
     }
 
-    fn current(&self) -> usize {
-        self.0.current.load(Ordering::Relaxed)
+    /// How many items a clone takes before it hands its buffer over.
+    fn chunk(&self) -> usize {
+        if self.deferring() {
+            self.0.deferred_chunk
+        } else {
+            self.0.chunk
+        }
     }
 
-    fn deferring(&self) -> bool {
+    pub(crate) fn deferring(&self) -> bool {
         self.0.deferring.load(Ordering::SeqCst)
     }
 
@@ -95,17 +103,11 @@ impl<T> Pace<T> {
         self.0.deposited.load(Ordering::SeqCst)
     }
 
-    /// For the task: while `deferring`, clones hand over every `factor`
-    /// chunks and their flushes deposit. A task that stops deferring must
-    /// then take what is in its channel, and after that
+    /// For the task: while `deferring`, clones hand over every
+    /// `deferred_chunk` items and their flushes deposit. A task that stops
+    /// deferring must then take what is in its channel, and after that
     /// [`take_deposit`](Self::take_deposit) (what its channel holds is older).
-    pub(crate) fn defer(&self, deferring: bool, factor: usize) {
-        let size = if deferring {
-            self.0.chunk.saturating_mul(factor.max(1))
-        } else {
-            self.0.chunk
-        };
-        self.0.current.store(size, Ordering::Relaxed);
+    pub(crate) fn defer(&self, deferring: bool) {
         self.0.deferring.store(deferring, Ordering::SeqCst);
     }
 
@@ -284,7 +286,7 @@ impl<T: Fold> Sink<T> for TaskSink<T> {
                 return Poll::Ready(result);
             }
         }
-        if this.taken >= this.pace.current() {
+        if this.taken >= this.pace.chunk() {
             ready!(this.poll_send_buf(cx))?;
         }
         Poll::Ready(Ok(()))

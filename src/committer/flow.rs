@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::WatchStream;
 
 use super::run::Run;
-use super::{CommittableOffsetBatch, IN_FLIGHT_CHUNKS};
+use super::CommittableOffsetBatch;
 use crate::consumer::CommittableOffset;
 use crate::error::{Report, Result};
 use crate::outcome::CommitOutcome;
@@ -49,8 +49,6 @@ pub struct CommitterFlow {
     finished: bool,
     /// How the committer sink hands offsets over (see [`Self::paced`]).
     pace: Option<Pace<Run>>,
-    /// Whether `pace` was last told to defer.
-    deferring: bool,
 }
 
 impl fmt::Debug for CommitterFlow {
@@ -79,7 +77,6 @@ impl CommitterFlow {
             upstream_done: false,
             finished: false,
             pace: None,
-            deferring: false,
         }
     }
 
@@ -87,8 +84,8 @@ impl CommitterFlow {
     /// wakes this task. While a commit is in flight (and no revocation is
     /// held) the consumer would only merge what it receives into its next
     /// commit, sent once the one in flight is answered, so the flow defers:
-    /// the sink hands over every [`IN_FLIGHT_CHUNKS`] chunks and its flushes
-    /// leave their offsets in a deposit. When the last commit in flight is
+    /// the sink hands over in larger chunks and its flushes leave their
+    /// offsets in a deposit. When the last commit in flight is
     /// answered the flow takes the deposit and the sink hands over every
     /// chunk again. What is committed, and when, stays what it was; the
     /// wake-ups do not.
@@ -104,20 +101,19 @@ impl CommitterFlow {
             return false;
         };
         let defer = !self.in_flight.is_empty() && self.revocations == 0 && !self.upstream_done;
-        if defer == self.deferring {
+        if defer == pace.deferring() {
             return false;
         }
-        self.deferring = defer;
-        pace.defer(defer, IN_FLIGHT_CHUNKS);
+        pace.defer(defer);
         !defer
     }
 
     /// The sink's deposit, unless the flow defers.
-    fn take_deposit(&mut self) -> Option<Vec<Run>> {
-        match &self.pace {
-            Some(pace) if !self.deferring => pace.take_deposit(),
-            _ => None,
-        }
+    fn take_deposit(&self) -> Option<Vec<Run>> {
+        self.pace
+            .as_ref()
+            .filter(|pace| !pace.deferring())
+            .and_then(Pace::take_deposit)
     }
 
     /// Sends the batch and adds the wait for its answer to `in_flight`.

@@ -58,7 +58,7 @@ use crate::task_sink::{Pace, TaskSink};
 const CHUNK: usize = 1024;
 
 /// How many times larger the sink's hand-overs grow while a commit is in
-/// flight (see `CommitterFlow::paced`).
+/// flight (see `CommitterFlow::paced`), as the module docs say.
 const IN_FLIGHT_CHUNKS: usize = 16;
 
 /// A sink that commits the offsets it receives, in batches.
@@ -93,7 +93,7 @@ const IN_FLIGHT_CHUNKS: usize = 16;
 pub fn sink(settings: CommitterSettings) -> Result<CommitterSink> {
     settings.validate()?;
     let chunk = settings.max_batch.clamp(1, CHUNK);
-    let pace = Pace::new(chunk);
+    let pace = Pace::deferring_to(chunk, chunk * IN_FLIGHT_CHUNKS);
     let inner = TaskSink::spawn("committer::sink", pace.clone(), move |rx| {
         flow::drive(CommitterFlow::new(settings, rx).paced(pace))
     })?;

@@ -46,45 +46,42 @@ pub(crate) fn committable_sink(
     let core = ProducerCore::new(&producer)?;
     let max_in_flight = producer.max_in_flight;
     // One task runs both the producer flow and the committer's batching.
-    let inner = TaskSink::spawn(
-        "producer::committable_sink",
-        Pace::new(256),
-        move |rx| async move {
-            let envelopes = rx.flat_map(futures::stream::iter);
-            // Results come in envelope order; the first failure ends the offsets
-            // before any later one reaches the committer, and is returned once
-            // the offsets before it are committed.
-            let failure = Arc::new(Mutex::new(None));
-            let offsets = {
-                let failure = failure.clone();
-                ProducerFlow::new(core, envelopes, max_in_flight)
-                    .map(move |result| match result {
-                        Ok(r) => Some(r.into_pass_through()),
-                        Err(f) => {
-                            *failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some((f.error, f.pass_through));
-                            None
-                        }
-                    })
-                    .take_while(|o| futures::future::ready(o.is_some()))
-                    .filter_map(futures::future::ready)
-            };
-            let mut commits = committer::flow(committer_settings, offsets)?;
-            while let Some(outcome) = commits.next().await {
-                outcome?;
+    let pace = Pace::new(256);
+    let inner = TaskSink::spawn("producer::committable_sink", pace, move |rx| async move {
+        let envelopes = rx.flat_map(futures::stream::iter);
+        // Results come in envelope order; the first failure ends the offsets
+        // before any later one reaches the committer, and is returned once
+        // the offsets before it are committed.
+        let failure = Arc::new(Mutex::new(None));
+        let offsets = {
+            let failure = failure.clone();
+            ProducerFlow::new(core, envelopes, max_in_flight)
+                .map(move |result| match result {
+                    Ok(r) => Some(r.into_pass_through()),
+                    Err(f) => {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((f.error, f.pass_through));
+                        None
+                    }
+                })
+                .take_while(|o| futures::future::ready(o.is_some()))
+                .filter_map(futures::future::ready)
+        };
+        let mut commits = committer::flow(committer_settings, offsets)?;
+        while let Some(outcome) = commits.next().await {
+            outcome?;
+        }
+        let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match failure {
+            // The offsets before it are committed: now the consumer of the
+            // failed record hears of it (its stream ends with the error).
+            Some((err, offset)) => {
+                offset.fail_consumer(err.clone());
+                Err(err)
             }
-            let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
-            match failure {
-                // The offsets before it are committed: now the consumer of the
-                // failed record hears of it (its stream ends with the error).
-                Some((err, offset)) => {
-                    offset.fail_consumer(err.clone());
-                    Err(err)
-                }
-                None => Ok(()),
-            }
-        },
-    )?;
+            None => Ok(()),
+        }
+    })?;
     Ok(CommittableSink { inner })
 }
 
