@@ -63,9 +63,7 @@ impl Running {
 
     /// Lets the flow's task run without moving the clock.
     async fn settle(&self) {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
+        settle().await;
     }
 }
 
@@ -211,7 +209,7 @@ async fn partitions_that_are_not_revoked_keep_batching_during_a_revocation() {
     assert_eq!(fake.commits()[1], vec![po(1, 10), po(0, 2)]);
 }
 
-/// Lets the sink's task run without moving the clock.
+/// Lets spawned tasks run without moving the clock.
 async fn settle() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -231,13 +229,20 @@ async fn feed_flushing(sink: &mut CommitterSink, fake: &FakeConsumer, from: i64,
     settle().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_sink_hands_offsets_over_without_a_wake_up_each_while_a_commit_is_in_flight() {
+/// A committer sink (`max_batch` 3) whose first commit, of offsets 0..3 of
+/// partition 0, is in flight: the fake consumer holds its answer.
+async fn sink_with_a_commit_in_flight() -> (FakeConsumer, CommitterSink) {
     let fake = FakeConsumer::new();
     fake.hold_answers(true);
     let mut sink = sink(CommitterSettings::default().max_batch(3)).expect("sink");
     feed_flushing(&mut sink, &fake, 0, 3).await;
     assert_eq!(fake.requests(), 1, "a full batch goes out");
+    (fake, sink)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sink_hands_offsets_over_without_a_wake_up_each_while_a_commit_is_in_flight() {
+    let (fake, mut sink) = sink_with_a_commit_in_flight().await;
     // With the commit in flight, ten more full batches arrive, flushed each:
     // they wait in the sink's deposit instead of one commit request each.
     feed_flushing(&mut sink, &fake, 3, 33).await;
@@ -256,10 +261,7 @@ async fn the_sink_hands_offsets_over_without_a_wake_up_each_while_a_commit_is_in
 
 #[tokio::test(start_paused = true)]
 async fn a_revocation_takes_the_offsets_a_deferring_sink_deposited_at_once() {
-    let fake = FakeConsumer::new();
-    fake.hold_answers(true);
-    let mut sink = sink(CommitterSettings::default().max_batch(3)).expect("sink");
-    feed_flushing(&mut sink, &fake, 0, 3).await;
+    let (fake, mut sink) = sink_with_a_commit_in_flight().await;
     feed_flushing(&mut sink, &fake, 3, 9).await;
     assert_eq!(fake.requests(), 1);
     fake.hold_revocation(&TopicPartition::new("t", 0));
@@ -272,10 +274,7 @@ async fn a_revocation_takes_the_offsets_a_deferring_sink_deposited_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn closing_the_sink_commits_what_it_deposited() {
-    let fake = FakeConsumer::new();
-    fake.hold_answers(true);
-    let mut sink = sink(CommitterSettings::default().max_batch(3)).expect("sink");
-    feed_flushing(&mut sink, &fake, 0, 3).await;
+    let (fake, mut sink) = sink_with_a_commit_in_flight().await;
     feed_flushing(&mut sink, &fake, 3, 10).await; // the last one buffered
     let close = tokio::spawn(async move { futures::SinkExt::close(&mut sink).await });
     settle().await;

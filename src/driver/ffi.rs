@@ -324,7 +324,8 @@ static MESSAGE_LAYOUT_KNOWN: LazyLock<bool> = LazyLock::new(|| {
 });
 
 /// Whether a consumed record certainly has no headers, without asking
-/// librdkafka (always `false` unless [`MESSAGE_LAYOUT_KNOWN`]): `rd_kafka_message_headers` parses a record's header bytes in a
+/// librdkafka (always `false` unless [`MESSAGE_LAYOUT_KNOWN`]):
+/// `rd_kafka_message_headers` parses a record's header bytes in a
 /// buffer it allocates and frees, even to find a header count of 0, which
 /// on a consumer of small records was about a third of the driver thread's
 /// time. `false` means "maybe": the caller asks librdkafka.
