@@ -49,7 +49,7 @@ use futures::{Stream, StreamExt};
 
 use crate::consumer::CommittableOffset;
 use crate::error::Result;
-use crate::settings::CommitterSettings;
+use crate::settings::{CommitWhen, CommitterSettings};
 use crate::task_sink::{Pace, TaskSink};
 
 /// The most offsets handed to the batching loop at once. They arrive folded
@@ -94,10 +94,11 @@ pub fn sink(settings: CommitterSettings) -> Result<CommitterSink> {
     settings.validate()?;
     let chunk = settings.max_batch.clamp(1, CHUNK);
     let pace = Pace::deferring_to(chunk, chunk * IN_FLIGHT_CHUNKS);
+    let on_receipt = settings.when == CommitWhen::OffsetFirstObserved;
     let inner = TaskSink::spawn("committer::sink", pace.clone(), move |rx| {
         flow::drive(CommitterFlow::new(settings, rx).paced(pace))
     })?;
-    Ok(CommitterSink::new(inner))
+    Ok(CommitterSink::new(inner, on_receipt))
 }
 
 /// Commits the offsets of `offsets` like [`sink`] does, and yields what each

@@ -20,12 +20,19 @@ use crate::task_sink::{fold_into, Fold};
 /// receives one value per run, not per offset, and each offset's handle is
 /// cloned and dropped on the same thread; `committer::flow` folds each
 /// chunk it takes, so both batch runs alike.
+///
+/// The sink, with [`CommitWhen::OffsetFirstObserved`](crate::CommitWhen::OffsetFirstObserved),
+/// acknowledges each offset as it receives it (see [`Run::acknowledged`]):
+/// the offsets then wait in its buffer and in the task's batch without
+/// holding a partition's watermark back.
 #[derive(Debug)]
 pub(crate) struct Run {
     pub(super) highest: CommittableOffset,
     pub(super) next_highest: Option<CommittableOffset>,
     /// Offsets folded in besides these two.
     pub(super) folded: usize,
+    /// Every offset of the run was acknowledged when it arrived.
+    acknowledged: bool,
 }
 
 impl Run {
@@ -34,6 +41,21 @@ impl Run {
             highest: offset,
             next_highest: None,
             folded: 0,
+            acknowledged: false,
+        }
+    }
+
+    /// A run of `offset`, acknowledged now: with out-of-order commits its
+    /// record counts as processed at once, so the partition's watermark
+    /// (and the source's room under `out_of_order_commits`) does not wait
+    /// until the offset reaches a batch, which may be a commit round trip
+    /// later. Adding the run to a batch acknowledges its two kept offsets
+    /// again, which returns the watermark reached by then.
+    pub(crate) fn acknowledged(offset: CommittableOffset) -> Self {
+        let _ = offset.next_to_commit();
+        Run {
+            acknowledged: true,
+            ..Run::new(offset)
         }
     }
 
@@ -53,7 +75,9 @@ impl Run {
         if lowest.offset > next.offset {
             std::mem::swap(&mut lowest, next);
         }
-        let _ = lowest.next_to_commit();
+        if !self.acknowledged {
+            let _ = lowest.next_to_commit();
+        }
         self.folded += 1;
     }
 }
@@ -64,6 +88,8 @@ impl Fold for Run {
             return Some(next);
         }
         self.folded += next.folded;
+        // Offsets of a run not acknowledged on arrival are acknowledged here.
+        self.acknowledged &= next.acknowledged;
         if let Some(o) = next.next_highest {
             self.keep(o);
         }

@@ -19,11 +19,18 @@ use crate::task_sink::TaskSink;
 #[must_use = "sinks do nothing unless offsets are sent to them"]
 pub struct CommitterSink {
     inner: TaskSink<Run>,
+    /// An offset is committable once received
+    /// ([`CommitWhen::OffsetFirstObserved`](crate::CommitWhen::OffsetFirstObserved)):
+    /// acknowledge it then.
+    acknowledge_on_receipt: bool,
 }
 
 impl CommitterSink {
-    pub(super) fn new(inner: TaskSink<Run>) -> Self {
-        CommitterSink { inner }
+    pub(super) fn new(inner: TaskSink<Run>, acknowledge_on_receipt: bool) -> Self {
+        CommitterSink {
+            inner,
+            acknowledge_on_receipt,
+        }
     }
 }
 
@@ -43,7 +50,13 @@ impl Sink<CommittableOffset> for CommitterSink {
     }
 
     fn start_send(self: Pin<&mut Self>, item: CommittableOffset) -> Result<()> {
-        Pin::new(&mut self.get_mut().inner).start_send(Run::new(item))
+        let this = self.get_mut();
+        let run = if this.acknowledge_on_receipt {
+            Run::acknowledged(item)
+        } else {
+            Run::new(item)
+        };
+        Pin::new(&mut this.inner).start_send(run)
     }
 
     /// Hands every buffered offset to the batching task. It does not force a

@@ -283,6 +283,80 @@ async fn closing_the_sink_commits_what_it_deposited() {
     assert_eq!(fake.committed()[&TopicPartition::new("t", 0)], 10);
 }
 
+/// With out-of-order commits the sink acknowledges each offset as it
+/// receives it: offsets waiting in the sink while a commit is in flight do
+/// not hold their partition's watermark back, so the source keeps handing
+/// out records instead of waiting a commit round trip.
+#[tokio::test(start_paused = true)]
+async fn out_of_order_offsets_waiting_in_the_sink_do_not_hold_the_watermark() {
+    let fake = FakeConsumer::out_of_order(2);
+    fake.hold_answers(true);
+    let mut sink = sink(CommitterSettings::default().max_batch(3)).expect("sink");
+    feed_flushing(&mut sink, &fake, 0, 3).await;
+    assert_eq!(fake.requests(), 1, "a full batch goes out");
+    feed_flushing(&mut sink, &fake, 3, 9).await;
+    assert_eq!(
+        fake.requests(),
+        1,
+        "the offsets wait for the commit in flight"
+    );
+    assert!(
+        fake.has_room(),
+        "every record the sink received is behind the watermark"
+    );
+    fake.hold_answers(false);
+    futures::SinkExt::close(&mut sink).await.expect("close");
+    assert_eq!(fake.committed()[&TopicPartition::new("t", 0)], 9);
+}
+
+/// Acknowledged on receipt or not, the sink commits only the watermark:
+/// never past a record it has not received.
+#[tokio::test(start_paused = true)]
+async fn out_of_order_the_sink_commits_nothing_past_a_record_still_in_flight() {
+    use futures::SinkExt;
+    let fake = FakeConsumer::out_of_order(100);
+    let mut sink = sink(CommitterSettings::default().max_batch(2)).expect("sink");
+    let (first, second, third) = (
+        offset(&fake, 0, 0),
+        offset(&fake, 0, 1),
+        offset(&fake, 0, 2),
+    );
+    sink.feed(second).await.expect("feed");
+    sink.feed(third).await.expect("feed");
+    sink.flush().await.expect("flush");
+    settle().await;
+    assert!(fake.committed().is_empty(), "record 0 is still in flight");
+    sink.feed(first).await.expect("feed");
+    sink.close().await.expect("close");
+    assert_eq!(fake.committed()[&TopicPartition::new("t", 0)], 3);
+}
+
+/// With `NextOffsetObserved` the newest offset of a partition is not
+/// processed until a newer one arrives: the sink does not acknowledge it on
+/// receipt.
+#[tokio::test(start_paused = true)]
+async fn out_of_order_next_offset_observed_does_not_acknowledge_the_newest_offset() {
+    use futures::SinkExt;
+    let fake = FakeConsumer::out_of_order(1);
+    let mut sink = sink(
+        CommitterSettings::default()
+            .max_batch(1)
+            .when(CommitWhen::NextOffsetObserved),
+    )
+    .expect("sink");
+    sink.feed(offset(&fake, 0, 0)).await.expect("feed");
+    sink.flush().await.expect("flush");
+    settle().await;
+    assert!(!fake.has_room(), "record 0 still counts as in flight");
+    sink.feed(offset(&fake, 0, 1)).await.expect("feed");
+    sink.flush().await.expect("flush");
+    settle().await;
+    assert_eq!(fake.commits(), vec![vec![po(0, 1)]]);
+    assert!(!fake.has_room(), "record 1 is held in its turn");
+    sink.close().await.expect("close");
+    assert_eq!(fake.committed()[&TopicPartition::new("t", 0)], 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn next_offset_observed_holds_the_newest_offset_until_a_newer_one() {
     let fake = FakeConsumer::new();

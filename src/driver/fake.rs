@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{
-    next_id, Command, DriverHandle, DriverLink, DriverState, HandOver, PartitionHandle, Shared,
-    Target,
+    next_id, AckTracker, Command, DriverHandle, DriverLink, DriverState, HandOver, PartitionHandle,
+    Shared, Target,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::outcome::{CommitOutcome, DrainReport, PartitionOffset, Uncommitted};
@@ -32,8 +32,9 @@ struct State {
     held: Vec<(Vec<PartitionOffset>, Reply)>,
     /// Fail this many commits with a commit error.
     fail: usize,
-    /// What was handed out of each partition.
-    handed: Vec<(TopicPartition, Arc<HandOver>)>,
+    /// What was handed out of each partition, and with out-of-order
+    /// commits its acknowledgements.
+    handed: Vec<(TopicPartition, Arc<HandOver>, Option<Arc<AckTracker>>)>,
 }
 
 impl State {
@@ -41,7 +42,7 @@ impl State {
     fn uncommitted(&self) -> Vec<Uncommitted> {
         self.handed
             .iter()
-            .filter_map(|(tp, h)| {
+            .filter_map(|(tp, h, _)| {
                 let handed = h.handed_next()?;
                 let c = self.committed.get(tp).copied();
                 (c < Some(handed)).then(|| Uncommitted {
@@ -175,35 +176,63 @@ pub(crate) struct FakeConsumer {
 
 impl FakeConsumer {
     pub(crate) fn new() -> Self {
+        Self::with_outstanding(None)
+    }
+
+    /// A consumer with out-of-order commits, at most `max_outstanding`
+    /// records handed out and not covered by a watermark.
+    #[cfg(test)]
+    pub(crate) fn out_of_order(max_outstanding: usize) -> Self {
+        Self::with_outstanding(Some(max_outstanding))
+    }
+
+    fn with_outstanding(max_outstanding: Option<usize>) -> Self {
         let recorder = Arc::new(Recorder::default());
         let link = Arc::new(DriverLink::new(
             next_id(),
             Target::Fake(recorder.clone()),
-            Shared::new(None),
+            Shared::new(max_outstanding),
         ));
         FakeConsumer { link, recorder }
+    }
+
+    /// With out-of-order commits: true while a source would hand out more
+    /// records (fewer than the limit wait behind the watermark).
+    #[cfg(test)]
+    pub(crate) fn has_room(&self) -> bool {
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        self.control_handle().poll_room(&mut cx).is_ready()
     }
 
     /// The handle of `tp` (one assignment per partition), with `offset`
     /// marked handed out.
     pub(crate) fn hand_out(&self, tp: &TopicPartition, offset: i64) -> Arc<PartitionHandle> {
         let mut state = self.recorder.state();
-        let handover = match state.handed.iter().find(|(t, _)| t == tp) {
-            Some((_, h)) => h.clone(),
+        let (handover, acks) = match state.handed.iter().find(|(t, _, _)| t == tp) {
+            Some((_, h, a)) => (h.clone(), a.clone()),
             None => {
                 let h = Arc::new(HandOver::new());
-                state.handed.push((tp.clone(), h.clone()));
-                h
+                let a = self.link.shared.outstanding.is_some().then(Arc::default);
+                state.handed.push((tp.clone(), h.clone(), a.clone()));
+                (h, a)
             }
         };
         // Offsets may be made in any order; keep the highest handed out.
-        let next = handover.handed_next().unwrap_or(0).max(offset + 1);
+        let before = handover.handed_next().unwrap_or(0);
+        let next = before.max(offset + 1);
         handover.hand(next - 1);
+        if let (Some(acks), Some(outstanding)) = (&acks, &self.link.shared.outstanding) {
+            // Registered in order: only an offset above every earlier one.
+            if offset >= before {
+                acks.register(std::iter::once(offset), outstanding);
+            }
+        }
         Arc::new(PartitionHandle {
             tp: tp.clone(),
             generation: 1,
             link: self.link.clone(),
-            acks: None,
+            acks,
             handover,
             copies: Arc::new(()),
         })
@@ -254,7 +283,7 @@ impl FakeConsumer {
     /// commits: committers send its offsets at once.
     pub(crate) fn hold_revocation(&self, tp: &TopicPartition) {
         let state = self.recorder.state();
-        if let Some((_, h)) = state.handed.iter().find(|(t, _)| t == tp) {
+        if let Some((_, h, _)) = state.handed.iter().find(|(t, _, _)| t == tp) {
             h.start_revoking();
         }
         drop(state);

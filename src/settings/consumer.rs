@@ -281,6 +281,16 @@ impl ConsumerSettings {
     /// too. At most `max_outstanding` records may be handed out and not yet
     /// covered by the watermark; beyond that the source waits (backpressure)
     /// rather than growing memory.
+    ///
+    /// A record counts as processed when its offset reaches a committer
+    /// ([`committer::sink`](crate::committer::sink) or
+    /// [`committer::flow`](crate::committer::flow)) or a
+    /// [`CommittableOffsetBatch`](crate::CommittableOffsetBatch), not when it
+    /// is committed: offsets waiting in a committer for
+    /// the commit in flight do not take up room. With
+    /// [`CommitWhen::NextOffsetObserved`](crate::CommitWhen::NextOffsetObserved)
+    /// the newest offset of each partition counts as processed once a newer
+    /// one of its partition reaches the committer's batch.
     pub fn out_of_order_commits(mut self, max_outstanding: usize) -> Self {
         self.max_outstanding = Some(max_outstanding);
         self
