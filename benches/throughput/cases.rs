@@ -86,15 +86,24 @@ pub(crate) enum Case {
     TransactionalPipeline,
     JavaConsumer,
     JavaProducer,
+    /// The same code as `raw_base_consumer`, `plain_source` and
+    /// `committable_source+committer_sink`, in a process whose `malloc` is
+    /// mimalloc's (`LD_PRELOAD`), librdkafka's allocations included.
+    RawBaseConsumerMimalloc,
+    PlainSourceMimalloc,
+    CommittableCommitterMimalloc,
 }
 
 impl Case {
     /// The consumer cases, measured in one interleaved group on the
     /// 8-partition topic.
-    pub(crate) const CONSUMERS: [Case; 11] = [
+    pub(crate) const CONSUMERS: [Case; 14] = [
         Case::RawBaseConsumer,
         Case::PlainSource,
         Case::CommittableCommitter,
+        Case::RawBaseConsumerMimalloc,
+        Case::PlainSourceMimalloc,
+        Case::CommittableCommitterMimalloc,
         Case::RawCommitLoop,
         Case::OutOfOrderCommitter,
         Case::TypedCommittableCommitter,
@@ -127,7 +136,7 @@ impl Case {
         Case::JavaProducer,
     ];
 
-    pub(crate) const ALL: [Case; 17] = [
+    pub(crate) const ALL: [Case; 20] = [
         Case::RawBaseConsumer,
         Case::RawStreamConsumer,
         Case::RawPartitionQueues,
@@ -145,6 +154,9 @@ impl Case {
         Case::TransactionalPipeline,
         Case::JavaConsumer,
         Case::JavaProducer,
+        Case::RawBaseConsumerMimalloc,
+        Case::PlainSourceMimalloc,
+        Case::CommittableCommitterMimalloc,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -170,7 +182,26 @@ impl Case {
             Case::TransactionalPipeline => "transactional_source+sink",
             Case::JavaConsumer => "java_kafka_consumer",
             Case::JavaProducer => "java_kafka_producer",
+            Case::RawBaseConsumerMimalloc => "raw_base_consumer[mimalloc]",
+            Case::PlainSourceMimalloc => "plain_source[mimalloc]",
+            Case::CommittableCommitterMimalloc => "committable_source+committer_sink[mimalloc]",
         }
+    }
+
+    /// The case whose code this one runs: itself, or for a case measured
+    /// under mimalloc the same case under the system allocator.
+    pub(crate) fn code(self) -> Case {
+        match self {
+            Case::RawBaseConsumerMimalloc => Case::RawBaseConsumer,
+            Case::PlainSourceMimalloc => Case::PlainSource,
+            Case::CommittableCommitterMimalloc => Case::CommittableCommitter,
+            other => other,
+        }
+    }
+
+    /// Measured in a process whose `malloc` is mimalloc's.
+    pub(crate) fn under_mimalloc(self) -> bool {
+        self.code() != self
     }
 
     pub(crate) fn named(name: &str) -> Option<Case> {
@@ -191,6 +222,11 @@ impl Case {
             Case::CommittableCommitter | Case::OutOfOrderCommitter | Case::Partitioned => {
                 Case::PlainSource
             }
+            // What the allocator alone changes, for the raw loop; the
+            // crate's cases against the raw loop with the same allocator.
+            Case::RawBaseConsumerMimalloc => Case::RawBaseConsumer,
+            Case::PlainSourceMimalloc => Case::RawBaseConsumerMimalloc,
+            Case::CommittableCommitterMimalloc => Case::PlainSourceMimalloc,
             // Typed records cost what deserializing costs, nothing more.
             Case::TypedCommittableCommitter => Case::CommittableCommitter,
             Case::RawBaseProducer | Case::PlainSink | Case::ProducerFlow | Case::JavaProducer => {
@@ -228,6 +264,9 @@ impl Case {
             let mut c = std::process::Command::new(std::env::current_exe().expect("own path"));
             c.args(["--child", self.name()])
                 .env("BENCH_PLAN", plan.encode());
+            if self.under_mimalloc() {
+                c.env("LD_PRELOAD", mimalloc_library().expect("mimalloc"));
+            }
             if instrument {
                 c.arg("--instrument");
             }
@@ -246,7 +285,7 @@ impl Case {
     pub(crate) async fn pass(self, plan: &Plan, pass: usize) -> Duration {
         let n = plan.records;
         let output = plan.outputs.get(pass).cloned().unwrap_or_default();
-        match self {
+        match self.code() {
             Case::RawBaseConsumer => blocking(plan, raw_base_consumer).await,
             Case::RawStreamConsumer => raw_stream_consumer(plan).await,
             Case::RawPartitionQueues => blocking(plan, raw_partition_queues).await,
@@ -289,6 +328,9 @@ impl Case {
             }
             Case::TransactionalPipeline => transactional_pipeline(plan, &output).await,
             Case::JavaConsumer | Case::JavaProducer => unreachable!("a JVM measures these"),
+            Case::RawBaseConsumerMimalloc
+            | Case::PlainSourceMimalloc
+            | Case::CommittableCommitterMimalloc => unreachable!("run as their code()"),
         }
     }
 }
@@ -451,10 +493,16 @@ pub(crate) async fn child(case: Case) {
             .map(|(a, b)| (b - a).as_nanos() as f64 / plan.records as f64);
     }
     let (idle_heap, peak_heap) = heap.stop();
+    // glibc's figures say nothing of another allocator's heap.
+    let heap = if case.under_mimalloc() {
+        String::new()
+    } else {
+        format!(" idle_heap_mb={idle_heap:.1} peak_heap_mb={peak_heap:.1}")
+    };
     // The process's own peak (the kernel's `ru_maxrss` of a child also
     // counts the parent's memory it was started from).
     println!(
-        "pass1={:.0} pass2={:.0} cpu1_ns={:.0} cpu2_ns={:.0} peak_rss_mb={:.1} idle_heap_mb={idle_heap:.1} peak_heap_mb={peak_heap:.1}",
+        "pass1={:.0} pass2={:.0} cpu1_ns={:.0} cpu2_ns={:.0} peak_rss_mb={:.1}{heap}",
         rates[0],
         rates[1],
         cpu[0],
@@ -508,6 +556,33 @@ pub(crate) fn java_launcher() -> Result<std::path::PathBuf, String> {
         Ok(o) if o.status.success() => Ok(script),
         _ => Err("no Java runtime on the PATH".to_owned()),
     }
+}
+
+/// mimalloc's shared library, for the cases measured under it:
+/// `BENCH_MIMALLOC` if set, else where Debian's `libmimalloc2.0` and
+/// common builds put it.
+pub(crate) fn mimalloc_library() -> Result<std::path::PathBuf, String> {
+    if let Ok(path) = std::env::var("BENCH_MIMALLOC") {
+        let path = std::path::PathBuf::from(path);
+        return if path.exists() {
+            Ok(path)
+        } else {
+            Err(format!("BENCH_MIMALLOC={} does not exist", path.display()))
+        };
+    }
+    [
+        "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+        "/usr/lib/aarch64-linux-gnu/libmimalloc.so.2",
+        "/usr/lib64/libmimalloc.so.2",
+        "/usr/local/lib/libmimalloc.so",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+    .ok_or_else(|| {
+        "no libmimalloc found (install libmimalloc2.0, or set BENCH_MIMALLOC to its path)"
+            .to_owned()
+    })
 }
 
 /// Kafka's ConsumerPerformance or ProducerPerformance, twice in one JVM.
@@ -1305,6 +1380,7 @@ const CRATE_BYTES_PER_RECORD: f64 = 160.0;
 /// the next batches into.
 /// `None` for cases that do not consume.
 pub(crate) fn memory_bound_mb(case: Case, size: usize, partitions: i32) -> Option<f64> {
+    let case = case.code();
     if case.writes() || matches!(case, Case::JavaConsumer | Case::JavaProducer) {
         return None;
     }
