@@ -702,22 +702,29 @@ async fn blocking(plan: &Plan, f: fn(&str, &str, usize) -> Duration) -> Duration
 /// Checks that the broker kept every record (the embedded broker drops data
 /// beyond 5 MiB per partition).
 fn check_watermarks(servers: &str, topic: &str, partitions: i32, records: usize) {
+    let total: usize = partition_counts(servers, topic, partitions).iter().sum();
+    assert_eq!(total, records, "records on the broker");
+}
+
+/// How many records each partition of `topic` holds, all of them from
+/// offset 0.
+fn partition_counts(servers: &str, topic: &str, partitions: i32) -> Vec<usize> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .create()
         .expect("consumer");
-    let mut total = 0;
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        assert_eq!(
-            low, 0,
-            "partition {p} lost data (low watermark {low}): shrink the data set"
-        );
-        total += high;
-    }
-    assert_eq!(total as usize, records, "records on the broker");
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            assert_eq!(
+                low, 0,
+                "partition {p} lost data (low watermark {low}): shrink the data set"
+            );
+            high as usize
+        })
+        .collect()
 }
 
 fn deadline() -> Instant {
@@ -999,6 +1006,19 @@ async fn partitioned_committer(plan: &Plan) -> Duration {
     .expect("source");
     let started: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let parts = plan.partitions as usize;
+    // Each sub-stream reads its partition to the end: as many records as
+    // the partition holds (the topic need not be filled round-robin).
+    let (servers, topic, partitions) = (plan.servers.clone(), plan.topic.clone(), plan.partitions);
+    let counts =
+        tokio::task::spawn_blocking(move || partition_counts(&servers, &topic, partitions))
+            .await
+            .expect("watermarks");
+    let total: usize = counts.iter().sum();
+    assert_eq!(
+        total, plan.records,
+        "the partitioned case reads every partition to its end: topic {} holds {total} records, the plan {}",
+        plan.topic, plan.records
+    );
     let mut tasks = Vec::with_capacity(parts);
     while tasks.len() < parts {
         let (tp, sub) = tokio::time::timeout(Duration::from_secs(60), source.next())
@@ -1006,9 +1026,7 @@ async fn partitioned_committer(plan: &Plan) -> Duration {
             .expect("partitions assigned")
             .expect("sub-stream")
             .expect("sub-stream");
-        // Record i went to partition i % partitions.
-        let p = tp.partition as usize;
-        let count = plan.records / parts + usize::from(p < plan.records % parts);
+        let count = counts[tp.partition as usize];
         let started = started.clone();
         tasks.push(tokio::spawn(async move {
             sub.take(count)
