@@ -133,7 +133,8 @@
 //! crate. Making mimalloc the process's `malloc` (the `mimalloc` crate with
 //! its `override` feature; `#[global_allocator]` alone changes only Rust's
 //! allocations) made `plain_source` about 1.5 times as fast at 100 B on
-//! Apache Kafka. This crate does not choose the allocator for you; the
+//! Apache Kafka with its threads on two cores (on one core it changed
+//! nothing). This crate does not choose the allocator for you; the
 //! README's "Performance" has the figures.
 //!
 //! ## Shutdown

@@ -58,7 +58,7 @@ use crate::task_sink::{Pace, TaskSink};
 const CHUNK: usize = 1024;
 
 /// How many times larger the sink's hand-overs grow while a commit is in
-/// flight (see `CommitterFlow::paced`), as the module docs say.
+/// flight (see `CommitterFlow::paced`).
 const IN_FLIGHT_CHUNKS: usize = 16;
 
 /// A sink that commits the offsets it receives, in batches.
