@@ -120,9 +120,8 @@
 //! [`buffer_batches`](ConsumerSettings::buffer_batches) + 2 batches more,
 //! each at most [`max_batch_records`](ConsumerSettings::max_batch_records)
 //! records and about [`max_batch_bytes`](ConsumerSettings::max_batch_bytes)
-//! of keys and payloads (a partitioned source divides `buffer_batches`
-//! among its sub-streams, at least one batch each, and holds up to 3
-//! batches more per assigned partition). The README's "Backpressure and memory" gives
+//! of keys and payloads (a partitioned source: `buffer_batches + 3` batches
+//! per assigned partition). The README's "Backpressure and memory" gives
 //! the bound as a formula and what was measured.
 //!
 //! ## Throughput and the allocator

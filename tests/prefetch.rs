@@ -105,27 +105,15 @@ async fn prefetch_is_bounded_for_the_whole_consumer_not_per_partition() {
 
 /// Sends `n` records of 8 KiB to partition 0 of `topic` and waits for them.
 async fn send_8kib(sink: &mut reactive_kafka::producer::ProducerSink, topic: &str, n: usize) {
-    send_8kib_to(sink, topic, 1, n).await;
-}
-
-/// `n` records of 8 KiB to each of partitions `0..partitions`.
-async fn send_8kib_to(
-    sink: &mut reactive_kafka::producer::ProducerSink,
-    topic: &str,
-    partitions: i32,
-    n: usize,
-) {
     let payload = vec![b'x'; 8 << 10];
     for _ in 0..n {
-        for partition in 0..partitions {
-            sink.feed(
-                ProducerRecord::new(topic)
-                    .partition(partition)
-                    .payload(payload.clone()),
-            )
-            .await
-            .unwrap();
-        }
+        sink.feed(
+            ProducerRecord::new(topic)
+                .partition(0)
+                .payload(payload.clone()),
+        )
+        .await
+        .unwrap();
     }
     sink.flush().await.unwrap();
 }
@@ -219,59 +207,6 @@ async fn a_full_sub_stream_of_large_records_holds_a_few_batches() {
     assert!(
         taken <= 1 + 4 * 4 + 4,
         "took {taken} records of a partition whose sub-stream is full: not bounded by the batch size"
-    );
-    control.shutdown().await.unwrap();
-}
-
-/// The sub-streams of a partitioned source share `buffer_batches`: with 8
-/// partitions and 8 batches each sub-stream holds one, so what the consumer
-/// takes off librdkafka for sub-streams that are not pulled stays near what
-/// one partition with a one-batch buffer takes, per partition, instead of
-/// growing with a buffer of 8 batches each.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sub_streams_share_the_buffer_whatever_the_partition_count() {
-    let partitions = 8;
-    let (broker, topic) = broker_with_topic("shared-buffer", partitions).await;
-    let mut sink = reactive_kafka::producer::plain_sink(broker.producer_settings()).unwrap();
-    send_8kib_to(&mut sink, &topic, partitions, 1).await;
-    let settings = broker
-        .consumer_settings(&unique("g-shared-buffer"))
-        .max_batch_records(1000)
-        .max_batch_bytes(32 << 10)
-        .buffer_batches(8)
-        .property("statistics.interval.ms", "100");
-    let (mut source, control) =
-        consumer::plain_partitioned_source(settings, Subscription::topics([topic.as_str()]))
-            .unwrap();
-    let mut subs = take_partitions(&mut source, partitions).await;
-    // The first records tell the consumer how large records are; then no
-    // sub-stream is pulled.
-    for sub in subs.values_mut() {
-        take_n(sub, 1, Duration::from_secs(30)).await;
-    }
-    let more = 60;
-    send_8kib_to(&mut sink, &topic, partitions, more).await;
-    sink.close().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let stats = control.statistics().borrow().clone().expect("statistics");
-    let taken: i64 = stats.topics[&topic]
-        .partitions
-        .iter()
-        .filter(|(id, _)| **id >= 0)
-        .map(|(_, p)| p.app_offset.max(0))
-        .sum();
-    println!(
-        "the consumer took {taken} of {} records of 8 KiB from {partitions} partitions",
-        (more + 1) * partitions as usize
-    );
-    // Per partition: the first record, its share (one batch of 4 records),
-    // up to two batches pending and the read that paused it, as for one
-    // partition with a one-batch buffer. A buffer of 8 batches per
-    // partition would let each take 33 records or more.
-    let bound = i64::from(partitions) * (1 + 4 * 4 + 4);
-    assert!(
-        taken <= bound,
-        "took {taken} records for {partitions} sub-streams that are not pulled: more than {bound}, the buffer is not shared"
     );
     control.shutdown().await.unwrap();
 }

@@ -1426,10 +1426,7 @@ pub(crate) fn memory_bound_mb(case: Case, size: usize, partitions: i32) -> Optio
         // most 1000 records and about 256 KiB).
         let (batches, batch) = (8.0, (256.0 * 1024.0 / s).clamp(1.0, 1000.0));
         let buffered = if case == Case::Partitioned {
-            // Each sub-stream's share of the batches (rounded up, at least
-            // one) and up to 3 more per partition.
-            let n = partitions as f64;
-            ((batches / n).ceil().max(1.0) + 3.0) * batch * n
+            (batches + 3.0) * batch * partitions as f64
         } else {
             (batches + 2.0) * batch
         };

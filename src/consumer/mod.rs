@@ -101,9 +101,8 @@ pub fn committable_source(
 /// each sub-stream a [`PlainSource`] of that partition alone, and the
 /// [`Control`].
 ///
-/// Each sub-stream has its own buffer (its share of
-/// [`buffer_batches`](ConsumerSettings::buffer_batches), at least one
-/// batch): a
+/// Each sub-stream has its own buffer
+/// ([`buffer_batches`](ConsumerSettings::buffer_batches) batches): a
 /// partition whose sub-stream is slow or not pulled holds back only itself,
 /// and the consumer stays in its group. A sub-stream ends when its partition
 /// is revoked or lost, or when the consumer stops; the partition's next

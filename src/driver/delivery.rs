@@ -19,19 +19,11 @@ pub(crate) enum Delivered {
     Closed,
 }
 
-/// The batches one sub-stream of a partitioned source may hold when
-/// `live` partitions share `buffer_batches`: an equal part, rounded up, and
-/// at least one.
-pub(crate) fn partition_share(buffer_batches: usize, live: usize) -> usize {
-    buffer_batches.div_ceil(live.max(1)).max(1)
-}
-
-/// Moves what waits in `p`'s pending list to its stream while it has room
-/// (fewer than `share` batches waiting in it).
-pub(crate) fn flush_pending(p: &mut Partition, share: usize, counters: &Counters) -> Delivered {
+/// Moves what waits in `p`'s pending list to its stream while it has room.
+pub(crate) fn flush_pending(p: &mut Partition, counters: &Counters) -> Delivered {
     let mut delivered = Delivered::Nothing;
     while let Some(batch) = p.pending.pop_front() {
-        match send(p, batch, share, counters) {
+        match send(p, batch, counters) {
             Delivered::Some => delivered = Delivered::Some,
             Delivered::Nothing => return delivered,
             Delivered::Closed => return Delivered::Closed,
@@ -41,18 +33,17 @@ pub(crate) fn flush_pending(p: &mut Partition, share: usize, counters: &Counters
 }
 
 /// Hands a batch just read to `p`'s stream, or to its pending list when
-/// the stream is full (holds `share` batches) or older batches wait there.
+/// the stream is full or older batches wait there.
 pub(crate) fn deliver_batch(
     p: &mut Partition,
     batch: RecordBatch,
-    share: usize,
     counters: &Counters,
 ) -> Delivered {
     if !p.pending.is_empty() {
         p.pending.push_back(batch);
         return Delivered::Nothing;
     }
-    send(p, batch, share, counters)
+    send(p, batch, counters)
 }
 
 /// Records waiting in `p`'s pending list.
@@ -61,15 +52,11 @@ pub(crate) fn pending_records(p: &Partition) -> usize {
 }
 
 /// Sends `batch`, putting it back at the head of the pending list when the
-/// stream is full: its channel has no room, or `share` batches wait in it.
-fn send(p: &mut Partition, batch: RecordBatch, share: usize, counters: &Counters) -> Delivered {
+/// stream is full.
+fn send(p: &mut Partition, batch: RecordBatch, counters: &Counters) -> Delivered {
     let Some(out) = p.out.as_ref().filter(|_| !p.revoking) else {
         return Delivered::Nothing;
     };
-    if out.max_capacity() - out.capacity() >= share {
-        p.pending.push_front(batch);
-        return Delivered::Nothing;
-    }
     let len = batch.records.len() as u64;
     // Counted before the send: the stream may hand the records out (and
     // count them) before `try_send` returns, and what was handed out must
@@ -108,8 +95,6 @@ mod tests {
         link: Arc<DriverLink>,
         p: Partition,
         rx: Receiver<RecordBatch>,
-        /// How many batches may wait in the stream.
-        share: usize,
     }
 
     impl Fixture {
@@ -121,7 +106,6 @@ mod tests {
                 p: Partition::new(handle, Some(tx)),
                 link,
                 rx,
-                share: usize::MAX,
             }
         }
 
@@ -139,11 +123,11 @@ mod tests {
 
         fn deliver(&mut self, from: i64, n: i64) -> Delivered {
             let batch = self.batch(from, n);
-            deliver_batch(&mut self.p, batch, self.share, &self.link.shared.counters)
+            deliver_batch(&mut self.p, batch, &self.link.shared.counters)
         }
 
         fn flush(&mut self) -> Delivered {
-            flush_pending(&mut self.p, self.share, &self.link.shared.counters)
+            flush_pending(&mut self.p, &self.link.shared.counters)
         }
 
         fn next_offset(&mut self) -> i64 {
@@ -172,36 +156,6 @@ mod tests {
         let counters = &f.link.shared.counters;
         assert_eq!(counters.records.load(Ordering::Relaxed), 10);
         assert_eq!(counters.batches.load(Ordering::Relaxed), 4);
-    }
-
-    #[test]
-    fn a_stream_holding_its_share_is_full_though_its_channel_has_room() {
-        let mut f = Fixture::new(8);
-        f.share = 2;
-        assert_eq!(f.deliver(0, 1), Delivered::Some);
-        assert_eq!(f.deliver(1, 1), Delivered::Some);
-        assert_eq!(f.deliver(2, 1), Delivered::Nothing);
-        assert_eq!(pending_records(&f.p), 1);
-        assert_eq!(f.next_offset(), 0);
-        assert_eq!(f.flush(), Delivered::Some);
-        assert_eq!(f.flush(), Delivered::Nothing);
-        assert_eq!(f.next_offset(), 1);
-        assert_eq!(f.next_offset(), 2);
-        // A share re-divided upwards (fewer partitions) lets more wait.
-        f.share = 3;
-        for from in 3..6 {
-            assert_eq!(f.deliver(from, 1), Delivered::Some);
-        }
-        assert_eq!(f.deliver(6, 1), Delivered::Nothing);
-    }
-
-    #[test]
-    fn the_buffer_is_divided_among_the_live_partitions() {
-        assert_eq!(partition_share(8, 0), 8);
-        assert_eq!(partition_share(8, 1), 8);
-        assert_eq!(partition_share(8, 3), 3);
-        assert_eq!(partition_share(8, 8), 1);
-        assert_eq!(partition_share(8, 64), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use super::ack::AckTracker;
 use super::context::{self, ContextEvent, DriverConsumer};
-use super::delivery::{deliver_batch, flush_pending, partition_share, pending_records, Delivered};
+use super::delivery::{deliver_batch, flush_pending, pending_records, Delivered};
 use super::ffi::{ConsumerQueueRef, MessageBuf, ReadError, RecordsQueue, Run};
 use super::missing::MissingTopics;
 use super::pipeline::{CommitPipeline, CommitTarget};
@@ -857,14 +857,13 @@ impl Driver {
         let mut progressed = false;
         let mut closed = false;
         let mut resume = Vec::new();
-        let share = self.stream_share();
         let n = self.table.len();
         for k in 0..n {
             let p = self.table.get_mut((self.rr + k) % n);
             if p.pending.is_empty() {
                 continue;
             }
-            match flush_pending(p, share, &self.link.shared.counters) {
+            match flush_pending(p, &self.link.shared.counters) {
                 Delivered::Some => progressed = true,
                 Delivered::Nothing => {}
                 Delivered::Closed => {
@@ -899,8 +898,8 @@ impl Driver {
             };
             let counters = &link.shared.counters;
             // A partition is paused once more than a batch of its records
-            // waits: at most its share of `buffer_batches` plus 3 batches
-            // per partition, whatever the record size.
+            // waits: at most `buffer_batches + 3` batches per partition,
+            // whatever the record size.
             let asked = batch_size.next();
             let (mut copied, mut bytes) = (0, 0);
             #[cfg(feature = "opentelemetry")]
@@ -943,7 +942,7 @@ impl Driver {
                     partition: Arc::new(PartitionHandle::clone(&p.handle)),
                     records: builder.finish(&p.handle.tp.topic, run.partition),
                 };
-                match deliver_batch(p, batch, share, counters) {
+                match deliver_batch(p, batch, counters) {
                     Delivered::Some => {}
                     Delivered::Nothing => {
                         if partitioned && !p.paused && pending_records(p) > asked {
@@ -982,18 +981,6 @@ impl Driver {
             }
         }
         progressed
-    }
-
-    /// How many batches may wait in one partition's sub-stream: the
-    /// consumer's `buffer_batches` divided among its live partitions (at
-    /// least one each), so that what the sub-streams hold does not grow
-    /// with the assignment. Unlimited for the single stream of a plain or
-    /// committable source, whose channel holds `buffer_batches`.
-    fn stream_share(&self) -> usize {
-        match &self.output {
-            Some(Output::Partitioned(_)) => partition_share(self.buffer_batches, self.table.live()),
-            _ => usize::MAX,
-        }
     }
 
     /// True while a read of the records queue has somewhere to go: the one

@@ -227,13 +227,10 @@ impl ConsumerSettings {
     /// this crate holds beyond librdkafka's own prefetch, which
     /// `queued.min.messages` and `queued.max.messages.kbytes` bound for the
     /// whole consumer: at most `buffer_batches + 2` batches (the stream's
-    /// buffer, the batch being handed out, one batch waiting for room). A
-    /// partitioned source divides them among its `n` assigned partitions:
-    /// each sub-stream's buffer holds `buffer_batches / n` batches (rounded
-    /// up, at least one), re-divided on every assignment change, and each
-    /// partition holds up to 3 batches more (the batch being handed out, up
-    /// to two waiting before a partition whose sub-stream is full is
-    /// paused): at most `buffer_batches + 4 n` batches in all. Default 8.
+    /// buffer, the batch being handed out, one batch waiting for room); a
+    /// partitioned source `buffer_batches + 3` batches per assigned partition
+    /// (up to two batches wait before a partition whose sub-stream is full is
+    /// paused). Default 8.
     pub fn buffer_batches(mut self, n: usize) -> Self {
         self.buffer_batches = n;
         self
