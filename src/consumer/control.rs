@@ -76,10 +76,24 @@ impl Control {
     /// is dropped, records it held but never returned do not count. A record
     /// your pipeline filters out must still have its offset committed, or a
     /// later one of the same partition, for the drain to complete early.
+    ///
+    /// Bounded: resolves within `timeout` plus twice
+    /// [`close_timeout`](crate::ConsumerSettings::close_timeout) and a
+    /// second, or fails with [`ErrorKind::Timeout`] (a consumer whose close
+    /// hangs in librdkafka: its thread is left to finish it).
     pub async fn drain_and_shutdown(&self, timeout: Duration) -> Result<DrainReport> {
+        let limit = timeout + self.close_wait();
         // A consumer that is closed already answers with its final report.
         let report = match self.handle.drain(Instant::now() + timeout) {
-            Ok(rx) => rx.await.ok(),
+            Ok(rx) => match tokio::time::timeout(limit, rx).await {
+                Ok(report) => report.ok(),
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("the consumer did not drain and close within {limit:?}"),
+                    ))
+                }
+            },
             Err(_) => None,
         };
         self.wait_closed(self.close_wait()).await?;
@@ -151,5 +165,32 @@ impl Control {
                 format!("the consumer did not close within {limit:?}"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::fake::FakeConsumer;
+
+    /// A consumer whose close hangs (in librdkafka) never answers the
+    /// drain: the caller still gets an answer, a timeout, within the bound.
+    #[tokio::test]
+    async fn a_drain_of_a_consumer_whose_close_hangs_fails_within_its_bound() {
+        let fake = FakeConsumer::new();
+        fake.hang_close();
+        let control = Control::new(fake.control_handle());
+        let timeout = Duration::from_millis(100);
+        let bound = timeout + control.close_wait();
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            bound + Duration::from_secs(5),
+            control.drain_and_shutdown(timeout),
+        )
+        .await
+        .expect("drain_and_shutdown answers within its bound");
+        let err = answer.expect_err("the consumer never closed");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(started.elapsed() < bound + Duration::from_secs(1));
     }
 }

@@ -130,10 +130,12 @@ impl<T> DrainingControl<T> {
     /// the consumer; a pipeline that already failed is not drained, as
     /// nothing more of it will commit: the consumer is closed at once),
     /// else the drain's error, else the pipeline's output and
-    /// the drain report. Bounded: `timeout` for the drain, then at most the
-    /// consumer's close wait (twice `close_timeout` and one second) for the
-    /// pipeline to end and the consumer to close; a pipeline still running
-    /// then is aborted and reported as an [`ErrorKind::Timeout`] error.
+    /// the drain report. Bounded: `timeout` plus the consumer's close wait
+    /// (twice `close_timeout` and one second) for the drain and the
+    /// consumer's close (a close that hangs in librdkafka is reported as an
+    /// [`ErrorKind::Timeout`] error), then at most the close wait again for
+    /// the pipeline to end; a pipeline still running then is aborted and
+    /// reported as an [`ErrorKind::Timeout`] error.
     pub async fn drain_and_shutdown(mut self, timeout: Duration) -> Result<Drained<T>> {
         if self.is_ended() {
             self.ended().await;

@@ -32,6 +32,10 @@ struct State {
     held: Vec<(Vec<PartitionOffset>, Reply)>,
     /// Fail this many commits with a commit error.
     fail: usize,
+    /// Never answer a drain nor close (a consumer whose close hangs in
+    /// librdkafka).
+    hang_close: bool,
+    hung: Vec<oneshot::Sender<DrainReport>>,
     /// What was handed out of each partition, and with out-of-order
     /// commits its acknowledgements.
     handed: Vec<(TopicPartition, Arc<HandOver>, Option<Arc<AckTracker>>)>,
@@ -108,10 +112,19 @@ impl Recorder {
                 }
             }
             Command::Drain { reply, .. } => {
-                let _ = reply.send(self.state().drain_report());
+                let mut state = self.state();
+                if state.hang_close {
+                    state.hung.push(reply);
+                    return;
+                }
+                let _ = reply.send(state.drain_report());
                 shared.set_state(DriverState::Closed(Ok(())));
             }
-            Command::Shutdown => shared.set_state(DriverState::Closed(Ok(()))),
+            Command::Shutdown => {
+                if !self.state().hang_close {
+                    shared.set_state(DriverState::Closed(Ok(())));
+                }
+            }
             Command::Fail(err) => {
                 if !matches!(*shared.state.borrow(), DriverState::Closed(_)) {
                     shared.set_state(DriverState::Closed(Err(err)));
@@ -236,6 +249,13 @@ impl FakeConsumer {
             handover,
             copies: Arc::new(()),
         })
+    }
+
+    /// From now on a drain or a shutdown never completes, as when
+    /// librdkafka's close of the consumer hangs.
+    #[cfg(test)]
+    pub(crate) fn hang_close(&self) {
+        self.recorder.state().hang_close = true;
     }
 
     /// A handle for a `Control` of this consumer.
