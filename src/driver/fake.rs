@@ -32,10 +32,10 @@ struct State {
     held: Vec<(Vec<PartitionOffset>, Reply)>,
     /// Fail this many commits with a commit error.
     fail: usize,
-    /// Never answer a drain nor close (a consumer whose close hangs in
-    /// librdkafka).
-    hang_close: bool,
-    hung: Vec<oneshot::Sender<DrainReport>>,
+    /// `Some` once a drain or a shutdown must never complete (a consumer
+    /// whose close hangs in librdkafka): the drains' replies, kept
+    /// unanswered.
+    hung: Option<Vec<oneshot::Sender<DrainReport>>>,
     /// What was handed out of each partition, and with out-of-order
     /// commits its acknowledgements.
     handed: Vec<(TopicPartition, Arc<HandOver>, Option<Arc<AckTracker>>)>,
@@ -113,15 +113,15 @@ impl Recorder {
             }
             Command::Drain { reply, .. } => {
                 let mut state = self.state();
-                if state.hang_close {
-                    state.hung.push(reply);
+                if let Some(hung) = &mut state.hung {
+                    hung.push(reply);
                     return;
                 }
                 let _ = reply.send(state.drain_report());
                 shared.set_state(DriverState::Closed(Ok(())));
             }
             Command::Shutdown => {
-                if !self.state().hang_close {
+                if self.state().hung.is_none() {
                     shared.set_state(DriverState::Closed(Ok(())));
                 }
             }
@@ -255,7 +255,7 @@ impl FakeConsumer {
     /// librdkafka's close of the consumer hangs.
     #[cfg(test)]
     pub(crate) fn hang_close(&self) {
-        self.recorder.state().hang_close = true;
+        self.recorder.state().hung.get_or_insert_with(Vec::new);
     }
 
     /// A handle for a `Control` of this consumer.
