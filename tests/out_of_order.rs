@@ -191,3 +191,64 @@ async fn a_crash_mid_way_loses_nothing() {
         "every record processed at least once"
     );
 }
+
+/// `CommitWhen::NextOffsetObserved` holds the newest offset of each
+/// partition; with more partitions than the source may have outstanding,
+/// the held offsets alone must not stop the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_newest_offsets_do_not_stall_a_source_with_more_partitions_than_its_limit() {
+    let partitions = 8;
+    let (broker, topic) = broker_with_topic("ooo-held", partitions).await;
+    let n = 800;
+    produce_n(&broker, &topic, n, partitions).await;
+    let group = unique("g-ooo-held");
+    let settings = broker
+        .consumer_settings(&group)
+        .max_batch_records(10)
+        .out_of_order_commits(4);
+    let (source, control) =
+        consumer::committable_source(settings, Subscription::topics([topic.clone()])).unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    let pipeline = source
+        .map(move |m| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(m.expect("record").offset)
+        })
+        .forward(
+            committer::sink(
+                CommitterSettings::default()
+                    .max_batch(10)
+                    .max_interval(Duration::from_millis(10))
+                    .when(reactive_kafka::CommitWhen::NextOffsetObserved),
+            )
+            .unwrap(),
+        );
+    let handle = tokio::spawn(pipeline);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.load(std::sync::atomic::Ordering::Relaxed) < n
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = seen.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(got, n, "records handed out before the source stopped");
+    // Each partition's last record is still held: the commits stop just
+    // before it, never past it.
+    let per_partition = (n / partitions as usize) as i64;
+    let expected = vec![Some(per_partition - 1); partitions as usize];
+    let mut committed = Vec::new();
+    while tokio::time::Instant::now() < deadline + Duration::from_secs(10) {
+        committed = committed_offsets(&broker, &group, &topic, partitions)
+            .await
+            .into_values()
+            .collect::<Vec<_>>();
+        if committed == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    handle.abort();
+    control.shutdown().await.unwrap();
+    assert_eq!(committed, expected);
+}

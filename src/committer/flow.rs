@@ -301,10 +301,14 @@ impl Held {
     fn observe_one(&mut self, offset: CommittableOffset, batch: &mut CommittableOffsetBatch) {
         match self.offsets.iter_mut().find(|h| h.same_partition(&offset)) {
             Some(h) if h.offset() < offset.offset() || h.generation() != offset.generation() => {
+                offset.hold();
                 batch.add(std::mem::replace(h, offset));
             }
             Some(_) => batch.add(offset),
-            None => self.offsets.push(offset),
+            None => {
+                offset.hold();
+                self.offsets.push(offset);
+            }
         }
     }
 

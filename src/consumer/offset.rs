@@ -40,6 +40,14 @@ impl CommittableOffset {
         self.partition.ack(self.offset)
     }
 
+    /// A committer holds this offset back until a newer one of its
+    /// partition arrives: with out-of-order commits its record stops taking
+    /// up the source's room (the source must hand out that newer record),
+    /// and the watermark still waits for it.
+    pub(crate) fn hold(&self) {
+        self.partition.free_room(self.offset);
+    }
+
     pub(crate) fn same_partition(&self, other: &CommittableOffset) -> bool {
         self.partition.same_partition(&other.partition)
     }

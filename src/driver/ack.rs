@@ -68,11 +68,20 @@ pub(crate) struct AckTracker {
 #[derive(Debug, Default)]
 struct Entries {
     /// Handed out and not yet below the watermark, in offset order.
-    offsets: VecDeque<(i64, bool)>,
+    offsets: VecDeque<Entry>,
     /// Next offset to commit (after the acknowledged prefix), once known.
     watermark: Option<i64>,
     /// The assignment ended: nothing more is tracked.
     closed: bool,
+}
+
+/// A record handed out and not yet below the watermark.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: i64,
+    acked: bool,
+    /// Its room was given back before it was acknowledged (held back).
+    room_freed: bool,
 }
 
 impl AckTracker {
@@ -83,8 +92,27 @@ impl AckTracker {
             return;
         }
         let before = e.offsets.len();
-        e.offsets.extend(offsets.map(|o| (o, false)));
+        e.offsets.extend(offsets.map(|offset| Entry {
+            offset,
+            acked: false,
+            room_freed: false,
+        }));
         outstanding.add(e.offsets.len() - before);
+    }
+
+    /// Gives back the room of the record at `offset` without acknowledging
+    /// it: a committer holds its offset back. The watermark still waits for
+    /// it. An offset not tracked (never registered, below the watermark, or
+    /// already freed) changes nothing.
+    pub(crate) fn free_room(&self, offset: i64, outstanding: &Outstanding) {
+        let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(i) = e.offsets.binary_search_by_key(&offset, |x| x.offset) {
+            let entry = &mut e.offsets[i];
+            if !entry.acked && !entry.room_freed {
+                entry.room_freed = true;
+                outstanding.release(1);
+            }
+        }
     }
 
     /// Acknowledges `offset`; returns the watermark (next offset to commit)
@@ -92,16 +120,21 @@ impl AckTracker {
     /// below the watermark) changes nothing.
     pub(crate) fn ack(&self, offset: i64, outstanding: &Outstanding) -> Option<i64> {
         let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Ok(i) = e.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
-            e.offsets[i].1 = true;
+        if let Ok(i) = e.offsets.binary_search_by_key(&offset, |x| x.offset) {
+            e.offsets[i].acked = true;
         }
-        let mut popped = 0;
-        while let Some(&(o, true)) = e.offsets.front() {
+        let mut freed = 0;
+        while let Some(&Entry {
+            offset,
+            acked: true,
+            room_freed,
+        }) = e.offsets.front()
+        {
             e.offsets.pop_front();
-            e.watermark = Some(o + 1);
-            popped += 1;
+            e.watermark = Some(offset + 1);
+            freed += usize::from(!room_freed);
         }
-        outstanding.release(popped);
+        outstanding.release(freed);
         e.watermark
     }
 
@@ -109,7 +142,7 @@ impl AckTracker {
     pub(crate) fn close(&self, outstanding: &Outstanding) {
         let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         e.closed = true;
-        let n = e.offsets.len();
+        let n = e.offsets.iter().filter(|x| !x.room_freed).count();
         e.offsets.clear();
         outstanding.release(n);
     }
@@ -135,13 +168,44 @@ mod tests {
         assert_eq!(t.ack(99, &out), Some(15));
     }
 
+    #[test]
+    fn a_held_record_gives_back_its_room_but_keeps_its_place() {
+        let out = Outstanding::new(2);
+        let t = AckTracker::default();
+        t.register([0, 1].into_iter(), &out);
+        assert!(out.at_limit());
+        // A committer holds 1 back: the source may hand out 2.
+        t.free_room(1, &out);
+        t.free_room(1, &out);
+        assert_eq!(out.count.load(Ordering::Relaxed), 1);
+        t.register([2].into_iter(), &out);
+        assert!(out.at_limit());
+        assert_eq!(t.ack(0, &out), Some(1));
+        // The watermark waits for the held record; 2 keeps its room.
+        assert_eq!(t.ack(2, &out), Some(1));
+        assert_eq!(out.count.load(Ordering::Relaxed), 1);
+        // Releasing it frees nothing twice.
+        assert_eq!(t.ack(1, &out), Some(3));
+        assert_eq!(out.count.load(Ordering::Relaxed), 0);
+        // Freeing an offset below the watermark changes nothing.
+        t.free_room(1, &out);
+        assert_eq!(out.count.load(Ordering::Relaxed), 0);
+        // Closing frees only the room still taken.
+        t.register([3, 4].into_iter(), &out);
+        t.free_room(4, &out);
+        t.close(&out);
+        assert_eq!(out.count.load(Ordering::Relaxed), 0);
+    }
+
     proptest! {
         /// Against a model: after each acknowledgement the watermark is the
         /// offset after the longest acknowledged prefix of the registered
-        /// offsets, and never passes an unacknowledged one.
+        /// offsets, and never passes an unacknowledged one; the room taken
+        /// is what is above that prefix and not held back.
         #[test]
         fn watermark_matches_the_model(
             gaps in proptest::collection::vec(1i64..4, 1..200),
+            held in proptest::collection::vec(any::<bool>(), 200),
             seed in any::<u64>(),
             max in 1usize..300,
         ) {
@@ -162,7 +226,16 @@ mod tests {
                 order.swap(i, (x % (i as u64 + 1)) as usize);
             }
             let mut acked = vec![false; offsets.len()];
+            let mut freed = vec![false; offsets.len()];
             for &i in &order {
+                if held[i] {
+                    // Held back first, released later.
+                    t.free_room(offsets[i], &out);
+                    freed[i] = true;
+                    let prefix = acked.iter().take_while(|a| **a).count();
+                    let expected = (prefix..offsets.len()).filter(|&j| !freed[j]).count();
+                    prop_assert_eq!(out.count.load(Ordering::Relaxed), expected);
+                }
                 acked[i] = true;
                 let got = t.ack(offsets[i], &out);
                 let prefix = acked.iter().take_while(|a| **a).count();
@@ -172,7 +245,8 @@ mod tests {
                     // Never past an unacknowledged offset.
                     prop_assert!(offsets.iter().zip(&acked).all(|(o, a)| *a || *o >= w));
                 }
-                prop_assert_eq!(out.count.load(Ordering::Relaxed), offsets.len() - prefix);
+                let expected = (prefix..offsets.len()).filter(|&j| !freed[j]).count();
+                prop_assert_eq!(out.count.load(Ordering::Relaxed), expected);
             }
         }
     }

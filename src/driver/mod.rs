@@ -654,6 +654,15 @@ impl PartitionHandle {
         }
     }
 
+    /// With out-of-order commits: a committer holds the record at `offset`
+    /// back; it no longer takes up the source's room, and the watermark
+    /// still waits for it.
+    pub(crate) fn free_room(&self, offset: i64) {
+        if let (Some(acks), Some(outstanding)) = (&self.acks, &self.link.shared.outstanding) {
+            acks.free_room(offset, outstanding);
+        }
+    }
+
     /// Marks the record at `offset` processed and returns the offset to
     /// commit: `offset + 1`, or with out-of-order commits the partition's
     /// watermark (`None` while an earlier record is still in flight).

@@ -290,7 +290,11 @@ impl ConsumerSettings {
     /// the commit in flight do not take up room. With
     /// [`CommitWhen::NextOffsetObserved`](crate::CommitWhen::NextOffsetObserved)
     /// the newest offset of each partition counts as processed once a newer
-    /// one of its partition reaches the committer's batch.
+    /// one of its partition reaches the committer's batch; while the
+    /// committer holds it back it takes up no room (releasing it needs a
+    /// newer record of its partition, which the source must be able to hand
+    /// out), so up to one record per assigned partition may wait beyond
+    /// `max_outstanding`.
     pub fn out_of_order_commits(mut self, max_outstanding: usize) -> Self {
         self.max_outstanding = Some(max_outstanding);
         self
