@@ -252,3 +252,43 @@ async fn held_newest_offsets_do_not_stall_a_source_with_more_partitions_than_its
     control.shutdown().await.unwrap();
     assert_eq!(committed, expected);
 }
+
+/// The limit holds record by record: a batch larger than the room left is
+/// handed out only as far as the room goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_records_than_the_limit_are_handed_out_before_one_is_committed() {
+    let partitions = 2;
+    let (broker, topic) = broker_with_topic("ooo-limit", partitions).await;
+    produce_n(&broker, &topic, 100, partitions).await;
+    let group = unique("g-ooo-limit");
+    let settings = broker.consumer_settings(&group).out_of_order_commits(4);
+    let (mut source, control) =
+        consumer::committable_source(settings, Subscription::topics([topic.clone()])).unwrap();
+    let mut held = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), source.next()).await {
+        held.push(m.expect("record"));
+    }
+    assert_eq!(held.len(), 4, "records handed out at the limit");
+    // Processing the first record of a partition moves its watermark and
+    // makes room for one more.
+    let first = held
+        .iter()
+        .position(|m| m.record.offset() == 0)
+        .expect("a first record");
+    let done = held.remove(first);
+    let outcome = done.offset.commit().await.expect("commit");
+    assert_eq!(outcome.committed.len(), 1, "{outcome:?}");
+    let next = tokio::time::timeout(Duration::from_secs(10), source.next())
+        .await
+        .expect("room for one more")
+        .expect("a record")
+        .expect("no error");
+    held.push(next);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), source.next())
+            .await
+            .is_err(),
+        "at the limit again"
+    );
+    control.shutdown().await.unwrap();
+}

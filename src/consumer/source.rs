@@ -18,6 +18,10 @@ use crate::record::{ConsumerRecord, TopicPartition};
 pub(crate) struct SourceCore {
     rx: Receiver<RecordBatch>,
     current: Option<(Arc<PartitionHandle>, std::vec::IntoIter<ConsumerRecord>)>,
+    /// How many of the current batch's next records have their room taken
+    /// (out-of-order commits) and may be handed out without asking again;
+    /// without the limit, the whole batch.
+    reserved: usize,
     handle: Arc<DriverHandle>,
     finished: bool,
     /// A partition's sub-stream: the assignment it serves.
@@ -38,6 +42,7 @@ impl SourceCore {
         SourceCore {
             rx,
             current: None,
+            reserved: 0,
             handed_out: handle.open_handed_out(),
             handle,
             finished: false,
@@ -61,7 +66,21 @@ impl SourceCore {
         self.handle.pulled();
         loop {
             if let Some((partition, records)) = &mut self.current {
+                // Out-of-order commits: a record is handed out only with room
+                // under the limit, taken for as many of the batch's next
+                // records as fit (registered then, as handed out).
+                if self.reserved == 0 && records.len() > 0 {
+                    match self.handle.poll_reserve(records.len(), cx) {
+                        Poll::Ready(n) => {
+                            self.reserved = n;
+                            partition
+                                .register_handed(records.as_slice()[..n].iter().map(|r| r.offset));
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
                 if let Some(record) = records.next() {
+                    self.reserved -= 1;
                     // Registered as handed out before it is returned, so a
                     // drain or a revocation knows what to wait for.
                     if partition.handover().hand(record.offset) {
@@ -74,7 +93,10 @@ impl SourceCore {
                     }
                     // Released (revoked): the rest belongs to the next owner.
                 }
+                // The rest of a revoked assignment's batch goes (its
+                // acknowledgements were closed with it).
                 self.current = None;
+                self.reserved = 0;
                 self.set_holding(false);
             }
             if self.finished {
@@ -92,9 +114,6 @@ impl SourceCore {
                     if batch.partition.handover().is_released() {
                         continue; // revoked while it waited here
                     }
-                    batch
-                        .partition
-                        .register_handed(batch.records.iter().map(|r| r.offset));
                     self.current = Some((batch.partition, batch.records.into_iter()));
                 }
                 Poll::Ready(None) => {

@@ -47,11 +47,45 @@ impl Outstanding {
         Poll::Ready(())
     }
 
+    /// Takes room for up to `want` records (at least one), ready once any
+    /// is free; otherwise registers the waker, as [`Self::poll_room`].
+    pub(crate) fn poll_reserve(&self, want: usize, cx: &mut Context<'_>) -> Poll<usize> {
+        let granted = self.reserve(want);
+        if granted > 0 {
+            return Poll::Ready(granted);
+        }
+        self.waker.register(cx.waker());
+        match self.reserve(want) {
+            0 => Poll::Pending,
+            granted => Poll::Ready(granted),
+        }
+    }
+
+    /// Takes room for up to `want` records, as much as is free.
+    fn reserve(&self, want: usize) -> usize {
+        let mut count = self.count.load(Ordering::Acquire);
+        loop {
+            let granted = want.min(self.max.saturating_sub(count));
+            if granted == 0 {
+                return 0;
+            }
+            match self.count.compare_exchange_weak(
+                count,
+                count + granted,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return granted,
+                Err(now) => count = now,
+            }
+        }
+    }
+
     fn add(&self, n: usize) {
         self.count.fetch_add(n, Ordering::AcqRel);
     }
 
-    fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         if n > 0 {
             self.count.fetch_sub(n, Ordering::AcqRel);
             self.waker.wake();
@@ -75,6 +109,19 @@ struct Entries {
     closed: bool,
 }
 
+impl Entries {
+    /// Appends offsets, neither acknowledged nor freed; returns how many.
+    fn push(&mut self, offsets: impl Iterator<Item = i64>) -> usize {
+        let before = self.offsets.len();
+        self.offsets.extend(offsets.map(|offset| Entry {
+            offset,
+            acked: false,
+            room_freed: false,
+        }));
+        self.offsets.len() - before
+    }
+}
+
 /// A record handed out and not yet below the watermark.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -85,19 +132,31 @@ struct Entry {
 }
 
 impl AckTracker {
-    /// Registers offsets handed out (ascending, after every earlier one).
+    /// Registers offsets handed out (ascending, after every earlier one),
+    /// taking their room whatever the limit (the fake consumer's tests).
     pub(crate) fn register(&self, offsets: impl Iterator<Item = i64>, outstanding: &Outstanding) {
         let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if e.closed {
             return;
         }
-        let before = e.offsets.len();
-        e.offsets.extend(offsets.map(|offset| Entry {
-            offset,
-            acked: false,
-            room_freed: false,
-        }));
-        outstanding.add(e.offsets.len() - before);
+        let added = e.push(offsets);
+        outstanding.add(added);
+    }
+
+    /// Registers `offsets` (ascending, after every earlier one) whose room
+    /// was taken with [`Outstanding::poll_reserve`], one per offset; gives
+    /// it back if the assignment has ended.
+    pub(crate) fn register_reserved(
+        &self,
+        offsets: impl Iterator<Item = i64>,
+        outstanding: &Outstanding,
+    ) {
+        let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if e.closed {
+            outstanding.release(offsets.count());
+            return;
+        }
+        e.push(offsets);
     }
 
     /// Gives back the room of the record at `offset` without acknowledging
@@ -166,6 +225,27 @@ mod tests {
         // Acknowledging again, or an offset never handed out, changes nothing.
         assert_eq!(t.ack(11, &out), Some(15));
         assert_eq!(t.ack(99, &out), Some(15));
+    }
+
+    #[test]
+    fn room_is_taken_as_far_as_it_goes_and_waits_for_a_release() {
+        let out = Outstanding::new(4);
+        let t = AckTracker::default();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // A batch of 10 gets room for 4.
+        assert_eq!(out.poll_reserve(10, &mut cx), Poll::Ready(4));
+        t.register_reserved([0, 1, 2, 3].into_iter(), &out);
+        assert_eq!(out.poll_reserve(6, &mut cx), Poll::Pending);
+        // Two processed: room for two more.
+        assert_eq!(t.ack(1, &out), None);
+        assert_eq!(t.ack(0, &out), Some(2));
+        assert_eq!(out.poll_reserve(6, &mut cx), Poll::Ready(2));
+        // Room taken for an assignment that ended is given back.
+        let ended = AckTracker::default();
+        ended.close(&out);
+        ended.register_reserved([7, 8].into_iter(), &out);
+        assert_eq!(out.count.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -590,6 +590,15 @@ impl DriverHandle {
             None => Poll::Ready(()),
         }
     }
+
+    /// With out-of-order commits: takes room for up to `want` records (at
+    /// least one), ready once any is free. Without: all of them at once.
+    pub(crate) fn poll_reserve(&self, want: usize, cx: &mut Context<'_>) -> Poll<usize> {
+        match &self.link.shared.outstanding {
+            Some(outstanding) => outstanding.poll_reserve(want, cx),
+            None => Poll::Ready(want),
+        }
+    }
 }
 
 impl Drop for DriverHandle {
@@ -646,11 +655,15 @@ impl PartitionHandle {
         self.link.id == other.link.id && self.tp == other.tp
     }
 
-    /// With out-of-order commits: records that the source hands out from
-    /// a batch, in offset order.
-    pub(crate) fn register_handed(&self, offsets: impl Iterator<Item = i64>) {
-        if let (Some(acks), Some(outstanding)) = (&self.acks, &self.link.shared.outstanding) {
-            acks.register(offsets, outstanding);
+    /// With out-of-order commits: records that the source is about to hand
+    /// out from a batch, in offset order, whose room it took with
+    /// [`DriverHandle::poll_reserve`].
+    pub(crate) fn register_handed(&self, offsets: impl ExactSizeIterator<Item = i64>) {
+        match (&self.acks, &self.link.shared.outstanding) {
+            (Some(acks), Some(outstanding)) => acks.register_reserved(offsets, outstanding),
+            // Nothing tracks this assignment's acknowledgements.
+            (None, Some(outstanding)) => outstanding.release(offsets.len()),
+            _ => {}
         }
     }
 

@@ -280,7 +280,9 @@ impl ConsumerSettings {
     /// watermark stops there): commit the offsets of records you filter out
     /// too. At most `max_outstanding` records may be handed out and not yet
     /// covered by the watermark; beyond that the source waits (backpressure)
-    /// rather than growing memory.
+    /// rather than growing memory. The limit is counted record by record,
+    /// over all of the consumer's sources and sub-streams: a batch is handed
+    /// out only as far as the room goes.
     ///
     /// A record counts as processed when its offset reaches a committer
     /// ([`committer::sink`](crate::committer::sink) or
