@@ -292,3 +292,99 @@ async fn no_more_records_than_the_limit_are_handed_out_before_one_is_committed()
     );
     control.shutdown().await.unwrap();
 }
+
+/// A partitioned source under a limit smaller than its partition count,
+/// with each partition's newest offset held by the committer, runs to the
+/// end: its sub-streams wait for room together and every one is woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_source_below_its_partition_count_runs_to_the_end() {
+    let partitions = 8;
+    let (broker, topic) = broker_with_topic("ooo-part", partitions).await;
+    let n = 800;
+    produce_n(&broker, &topic, n, partitions).await;
+    let group = unique("g-ooo-part");
+    let settings = broker
+        .consumer_settings(&group)
+        .max_batch_records(10)
+        .out_of_order_commits(3);
+    let (source, control) =
+        consumer::committable_partitioned_source(settings, Subscription::topics([topic.clone()]))
+            .unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    let pipeline = source
+        .map(|s| s.expect("sub-stream").1)
+        .flatten_unordered(None)
+        .map(move |m| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(m.expect("record").offset)
+        })
+        .forward(
+            committer::sink(
+                CommitterSettings::default()
+                    .max_batch(10)
+                    .max_interval(Duration::from_millis(10))
+                    .when(reactive_kafka::CommitWhen::NextOffsetObserved),
+            )
+            .unwrap(),
+        );
+    let handle = tokio::spawn(pipeline);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.load(std::sync::atomic::Ordering::Relaxed) < n
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = seen.load(std::sync::atomic::Ordering::Relaxed);
+    handle.abort();
+    control.shutdown().await.unwrap();
+    assert_eq!(got, n, "records handed out before the sub-streams stopped");
+}
+
+/// Sub-streams polled by tasks of their own all wait for room at once; each
+/// commit gives room back, and every waiting sub-stream must hear of it,
+/// not only the last one that started to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sub_stream_waiting_for_room_is_woken() {
+    let partitions = 4;
+    let (broker, topic) = broker_with_topic("ooo-wake", partitions).await;
+    let n = 80;
+    produce_n(&broker, &topic, n, partitions).await;
+    let group = unique("g-ooo-wake");
+    let settings = broker.consumer_settings(&group).out_of_order_commits(2);
+    let (mut source, control) =
+        consumer::committable_partitioned_source(settings, Subscription::topics([topic.clone()]))
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for _ in 0..partitions {
+        let (_, mut sub) = tokio::time::timeout(Duration::from_secs(30), source.next())
+            .await
+            .expect("a sub-stream")
+            .expect("not ended")
+            .expect("no error");
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if tx.send(m.expect("record")).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    // Each record is committed by itself, in the order it arrives: its
+    // partition's watermark moves and its room comes back.
+    let mut got = 0;
+    while got < n {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await else {
+            break;
+        };
+        m.offset.commit().await.expect("commit");
+        got += 1;
+    }
+    for task in tasks {
+        task.abort();
+    }
+    control.shutdown().await.unwrap();
+    assert_eq!(got, n, "records received before the sub-streams stopped");
+}

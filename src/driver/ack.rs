@@ -7,19 +7,25 @@
 //! record still being processed.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
-
-use futures::task::AtomicWaker;
+use std::task::{Context, Poll, Waker};
 
 /// Registered-but-not-yet-committable offsets of one consumer, summed over
-/// its partitions; the source waits while it is at its limit.
+/// its partitions; its sources wait while it is at its limit.
+///
+/// Every waiting source is woken when room comes back: a partitioned
+/// source's sub-streams wait on it together, each with a waker of its own
+/// (one waker slot, overwritten by the last to wait, left the others asleep
+/// for good).
 #[derive(Debug)]
 pub(crate) struct Outstanding {
     count: AtomicUsize,
     max: usize,
-    waker: AtomicWaker,
+    waiters: Mutex<Vec<Waker>>,
+    /// True while `waiters` may hold a waker, so a release without waiters
+    /// takes no lock.
+    waiting: AtomicBool,
 }
 
 impl Outstanding {
@@ -27,19 +33,32 @@ impl Outstanding {
         Outstanding {
             count: AtomicUsize::new(0),
             max,
-            waker: AtomicWaker::new(),
+            waiters: Mutex::new(Vec::new()),
+            waiting: AtomicBool::new(false),
         }
     }
 
     fn at_limit(&self) -> bool {
-        self.count.load(Ordering::Acquire) >= self.max
+        self.count.load(Ordering::SeqCst) >= self.max
+    }
+
+    /// Adds the task's waker to those a release wakes.
+    fn wait(&self, cx: &mut Context<'_>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        // Set before the caller looks at the count again, and the release
+        // looks at it after its count changed (both sequentially
+        // consistent): a release either sees the waiter or is seen by it.
+        self.waiting.store(true, Ordering::SeqCst);
     }
 
     /// Ready while below the limit; otherwise registers the waker, which an
     /// acknowledgement or a closed assignment wakes.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.at_limit() {
-            self.waker.register(cx.waker());
+            self.wait(cx);
             if self.at_limit() {
                 return Poll::Pending;
             }
@@ -54,7 +73,7 @@ impl Outstanding {
         if granted > 0 {
             return Poll::Ready(granted);
         }
-        self.waker.register(cx.waker());
+        self.wait(cx);
         match self.reserve(want) {
             0 => Poll::Pending,
             granted => Poll::Ready(granted),
@@ -63,7 +82,7 @@ impl Outstanding {
 
     /// Takes room for up to `want` records, as much as is free.
     fn reserve(&self, want: usize) -> usize {
-        let mut count = self.count.load(Ordering::Acquire);
+        let mut count = self.count.load(Ordering::SeqCst);
         loop {
             let granted = want.min(self.max.saturating_sub(count));
             if granted == 0 {
@@ -72,8 +91,8 @@ impl Outstanding {
             match self.count.compare_exchange_weak(
                 count,
                 count + granted,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => return granted,
                 Err(now) => count = now,
@@ -82,13 +101,24 @@ impl Outstanding {
     }
 
     fn add(&self, n: usize) {
-        self.count.fetch_add(n, Ordering::AcqRel);
+        self.count.fetch_add(n, Ordering::SeqCst);
     }
 
+    /// Gives back room for `n` records and wakes every waiting source.
     pub(crate) fn release(&self, n: usize) {
-        if n > 0 {
-            self.count.fetch_sub(n, Ordering::AcqRel);
-            self.waker.wake();
+        if n == 0 {
+            return;
+        }
+        self.count.fetch_sub(n, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) {
+            let waiters = {
+                let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                self.waiting.store(false, Ordering::SeqCst);
+                std::mem::take(&mut *waiters)
+            };
+            for waker in waiters {
+                waker.wake();
+            }
         }
     }
 }
@@ -211,6 +241,7 @@ impl AckTracker {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     #[test]
     fn the_watermark_waits_for_the_slowest_record() {
@@ -246,6 +277,31 @@ mod tests {
         ended.close(&out);
         ended.register_reserved([7, 8].into_iter(), &out);
         assert_eq!(out.count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_release_wakes_every_source_waiting_for_room() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl futures::task::ArcWake for Count {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let out = Outstanding::new(1);
+        let t = AckTracker::default();
+        t.register([0].into_iter(), &out);
+        let counts: Vec<Arc<Count>> = (0..3)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        for count in &counts {
+            let waker = futures::task::waker(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            assert_eq!(out.poll_reserve(1, &mut cx), Poll::Pending);
+        }
+        assert_eq!(t.ack(0, &out), Some(1));
+        for count in &counts {
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        }
     }
 
     #[test]
