@@ -80,6 +80,36 @@ async fn partitioned_consume_produce_commit_over_one_producer_loses_nothing() {
     }
 }
 
+/// Partition sub-streams processing records concurrently, committed out
+/// of order under a limit below what the sub-streams could take at once,
+/// through a killed member and a rebalance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_out_of_order_consume_produce_commit_loses_nothing() {
+    let broker = TestBroker::start().await.unwrap();
+    let checker = DeliveryChecker::new(&broker, 10_000, 6).await.unwrap();
+    let (input, output) = (
+        checker.input_topic().to_owned(),
+        checker.output_topic().to_owned(),
+    );
+    let report = checker
+        .run(
+            |settings| {
+                pipelines::partitioned_out_of_order_consume_produce_commit(
+                    settings,
+                    broker.producer_settings(),
+                    &input,
+                    &output,
+                    32,
+                )
+            },
+            &[Fault::KillMember, Fault::Rebalance(Duration::from_secs(3))],
+        )
+        .await
+        .unwrap();
+    println!("partitioned out-of-order consume-produce-commit: {report}");
+    assert!(report.at_least_once(), "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_commit_loses_nothing_through_an_outage_of_the_embedded_broker() {
     let broker = TestBroker::start().await.unwrap();

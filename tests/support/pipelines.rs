@@ -107,6 +107,44 @@ pub fn partitioned_consume_produce_commit(
     }))
 }
 
+/// [`partitioned_consume_produce_commit`] with each record processed
+/// concurrently (`buffer_unordered(8)` per partition) under out-of-order
+/// commits of at most `max_outstanding` records.
+pub fn partitioned_out_of_order_consume_produce_commit(
+    settings: ConsumerSettings,
+    producer_settings: ProducerSettings,
+    input: &str,
+    output: &str,
+    max_outstanding: usize,
+) -> reactive_kafka::Result<DrainingControl<()>> {
+    use futures::{SinkExt, TryStreamExt};
+    let settings = settings.out_of_order_commits(max_outstanding);
+    let (partitions, control) =
+        consumer::committable_partitioned_source(settings, Subscription::topics([input]))?;
+    let mut sink = producer::committable_sink(producer_settings, CommitterSettings::default())?;
+    let output = output.to_owned();
+    Ok(DrainingControl::spawn(control, async move {
+        partitions
+            .try_for_each_concurrent(None, |(_tp, source)| {
+                let sink = sink.clone();
+                let output = output.clone();
+                async move {
+                    source
+                        .map(move |m| {
+                            // A varying pace, so records finish out of order.
+                            let pace = m.as_ref().map_or(0, |m| (m.record.offset() * 7 % 5) as u64);
+                            copy_to(output.clone(), m, Duration::from_millis(pace))
+                        })
+                        .buffer_unordered(8)
+                        .forward(sink)
+                        .await
+                }
+            })
+            .await?;
+        sink.close().await
+    }))
+}
+
 /// The "processing" of the produce pipelines: after `pace`, a copy of the
 /// record (key and payload kept) to `output`, with its offset to commit.
 async fn copy_to(
