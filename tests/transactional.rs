@@ -167,6 +167,62 @@ async fn bad_settings_fail_at_construction() {
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains(what), "{err}");
     }
+    // A transaction commits outputs with their input offsets: out-of-order
+    // commits are refused by both sources.
+    let consumer = reactive_kafka::ConsumerSettings::new("127.0.0.1:1")
+        .group_id("g")
+        .out_of_order_commits(16);
+    let err =
+        transactional::source(consumer.clone(), Subscription::topics(["t"])).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("out_of_order_commits"), "{err}");
+    let err = transactional::partitioned_source(consumer, Subscription::topics(["t"]))
+        .expect_err("refused");
+    assert!(err.to_string().contains("out_of_order_commits"), "{err}");
+}
+
+/// Offsets from a consumer with out-of-order commits (a plain committable
+/// source) fail a transactional sink at once, naming the setting, instead
+/// of leaving the source waiting at its limit for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_sink_refuses_offsets_committed_out_of_order() {
+    let (broker, input) = broker_with_topic("txn-ooo-in", 2).await;
+    let output = broker.unique_topic("txn-ooo-out", 2).await.unwrap();
+    produce_n(&broker, &input, 100, 2).await;
+    let group = unique("g-txn-ooo");
+    let (source, control) = consumer::committable_source(
+        broker.consumer_settings(&group).out_of_order_commits(16),
+        Subscription::topics([input.as_str()]),
+    )
+    .unwrap();
+    let sink = transactional::sink(
+        broker.producer_settings(),
+        TransactionalSettings::new(unique("txn-ooo")).max_records(50),
+    )
+    .unwrap();
+    let mut running = consumer::DrainingControl::spawn(
+        control,
+        source
+            .map(move |m| {
+                let m = m?;
+                let record = ProducerRecord::new(output.as_str()).payload("x");
+                Ok(Envelope::message(record, m.offset))
+            })
+            .forward(sink),
+    );
+    // It ends by itself, at the first offset.
+    tokio::time::timeout(Duration::from_secs(30), running.ended())
+        .await
+        .expect("the pipeline ends by itself");
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        running.drain_and_shutdown(Duration::from_secs(5)),
+    )
+    .await
+    .expect("the pipeline ends")
+    .expect_err("the sink refused the offset");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("out_of_order_commits"), "{err}");
 }
 
 #[tokio::test]

@@ -667,6 +667,12 @@ impl PartitionHandle {
         }
     }
 
+    /// True when the consumer tracks out-of-order acknowledgements of this
+    /// assignment (`out_of_order_commits`).
+    pub(crate) fn tracks_acknowledgements(&self) -> bool {
+        self.acks.is_some()
+    }
+
     /// With out-of-order commits: a committer holds the record at `offset`
     /// back; it no longer takes up the source's room, and the watermark
     /// still waits for it.

@@ -284,6 +284,10 @@ impl ConsumerSettings {
     /// over all of the consumer's sources and sub-streams: a batch is handed
     /// out only as far as the room goes.
     ///
+    /// Not for [`transactional`](crate::transactional) pipelines, whose
+    /// sources refuse it: a transaction commits its outputs with their
+    /// input offsets, so records must reach its sink in order.
+    ///
     /// A record counts as processed when its offset reaches a committer
     /// ([`committer::sink`](crate::committer::sink) or
     /// [`committer::flow`](crate::committer::flow)) or a

@@ -66,29 +66,49 @@ use crate::error::Result;
 use crate::settings::ConsumerSettings;
 use crate::subscription::Subscription;
 
+/// The consumer settings of a transactional source: `read_committed`, and
+/// no out-of-order commits. A transaction commits its records' outputs with
+/// their input offsets; an offset held back behind a slower record would
+/// leave outputs committed whose input is read again after a crash (the
+/// duplicates exactly-once rules out), so records must reach the sink in
+/// their partition's order.
+fn transactional_settings(settings: ConsumerSettings) -> Result<ConsumerSettings> {
+    if settings.max_outstanding.is_some() {
+        return Err(crate::error::Error::config(
+            "invalid setting `out_of_order_commits` for a transactional source: a transaction \
+             commits its outputs with their input offsets, so records must reach the sink in \
+             their partition's order",
+        ));
+    }
+    Ok(settings.property("isolation.level", "read_committed"))
+}
+
 /// A committable source that reads only committed records
 /// (`isolation.level=read_committed`): what a transactional pipeline
 /// consumes. Commit its offsets through [`sink`], not through a committer.
+///
+/// Records must reach the sink in their partition's order (`then`, not
+/// `buffer_unordered`): the sink commits the offset after the newest record
+/// it received of each partition. Settings with
+/// [`out_of_order_commits`](ConsumerSettings::out_of_order_commits) are
+/// refused.
 pub fn source(
     settings: ConsumerSettings,
     subscription: Subscription,
 ) -> Result<(CommittableSource, Control)> {
-    consumer::committable_source(
-        settings.property("isolation.level", "read_committed"),
-        subscription,
-    )
+    consumer::committable_source(transactional_settings(settings)?, subscription)
 }
 
 /// A committable partitioned source that reads only committed records: a
 /// sub-stream per assigned partition. Send every sub-stream's envelopes to
 /// one [`sink`] (for example `flatten_unordered` over the sub-streams, or a
 /// channel): a sink's transaction commits the offsets of all of them.
+///
+/// As for [`source`], records must reach the sink in their partition's
+/// order, and settings with out-of-order commits are refused.
 pub fn partitioned_source(
     settings: ConsumerSettings,
     subscription: Subscription,
 ) -> Result<(CommittablePartitionedSource, Control)> {
-    consumer::committable_partitioned_source(
-        settings.property("isolation.level", "read_committed"),
-        subscription,
-    )
+    consumer::committable_partitioned_source(transactional_settings(settings)?, subscription)
 }

@@ -112,6 +112,28 @@ impl Open {
     }
 }
 
+/// Fails on an offset from a consumer with out-of-order commits (made by
+/// `consumer::committable_source`, as `transactional::source` refuses the
+/// setting): the sink commits the offset after each partition's newest
+/// record, which would pass records still being processed, and it never
+/// acknowledges offsets, so such a source would wait at its limit for good.
+fn refuse_out_of_order(envelope: &Envelope<CommittableOffset>) -> Result<()> {
+    let offset = match envelope {
+        Envelope::Message { pass_through, .. }
+        | Envelope::MultiMessage { pass_through, .. }
+        | Envelope::PassThrough(pass_through) => pass_through,
+    };
+    if offset.partition.tracks_acknowledgements() {
+        return Err(Error::config(format!(
+            "a transactional sink got an offset of {} from a consumer with \
+             `out_of_order_commits`: a transaction commits its outputs with their input offsets, \
+             so records must reach the sink in their partition's order",
+            offset.partition.tp()
+        )));
+    }
+    Ok(())
+}
+
 /// What receives each envelope's offset once its transaction committed
 /// (a flow's output).
 pub(crate) type Committed = tokio::sync::mpsc::Sender<Result<CommittableOffset>>;
@@ -148,6 +170,7 @@ where
                     Some(Err(e)) => return Err(e),
                     Some(Ok(envelopes)) => {
                         for envelope in envelopes {
+                            refuse_out_of_order(&envelope)?;
                             if open.is_none() {
                                 txn.begin()?;
                                 open = Some(Open::default());
