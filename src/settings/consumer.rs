@@ -282,7 +282,10 @@ impl ConsumerSettings {
     /// covered by the watermark; beyond that the source waits (backpressure)
     /// rather than growing memory. The limit is counted record by record,
     /// over all of the consumer's sources and sub-streams: a batch is handed
-    /// out only as far as the room goes.
+    /// out only as far as the room goes. A pipeline that gathers records
+    /// before any of their offsets reaches a committer (`chunks(n)`, a
+    /// window) needs a limit above what it gathers, or it waits at the limit
+    /// for good.
     ///
     /// Not for [`transactional`](crate::transactional) pipelines, whose
     /// sources refuse it: a transaction commits its outputs with their
