@@ -249,7 +249,9 @@ async fn held_newest_offsets_do_not_stall_a_source_with_more_partitions_than_its
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     handle.abort();
-    control.shutdown().await.unwrap();
+    // The aborted pipeline's committer may still send a commit as the
+    // consumer closes, which fails it ("commit not sent"): not under test.
+    let _ = control.shutdown().await;
     assert_eq!(committed, expected);
 }
 
@@ -264,7 +266,13 @@ async fn no_more_records_than_the_limit_are_handed_out_before_one_is_committed()
     let settings = broker.consumer_settings(&group).out_of_order_commits(4);
     let (mut source, control) =
         consumer::committable_source(settings, Subscription::topics([topic.clone()])).unwrap();
-    let mut held = Vec::new();
+    // The first record after the group join, then what follows within 2 s.
+    let first = tokio::time::timeout(Duration::from_secs(30), source.next())
+        .await
+        .expect("a first record")
+        .expect("not ended")
+        .expect("no error");
+    let mut held = vec![first];
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), source.next()).await {
         held.push(m.expect("record"));
     }
@@ -337,7 +345,9 @@ async fn a_partitioned_source_below_its_partition_count_runs_to_the_end() {
     }
     let got = seen.load(std::sync::atomic::Ordering::Relaxed);
     handle.abort();
-    control.shutdown().await.unwrap();
+    // The aborted pipeline's committer may still send a commit as the
+    // consumer closes, which fails it ("commit not sent"): not under test.
+    let _ = control.shutdown().await;
     assert_eq!(got, n, "records handed out before the sub-streams stopped");
 }
 
