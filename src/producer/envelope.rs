@@ -52,6 +52,15 @@ impl<P> Envelope<P> {
     pub fn pass_through(pass_through: P) -> Self {
         Envelope::PassThrough(pass_through)
     }
+
+    /// The pass-through value, whatever the kind of envelope.
+    pub(crate) fn pass_through_ref(&self) -> &P {
+        match self {
+            Envelope::Message { pass_through, .. }
+            | Envelope::MultiMessage { pass_through, .. }
+            | Envelope::PassThrough(pass_through) => pass_through,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -117,12 +117,7 @@ impl Open {
 /// setting): the sink commits the offset after each partition's newest
 /// record, which would pass records still being processed, and it never
 /// acknowledges offsets, so such a source would wait at its limit for good.
-fn refuse_out_of_order(envelope: &Envelope<CommittableOffset>) -> Result<()> {
-    let offset = match envelope {
-        Envelope::Message { pass_through, .. }
-        | Envelope::MultiMessage { pass_through, .. }
-        | Envelope::PassThrough(pass_through) => pass_through,
-    };
+fn refuse_out_of_order(offset: &CommittableOffset) -> Result<()> {
     if offset.partition.tracks_acknowledgements() {
         return Err(Error::config(format!(
             "a transactional sink got an offset of {} from a consumer with \
@@ -170,7 +165,7 @@ where
                     Some(Err(e)) => return Err(e),
                     Some(Ok(envelopes)) => {
                         for envelope in envelopes {
-                            refuse_out_of_order(&envelope)?;
+                            refuse_out_of_order(envelope.pass_through_ref())?;
                             if open.is_none() {
                                 txn.begin()?;
                                 open = Some(Open::default());
