@@ -208,37 +208,15 @@ async fn held_newest_offsets_do_not_stall_a_source_with_more_partitions_than_its
         .out_of_order_commits(4);
     let (source, control) =
         consumer::committable_source(settings, Subscription::topics([topic.clone()])).unwrap();
-    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = seen.clone();
-    let pipeline = source
-        .map(move |m| {
-            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(m.expect("record").offset)
-        })
-        .forward(
-            committer::sink(
-                CommitterSettings::default()
-                    .max_batch(10)
-                    .max_interval(Duration::from_millis(10))
-                    .when(reactive_kafka::CommitWhen::NextOffsetObserved),
-            )
-            .unwrap(),
-        );
-    let handle = tokio::spawn(pipeline);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.load(std::sync::atomic::Ordering::Relaxed) < n
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let got = seen.load(std::sync::atomic::Ordering::Relaxed);
+    let (got, handle) = count_into_a_holding_committer(source, n).await;
     assert_eq!(got, n, "records handed out before the source stopped");
     // Each partition's last record is still held: the commits stop just
     // before it, never past it.
     let per_partition = (n / partitions as usize) as i64;
     let expected = vec![Some(per_partition - 1); partitions as usize];
     let mut committed = Vec::new();
-    while tokio::time::Instant::now() < deadline + Duration::from_secs(10) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
         committed = committed_offsets(&broker, &group, &topic, partitions)
             .await
             .into_values()
@@ -318,32 +296,10 @@ async fn a_partitioned_source_below_its_partition_count_runs_to_the_end() {
     let (source, control) =
         consumer::committable_partitioned_source(settings, Subscription::topics([topic.clone()]))
             .unwrap();
-    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = seen.clone();
-    let pipeline = source
+    let records = source
         .map(|s| s.expect("sub-stream").1)
-        .flatten_unordered(None)
-        .map(move |m| {
-            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(m.expect("record").offset)
-        })
-        .forward(
-            committer::sink(
-                CommitterSettings::default()
-                    .max_batch(10)
-                    .max_interval(Duration::from_millis(10))
-                    .when(reactive_kafka::CommitWhen::NextOffsetObserved),
-            )
-            .unwrap(),
-        );
-    let handle = tokio::spawn(pipeline);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.load(std::sync::atomic::Ordering::Relaxed) < n
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let got = seen.load(std::sync::atomic::Ordering::Relaxed);
+        .flatten_unordered(None);
+    let (got, handle) = count_into_a_holding_committer(records, n).await;
     handle.abort();
     // The aborted pipeline's committer may still send a commit as the
     // consumer closes, which fails it ("commit not sent"): not under test.
@@ -397,4 +353,43 @@ async fn every_sub_stream_waiting_for_room_is_woken() {
     }
     control.shutdown().await.unwrap();
     assert_eq!(got, n, "records received before the sub-streams stopped");
+}
+
+/// Runs `records` into a committer that holds each partition's newest
+/// offset back (`NextOffsetObserved`, batches of 10 or every 10 ms),
+/// counting them until `n` came or 30 s passed; returns the count and the
+/// pipeline, still running.
+async fn count_into_a_holding_committer<S>(
+    records: S,
+    n: usize,
+) -> (usize, tokio::task::JoinHandle<reactive_kafka::Result<()>>)
+where
+    S: futures::Stream<Item = reactive_kafka::Result<reactive_kafka::CommittableMessage>>
+        + Send
+        + 'static,
+{
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    let pipeline = records
+        .map(move |m| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(m.expect("record").offset)
+        })
+        .forward(
+            committer::sink(
+                CommitterSettings::default()
+                    .max_batch(10)
+                    .max_interval(Duration::from_millis(10))
+                    .when(reactive_kafka::CommitWhen::NextOffsetObserved),
+            )
+            .unwrap(),
+        );
+    let handle = tokio::spawn(pipeline);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.load(std::sync::atomic::Ordering::Relaxed) < n
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (seen.load(std::sync::atomic::Ordering::Relaxed), handle)
 }

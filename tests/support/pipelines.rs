@@ -84,31 +84,12 @@ pub fn partitioned_consume_produce_commit(
     output: &str,
     pace: Duration,
 ) -> reactive_kafka::Result<DrainingControl<()>> {
-    use futures::{SinkExt, TryStreamExt};
-    let (partitions, control) =
-        consumer::committable_partitioned_source(settings, Subscription::topics([input]))?;
-    let mut sink = producer::committable_sink(producer_settings, CommitterSettings::default())?;
-    let output = output.to_owned();
-    Ok(DrainingControl::spawn(control, async move {
-        partitions
-            .try_for_each_concurrent(None, |(_tp, source)| {
-                let sink = sink.clone();
-                let output = output.clone();
-                async move {
-                    source
-                        .then(move |m| copy_to(output.clone(), m, pace))
-                        .forward(sink)
-                        .await
-                }
-            })
-            .await?;
-        // The last clone: waits until everything is produced and committed.
-        sink.close().await
-    }))
+    partitioned_into_one_sink(settings, producer_settings, input, output, 1, move |_| pace)
 }
 
 /// [`partitioned_consume_produce_commit`] with each record processed
-/// concurrently (`buffer_unordered(8)` per partition) under out-of-order
+/// concurrently (`buffer_unordered(8)` per partition, at a pace that varies
+/// with the offset, so records finish out of order) under out-of-order
 /// commits of at most `max_outstanding` records.
 pub fn partitioned_out_of_order_consume_produce_commit(
     settings: ConsumerSettings,
@@ -117,8 +98,27 @@ pub fn partitioned_out_of_order_consume_produce_commit(
     output: &str,
     max_outstanding: usize,
 ) -> reactive_kafka::Result<DrainingControl<()>> {
+    partitioned_into_one_sink(
+        settings.out_of_order_commits(max_outstanding),
+        producer_settings,
+        input,
+        output,
+        8,
+        |offset| Duration::from_millis((offset * 7 % 5) as u64),
+    )
+}
+
+/// A task per partition, each copying up to `concurrency` records at once
+/// (`pace(offset)` each) into a clone of one committable sink.
+fn partitioned_into_one_sink(
+    settings: ConsumerSettings,
+    producer_settings: ProducerSettings,
+    input: &str,
+    output: &str,
+    concurrency: usize,
+    pace: impl Fn(i64) -> Duration + Copy + Send + Sync + 'static,
+) -> reactive_kafka::Result<DrainingControl<()>> {
     use futures::{SinkExt, TryStreamExt};
-    let settings = settings.out_of_order_commits(max_outstanding);
     let (partitions, control) =
         consumer::committable_partitioned_source(settings, Subscription::topics([input]))?;
     let mut sink = producer::committable_sink(producer_settings, CommitterSettings::default())?;
@@ -131,16 +131,18 @@ pub fn partitioned_out_of_order_consume_produce_commit(
                 async move {
                     source
                         .map(move |m| {
-                            // A varying pace, so records finish out of order.
-                            let pace = m.as_ref().map_or(0, |m| (m.record.offset() * 7 % 5) as u64);
-                            copy_to(output.clone(), m, Duration::from_millis(pace))
+                            let pace = m
+                                .as_ref()
+                                .map_or(Duration::ZERO, |m| pace(m.record.offset()));
+                            copy_to(output.clone(), m, pace)
                         })
-                        .buffer_unordered(8)
+                        .buffer_unordered(concurrency)
                         .forward(sink)
                         .await
                 }
             })
             .await?;
+        // The last clone: waits until everything is produced and committed.
         sink.close().await
     }))
 }
