@@ -142,6 +142,10 @@ pub struct DeliveryReport {
     pub faults: Vec<FaultOutcome>,
     /// From the first member's start to the last record seen.
     pub elapsed: Duration,
+    /// Output records that the live reader did not see and the final
+    /// re-read of the output topic found (see [`DeliveryChecker::run`]).
+    /// Not a failure of the pipeline: they are counted as seen.
+    pub found_on_reread: usize,
 }
 
 impl DeliveryReport {
@@ -182,6 +186,13 @@ impl fmt::Display for DeliveryReport {
                 None => write!(f, ", no commit after it")?,
             }
         }
+        if self.found_on_reread > 0 {
+            write!(
+                f,
+                "; {} records found only by the final re-read of the output",
+                self.found_on_reread
+            )?;
+        }
         for lost in self.lost.iter().take(5) {
             write!(
                 f,
@@ -207,6 +218,9 @@ struct Sightings {
     /// When each sighting was made, in order.
     times: Vec<Instant>,
     last: Option<Instant>,
+    /// Output records that only the final re-read found, and when each was
+    /// produced (from its timestamp), in no particular order.
+    late: Vec<Instant>,
 }
 
 impl Sightings {
@@ -221,6 +235,24 @@ impl Sightings {
         seen.push(sighting);
         self.times.push(now);
         self.last = Some(now);
+    }
+
+    /// Notes an output record that the final re-read found and the live
+    /// reader did not see; `produced` is when it was produced.
+    fn add_late(&mut self, n: u64, sighting: Sighting, produced: Instant) {
+        let seen = self.seen.entry(n).or_default();
+        if seen.contains(&sighting) {
+            return;
+        }
+        seen.push(sighting);
+        self.late.push(produced);
+    }
+
+    /// The first record seen, or found late and produced, after `t`.
+    fn first_after(&self, t: Instant) -> Option<Instant> {
+        let live = self.times.get(self.times.partition_point(|s| *s <= t));
+        let late = self.late.iter().filter(|s| **s > t).min();
+        live.into_iter().chain(late).min().copied()
     }
 }
 
@@ -251,7 +283,11 @@ impl Processed {
 /// The number of a checker's record: its key `key-<n>` (keep the key when
 /// you write an output record).
 pub fn number_of(record: &ConsumerRecord) -> Option<u64> {
-    std::str::from_utf8(record.key()?)
+    number_in(record.key())
+}
+
+fn number_in(key: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(key?)
         .ok()?
         .strip_prefix("key-")?
         .parse()
@@ -432,9 +468,19 @@ impl<'a> DeliveryChecker<'a> {
     /// every record seen, for at most 30 s; or until the time limit),
     /// drains every member and reports.
     ///
+    /// What was seen is what a live reader of the output read while the
+    /// faults happened, and what a final re-read of the whole output topic,
+    /// by a consumer that went through no fault, found besides: a record in
+    /// the topic is never reported lost because the live reader stopped
+    /// short ([`DeliveryReport::found_on_reread`] says how many only the
+    /// re-read found). A fault's "records flowed again" is the first record
+    /// the live reader saw after it, or the first record produced after it
+    /// (by its timestamp) that only the re-read found, whichever came first.
+    ///
     /// Fails only if a member cannot be started, no progress is made before
-    /// a fault within the time limit, or the output cannot be read; lost
-    /// records and pipeline errors are in the report.
+    /// a fault within the time limit, or the output cannot be read (the
+    /// re-read is bounded by 60 s); lost records and pipeline errors are in
+    /// the report.
     pub async fn run<F>(&self, start: F, faults: &[Fault]) -> Result<DeliveryReport>
     where
         F: Fn(ConsumerSettings) -> Result<DrainingControl<()>>,
@@ -512,7 +558,42 @@ impl<'a> DeliveryChecker<'a> {
             }
         }
         reader.stop().await?;
+        self.reread_output().await?;
         Ok((outcomes, pipeline_errors))
+    }
+
+    /// Reads the output topic once more, from its beginning to its end as it
+    /// is now, with a plain librdkafka consumer of its own, and notes what
+    /// the live reader did not see. The live reader is a consumer that
+    /// went through every fault the pipeline did; this read went through
+    /// none, so the report counts what the topic holds even if the live
+    /// reader fell behind or stopped on a partition. Bounded: 60 s.
+    async fn reread_output(&self) -> Result<()> {
+        let servers = self.broker.bootstrap_servers().to_owned();
+        let (topic, partitions) = (self.output.clone(), self.partitions.max(1));
+        let read = move || reread(&servers, &topic, partitions, Duration::from_secs(60));
+        let found = tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| Error::closed(format!("the output re-read failed: {e}")))?
+            .map_err(|e| {
+                Error::with_source(ErrorKind::Consume, "could not re-read the output", e).at(
+                    &self.output,
+                    None,
+                    None,
+                )
+            })?;
+        let now = (Instant::now(), std::time::SystemTime::now());
+        let mut s = self.sightings.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, partition, offset, timestamp_ms) in found {
+            // When it was produced, on this process's clock.
+            let produced =
+                std::time::UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
+            let ago = now.1.duration_since(produced).unwrap_or_default();
+            let produced = now.0.checked_sub(ago).unwrap_or(now.0);
+            let tp = TopicPartition::new(self.output.as_str(), partition);
+            s.add_late(n, Sighting::Output { tp, offset }, produced);
+        }
+        Ok(())
     }
 
     /// Polls the group's committed offsets every 250 ms (one read at a
@@ -664,12 +745,10 @@ impl<'a> DeliveryChecker<'a> {
                      began,
                      ended,
                  }| {
-                    // Sightings are pushed in time order.
-                    let i = s.times.partition_point(|t| *t <= ended);
                     FaultOutcome {
                         name,
                         took: ended - began,
-                        resumed_after: s.times.get(i).map(|t| *t - ended),
+                        resumed_after: s.first_after(ended).map(|t| t - ended),
                         commits_resumed_after: commit_times
                             .get(commit_times.partition_point(|t| *t <= ended))
                             .map(|t| *t - ended),
@@ -685,8 +764,78 @@ impl<'a> DeliveryChecker<'a> {
             pipeline_errors,
             faults,
             elapsed: s.last.map_or(started.elapsed(), |l| l - started),
+            found_on_reread: s.late.len(),
         }
     }
+}
+
+/// Every numbered record of partitions `0..partitions` of `topic`, from
+/// the beginning to the high watermarks read first: number, partition,
+/// offset and timestamp (ms). Fails if the end is not reached within
+/// `bound`.
+fn reread(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    bound: Duration,
+) -> rdkafka::error::KafkaResult<Vec<(u64, i32, i64, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::message::Message;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let deadline = Instant::now() + bound;
+    let consumer: BaseConsumer<super::Quiet> = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique_name("delivery-reread"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create_with_context(super::Quiet)?;
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (_, high) = consumer.fetch_watermarks(topic, p, left)?;
+        if high > 0 {
+            ends.insert(p, high);
+            assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    let mut found = Vec::new();
+    if ends.is_empty() {
+        return Ok(found);
+    }
+    consumer.assign(&assignment)?;
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = match message {
+            Ok(m) => m,
+            // The end as it is now: at or past the watermark read first.
+            // (A transactional output ends in a marker that is never
+            // handed out.)
+            Err(KafkaError::PartitionEOF(p)) => {
+                ends.remove(&p);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let (p, offset) = (message.partition(), message.offset());
+        if let Some(n) = number_in(message.key()) {
+            let ts = message.timestamp().to_millis().unwrap_or(0);
+            found.push((n, p, offset, ts));
+        }
+        if ends.get(&p).is_some_and(|end| offset + 1 >= *end) {
+            ends.remove(&p);
+        }
+    }
+    Ok(found)
 }
 
 /// What the commit watcher read: the group's highest committed offsets
@@ -722,5 +871,50 @@ impl OutputReader {
                 "the output reader did not end within 10 s of its shutdown",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(p: i32, offset: i64) -> Sighting {
+        Sighting::Output {
+            tp: TopicPartition::new("out", p),
+            offset,
+        }
+    }
+
+    #[test]
+    fn the_re_read_adds_only_what_the_live_reader_missed() {
+        let mut s = Sightings::default();
+        s.add(1, output(0, 0));
+        s.add_late(1, output(0, 0), Instant::now());
+        s.add_late(2, output(1, 0), Instant::now());
+        assert_eq!(s.seen[&1].len(), 1, "a record both saw is one sighting");
+        assert_eq!(s.seen[&2].len(), 1);
+        assert_eq!(s.late.len(), 1, "only record 2 was found late");
+        // A record the live reader missed but written twice is a duplicate.
+        s.add_late(2, output(1, 1), Instant::now());
+        assert_eq!(s.seen[&2].len(), 2);
+    }
+
+    #[test]
+    fn records_flow_again_at_the_first_record_seen_or_produced_after_a_fault() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = Sightings {
+            times: vec![at(10), at(500)],
+            ..Sightings::default()
+        };
+        assert_eq!(s.first_after(at(100)), Some(at(500)));
+        s.late = vec![at(50), at(300), at(900)];
+        assert_eq!(
+            s.first_after(at(100)),
+            Some(at(300)),
+            "a late record produced first"
+        );
+        assert_eq!(s.first_after(at(600)), Some(at(900)));
+        assert_eq!(s.first_after(at(1000)), None);
     }
 }
