@@ -100,6 +100,7 @@ impl Outstanding {
         }
     }
 
+    #[cfg(any(test, feature = "testkit"))]
     fn add(&self, n: usize) {
         self.count.fetch_add(n, Ordering::SeqCst);
     }
@@ -164,6 +165,7 @@ struct Entry {
 impl AckTracker {
     /// Registers offsets handed out (ascending, after every earlier one),
     /// taking their room whatever the limit (the fake consumer's tests).
+    #[cfg(any(test, feature = "testkit"))]
     pub(crate) fn register(&self, offsets: impl Iterator<Item = i64>, outstanding: &Outstanding) {
         let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if e.closed {
