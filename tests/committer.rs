@@ -177,3 +177,50 @@ async fn concurrent_commits_are_merged_and_each_answered() {
     let commits = finish_slow_commits(&broker, &topic, &group, control, n).await;
     assert!(commits <= 3, "{commits} broker commits for {n} requests");
 }
+
+/// librdkafka queues its log lines, commit results and rebalance events
+/// on one queue. With debug logging on, lines arrive far faster than one
+/// per driver pass: each must not cost a pass, or a commit's answer waits
+/// behind the backlog until the commit times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_answered_promptly_while_librdkafka_logs_at_debug_level() {
+    // librdkafka emits debug lines only when the `log` facade lets them
+    // through; they are written nowhere.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,librdkafka=debug"))
+        .with_writer(std::io::sink)
+        .try_init();
+    let (broker, topic) = broker_with_topic("debuglog", 2).await;
+    produce_n(&broker, &topic, 200, 2).await;
+    let settings = broker
+        .consumer_settings(&unique("g-debuglog"))
+        .property("debug", "all");
+    let (source, control) = reactive_kafka::consumer::committable_source(
+        settings,
+        reactive_kafka::Subscription::topics([&topic]),
+    )
+    .expect("committable source");
+    let mut source = Box::pin(source);
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let m = tokio::time::timeout(Duration::from_secs(30), source.next())
+            .await
+            .expect("a record")
+            .expect("not ended")
+            .expect("a record");
+        // Let debug lines pile up between commits, as in a quiet pipeline.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(20), m.offset.commit())
+            .await
+            .expect("the commit is answered within 20 s")
+            .expect("the commit succeeds");
+        latencies.push(started.elapsed());
+    }
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "commit latencies with debug logging: {latencies:?}"
+    );
+    let _ = control.shutdown().await;
+}

@@ -400,6 +400,47 @@ fn headers_of(m: &rdsys::rd_kafka_message_t) -> Vec<Header> {
     out
 }
 
+/// The queue `BaseConsumer::poll` serves: the consumer queue, into which
+/// librdkafka forwards its main queue (log lines, errors, rebalances,
+/// commit results), or the main queue of a consumer without a group.
+pub(crate) struct PolledQueueRef(*mut rdsys::rd_kafka_queue_t);
+
+// SAFETY: librdkafka queues are thread-safe; the reference is only used by
+// the driver thread and released before the consumer.
+unsafe impl Send for PolledQueueRef {}
+
+impl PolledQueueRef {
+    pub(crate) fn new<C: ConsumerContext>(
+        consumer: &BaseConsumer<C>,
+        grouped: bool,
+    ) -> Option<Self> {
+        let client = consumer.client().native_ptr();
+        // SAFETY: the client pointer is valid while `consumer` lives; each
+        // call returns a new reference, released in `drop`.
+        let q = unsafe {
+            if grouped {
+                rdsys::rd_kafka_queue_get_consumer(client)
+            } else {
+                rdsys::rd_kafka_queue_get_main(client)
+            }
+        };
+        (!q.is_null()).then_some(PolledQueueRef(q))
+    }
+
+    /// How many events wait in it.
+    pub(crate) fn len(&self) -> usize {
+        // SAFETY: a valid queue reference.
+        unsafe { rdsys::rd_kafka_queue_length(self.0) }
+    }
+}
+
+impl Drop for PolledQueueRef {
+    fn drop(&mut self) {
+        // SAFETY: a reference obtained from rd_kafka_queue_get_*.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0) };
+    }
+}
+
 /// A reference to the consumer queue, for commits answered on it.
 pub(crate) struct ConsumerQueueRef(*mut rdsys::rd_kafka_queue_t);
 

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::ack::AckTracker;
 use super::context::{self, ContextEvent, DriverConsumer};
 use super::delivery::{deliver_batch, flush_pending, pending_records, Delivered};
-use super::ffi::{ConsumerQueueRef, MessageBuf, ReadError, RecordsQueue, Run};
+use super::ffi::{ConsumerQueueRef, MessageBuf, PolledQueueRef, ReadError, RecordsQueue, Run};
 use super::missing::MissingTopics;
 use super::pipeline::{CommitPipeline, CommitTarget};
 use super::records::{BatchSize, RecordBuilder};
@@ -64,9 +64,16 @@ pub(super) enum Phase {
     Closing { deadline: Instant },
 }
 
+/// At most this many main-queue events are served a pass, so that records
+/// keep flowing while a backlog of log lines is worked off.
+const MAIN_QUEUE_EVENTS_PER_PASS: usize = 1024;
+
 pub(super) struct Driver {
     /// Where commit results arrive; released before the consumer.
     pub(super) commit_queue: Option<ConsumerQueueRef>,
+    /// The queue the main-queue poll serves, to see whether events wait;
+    /// released before the consumer.
+    pub(super) polled_queue: Option<PolledQueueRef>,
     /// Where every assigned partition's records arrive (`None` if librdkafka
     /// could not make it: records then arrive on the consumer queue);
     /// released before the consumer.
@@ -264,12 +271,18 @@ impl Driver {
             // holds only librdkafka's logs and errors): they say why the
             // connections fail.
             let consumer = self.consumer().clone();
-            while let Some(result) = consumer.poll(Duration::ZERO) {
-                if let Err(e) = result {
-                    if let Some(code) = e.rdkafka_error_code() {
-                        let _ = consumer.context().connect_failures.note_code(code, None);
+            for _ in 0..MAIN_QUEUE_EVENTS_PER_PASS {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Err(e)) => {
+                        if let Some(code) = e.rdkafka_error_code() {
+                            let _ = consumer.context().connect_failures.note_code(code, None);
+                        }
+                        crate::logging::retried_consumer_error(&e, None);
                     }
-                    crate::logging::retried_consumer_error(&e, None);
+                    Some(Ok(_)) => {}
+                    // A log line served (see `poll_main`), or nothing left.
+                    None if self.main_queue_waiting() => {}
+                    None => break,
                 }
             }
             // Failed authentication, TLS or DNS: waiting does not help.
@@ -503,13 +516,27 @@ impl Driver {
         outcome
     }
 
-    /// Serves the main queue: rebalances, commit results, errors, and any
-    /// record that reached it before its partition was split.
+    /// Serves the main queue: rebalances, commit results, errors, log
+    /// lines, and any record that reached it before its partition was
+    /// split; up to `MAIN_QUEUE_EVENTS_PER_PASS` events a pass.
+    ///
+    /// rdkafka's `poll` answers `None` both when the queue is empty and
+    /// when it served an event itself (a log line, a commit result, a
+    /// rebalance), so the queue's length says whether to go on. (Stopping
+    /// at the first `None` served one such event a pass: with librdkafka
+    /// logging at debug level, or the burst of lines a broker outage
+    /// brings, the backlog outgrew the passes, and rebalances and commit
+    /// answers waited behind it until commits timed out.)
     fn poll_main(&mut self) -> bool {
         let mut progressed = false;
         let consumer = self.consumer().clone();
-        for _ in 0..64 {
+        for _ in 0..MAIN_QUEUE_EVENTS_PER_PASS {
             let Some(result) = consumer.poll(Duration::ZERO) else {
+                // Not counted as progress: were the queue to hold an event
+                // `poll` never serves, the pass would still end here.
+                if self.main_queue_waiting() {
+                    continue;
+                }
                 break;
             };
             progressed = true;
@@ -536,6 +563,11 @@ impl Driver {
             }
         }
         progressed
+    }
+
+    /// Whether events wait in the queue the main-queue poll serves.
+    fn main_queue_waiting(&self) -> bool {
+        self.polled_queue.as_ref().is_some_and(|q| q.len() > 0)
     }
 
     /// An error from the main queue: a retried one is logged and counted;
@@ -1075,6 +1107,7 @@ impl Driver {
         // release them before it.
         self.forget(|_| true);
         self.commit_queue = None;
+        self.polled_queue = None;
         self.records = None;
         if let Some(consumer) = &self.consumer {
             consumer.context().close_records();

@@ -8,7 +8,7 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::KafkaError;
 
 use super::context::{DriverConsumer, DriverContext};
-use super::ffi::{ConsumerQueueRef, MessageBuf};
+use super::ffi::{ConsumerQueueRef, MessageBuf, PolledQueueRef};
 use super::missing::MissingTopics;
 use super::pipeline::CommitPipeline;
 use super::records::{BatchSize, RecordBuilder};
@@ -82,6 +82,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
     };
     let driver = Driver {
         commit_queue: ConsumerQueueRef::new(&consumer),
+        polled_queue: PolledQueueRef::new(&consumer, settings.group_id.is_some()),
         records: rdkafka::consumer::Consumer::context(&*consumer).open_records(&consumer),
         consumer: Some(consumer),
         link: link.clone(),
