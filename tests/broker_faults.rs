@@ -389,10 +389,11 @@ async fn consume_produce_commit_runs_through_a_broker_freeze_and_restart() {
         checker.output_topic().to_owned(),
     );
     let servers = broker.bootstrap_servers().to_owned();
-    // In a few runs the idempotent producer left an output partition stuck
-    // until `message.timeout.ms` after the faults (see the README's delivery
-    // checker). Its idempotence, topic, metadata and broker events are
-    // logged, shown only if the test fails, to tell what state it was in.
+    // In a few runs an output partition's records failed with
+    // `MessageTimedOut` after the faults (see the README's delivery
+    // checker). The producer's idempotence, topic, metadata and broker
+    // events are logged, shown only if the test fails, to tell what state
+    // it was in.
     let producer_settings =
         ProducerSettings::new(&servers).property("debug", "eos,topic,metadata,broker");
     let report = checker
