@@ -393,3 +393,77 @@ where
     }
     (seen.load(std::sync::atomic::Ordering::Relaxed), handle)
 }
+
+/// A sub-stream whose partition is revoked while it waits for room that
+/// partitions it keeps hold ends at once: it hands out nothing more, and
+/// the room may not come back for long. (Cooperative rebalancing, so the
+/// partition holding the room stays.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_sub_stream_waiting_for_room_ends() {
+    use reactive_kafka::{ConsumerSettings, TopicPartition};
+    let (broker, held) = broker_with_topic("ooo-held", 1).await;
+    let moving = broker.unique_topic("ooo-moving", 2).await.unwrap();
+    produce_n(&broker, &held, 10, 1).await;
+    produce_n(&broker, &moving, 20, 2).await;
+    let group = unique("g-ooo-revoked");
+    let cooperative =
+        |s: ConsumerSettings| s.property("partition.assignment.strategy", "cooperative-sticky");
+    let settings = cooperative(broker.consumer_settings(&group)).out_of_order_commits(2);
+    let (mut source, control) = consumer::committable_partitioned_source(
+        settings,
+        Subscription::topics([held.clone(), moving.clone()]),
+    )
+    .unwrap();
+    let mut subs = BTreeMap::new();
+    while subs.len() < 3 {
+        let (tp, sub) = tokio::time::timeout(Duration::from_secs(30), source.next())
+            .await
+            .expect("a sub-stream")
+            .expect("not ended")
+            .expect("no error");
+        subs.insert(tp, sub);
+    }
+    // The held topic's partition takes all the room: two records, never
+    // committed.
+    let mut held_sub = subs.remove(&TopicPartition::new(held.as_str(), 0)).unwrap();
+    let kept = take_n(&mut held_sub, 2, Duration::from_secs(10)).await;
+    // The moving topic's sub-streams wait for room, with nothing handed out.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    for (tp, mut sub) in subs {
+        let ended_tx = ended_tx.clone();
+        tokio::spawn(async move {
+            let mut records = 0;
+            while let Some(m) = sub.next().await {
+                m.expect("record");
+                records += 1;
+            }
+            let _ = ended_tx.send((tp, records));
+        });
+    }
+    // A second member, of the moving topic only, takes one of its partitions.
+    let (mut other, other_control) = consumer::committable_partitioned_source(
+        cooperative(broker.consumer_settings(&group)),
+        Subscription::topics([moving.clone()]),
+    )
+    .unwrap();
+    let other_task = tokio::spawn(async move {
+        let mut subs = Vec::new();
+        while let Some(Ok(sub)) = other.next().await {
+            subs.push(sub);
+        }
+    });
+    let (tp, records) = tokio::time::timeout(Duration::from_secs(30), ended.recv())
+        .await
+        .expect("the revoked sub-stream ends while the room is held")
+        .expect("a sub-stream ended");
+    assert_eq!(
+        &*tp.topic,
+        moving.as_str(),
+        "a partition of the moving topic was revoked"
+    );
+    assert_eq!(records, 0, "no room was free: it handed out nothing");
+    drop(kept);
+    other_task.abort();
+    let _ = other_control.shutdown().await;
+    let _ = control.shutdown().await;
+}

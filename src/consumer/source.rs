@@ -33,6 +33,14 @@ pub(crate) struct SourceCore {
     handed_out: Arc<HandedOut>,
 }
 
+/// Whether `handover` was released, asked after registering to wait for
+/// room: the fence pairs with the one in the tracker's close, so that
+/// either the close's wake sees this waiter or this sees the release.
+fn released_after_waiting(handover: &HandOver) -> bool {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    handover.is_released()
+}
+
 impl SourceCore {
     pub(crate) fn new(
         handle: Arc<DriverHandle>,
@@ -66,20 +74,26 @@ impl SourceCore {
         self.handle.pulled();
         loop {
             if let Some((partition, records)) = &mut self.current {
+                // A revoked assignment's records are not handed out: no
+                // room is waited for them.
+                let released = partition.handover().is_released();
                 // Out-of-order commits: a record is handed out only with room
                 // under the limit, taken for as many of the batch's next
                 // records as fit (registered then, as handed out).
-                if self.reserved == 0 && records.len() > 0 {
+                if !released && self.reserved == 0 && records.len() > 0 {
                     match self.handle.poll_reserve(records.len(), cx) {
                         Poll::Ready(n) => {
                             self.reserved = n;
                             partition
                                 .register_handed(records.as_slice()[..n].iter().map(|r| r.offset));
                         }
+                        // Revoked meanwhile (its wake may have come before
+                        // this waker was registered): drop the batch below.
+                        Poll::Pending if released_after_waiting(partition.handover()) => {}
                         Poll::Pending => return Poll::Pending,
                     }
                 }
-                if let Some(record) = records.next() {
+                if let Some(record) = records.next().filter(|_| !released) {
                     self.reserved -= 1;
                     // Registered as handed out before it is returned, so a
                     // drain or a revocation knows what to wait for.
@@ -103,8 +117,17 @@ impl SourceCore {
                 return Poll::Ready(None);
             }
             // Out-of-order commits: wait while too many records handed out
-            // are not yet covered by a committable watermark.
-            if self.handle.poll_room(cx).is_pending() {
+            // are not yet covered by a committable watermark; a sub-stream
+            // whose assignment was revoked only ends (the driver closes its
+            // channel), whatever room the partitions still assigned hold.
+            let revoked = self.partition.as_ref().is_some_and(|h| h.is_released());
+            if !revoked
+                && self.handle.poll_room(cx).is_pending()
+                && !self
+                    .partition
+                    .as_deref()
+                    .is_some_and(released_after_waiting)
+            {
                 return Poll::Pending;
             }
             match self.rx.poll_recv(cx) {

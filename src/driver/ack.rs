@@ -111,6 +111,11 @@ impl Outstanding {
             return;
         }
         self.count.fetch_sub(n, Ordering::SeqCst);
+        self.wake_waiting();
+    }
+
+    /// Wakes every source waiting for room.
+    fn wake_waiting(&self) {
         if self.waiting.load(Ordering::SeqCst) {
             let waiters = {
                 let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,12 +235,21 @@ impl AckTracker {
     }
 
     /// The assignment ended: forget everything and free the source's room.
+    /// Wakes every source waiting for room even if this one held none: the
+    /// ended assignment's sub-stream may be waiting for room that others
+    /// hold, and now only has to end.
     pub(crate) fn close(&self, outstanding: &Outstanding) {
         let mut e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         e.closed = true;
         let n = e.offsets.iter().filter(|x| !x.room_freed).count();
         e.offsets.clear();
+        // Pairs with the fence of a source that registered to wait and then
+        // looks at its hand-over, released before this close.
+        std::sync::atomic::fence(Ordering::SeqCst);
         outstanding.release(n);
+        if n == 0 {
+            outstanding.wake_waiting();
+        }
     }
 }
 
@@ -304,6 +318,30 @@ mod tests {
         for count in &counts {
             assert_eq!(count.0.load(Ordering::SeqCst), 1);
         }
+    }
+
+    #[test]
+    fn closing_an_assignment_that_held_no_room_wakes_the_waiting_sources() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl futures::task::ArcWake for Count {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let out = Outstanding::new(1);
+        let holding = AckTracker::default();
+        holding.register([0].into_iter(), &out);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = futures::task::waker(count.clone());
+        assert_eq!(
+            out.poll_room(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
+        // Another assignment, with nothing handed out, ends: its sub-stream
+        // (the one waiting) must be woken to end, though no room came back.
+        AckTracker::default().close(&out);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(out.at_limit(), "the room is still held");
     }
 
     #[test]
