@@ -74,13 +74,12 @@ impl SourceCore {
         self.handle.pulled();
         loop {
             if let Some((partition, records)) = &mut self.current {
-                // A revoked assignment's records are not handed out: no
-                // room is waited for them.
-                let released = partition.handover().is_released();
                 // Out-of-order commits: a record is handed out only with room
                 // under the limit, taken for as many of the batch's next
-                // records as fit (registered then, as handed out).
-                if !released && self.reserved == 0 && records.len() > 0 {
+                // records as fit (registered then, as handed out). A revoked
+                // assignment's records are not handed out: no room is waited
+                // for them.
+                if self.reserved == 0 && records.len() > 0 && !partition.handover().is_released() {
                     match self.handle.poll_reserve(records.len(), cx) {
                         Poll::Ready(n) => {
                             self.reserved = n;
@@ -93,7 +92,8 @@ impl SourceCore {
                         Poll::Pending => return Poll::Pending,
                     }
                 }
-                if let Some(record) = records.next().filter(|_| !released) {
+                // Nothing reserved: the batch is done, or revoked.
+                if let Some(record) = records.next().filter(|_| self.reserved > 0) {
                     self.reserved -= 1;
                     // Registered as handed out before it is returned, so a
                     // drain or a revocation knows what to wait for.
