@@ -295,14 +295,17 @@ mod tests {
         assert_eq!(out.count.load(Ordering::Relaxed), 2);
     }
 
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl futures::task::ArcWake for Count {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn a_release_wakes_every_source_waiting_for_room() {
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl futures::task::ArcWake for Count {
-            fn wake_by_ref(arc_self: &Arc<Self>) {
-                arc_self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
         let out = Outstanding::new(1);
         let t = AckTracker::default();
         t.register([0].into_iter(), &out);
@@ -322,12 +325,6 @@ mod tests {
 
     #[test]
     fn closing_an_assignment_that_held_no_room_wakes_the_waiting_sources() {
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl futures::task::ArcWake for Count {
-            fn wake_by_ref(arc_self: &Arc<Self>) {
-                arc_self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
         let out = Outstanding::new(1);
         let holding = AckTracker::default();
         holding.register([0].into_iter(), &out);
