@@ -8,7 +8,7 @@
 //!   lock; that is most of what makes the driver cheaper per record than a
 //!   raw rdkafka poll loop;
 //! - asynchronous commits whose result comes back as an event
-//!   ([`ConsumerQueueRef::commit`]): librdkafka reports the result of an
+//!   ([`QueueRef::commit`]): librdkafka reports the result of an
 //!   async `rd_kafka_commit` only to an `offset_commit_cb` set in the
 //!   configuration, which rdkafka does not set, so a plain async commit is
 //!   never answered; `rd_kafka_commit_queue` with the consumer's own queue
@@ -400,59 +400,41 @@ fn headers_of(m: &rdsys::rd_kafka_message_t) -> Vec<Header> {
     out
 }
 
-/// The queue `BaseConsumer::poll` serves: the consumer queue, into which
-/// librdkafka forwards its main queue (log lines, errors, rebalances,
-/// commit results), or the main queue of a consumer without a group.
-pub(crate) struct PolledQueueRef(*mut rdsys::rd_kafka_queue_t);
+/// A reference to one of a consumer's librdkafka queues: the consumer
+/// queue, where commits are answered and into which librdkafka forwards its
+/// main queue (log lines, errors, rebalances), or the main queue itself.
+pub(crate) struct QueueRef(*mut rdsys::rd_kafka_queue_t);
 
 // SAFETY: librdkafka queues are thread-safe; the reference is only used by
 // the driver thread and released before the consumer.
-unsafe impl Send for PolledQueueRef {}
+unsafe impl Send for QueueRef {}
 
-impl PolledQueueRef {
-    pub(crate) fn new<C: ConsumerContext>(
+impl QueueRef {
+    /// The consumer queue (none without a group).
+    pub(crate) fn consumer<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<Self> {
+        // SAFETY: the client pointer is valid while `consumer` lives.
+        let q = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+        (!q.is_null()).then_some(QueueRef(q))
+    }
+
+    /// The queue `BaseConsumer::poll` serves: the consumer queue, or the
+    /// main queue of a consumer without a group.
+    pub(crate) fn polled<C: ConsumerContext>(
         consumer: &BaseConsumer<C>,
         grouped: bool,
     ) -> Option<Self> {
-        let client = consumer.client().native_ptr();
-        // SAFETY: the client pointer is valid while `consumer` lives; each
-        // call returns a new reference, released in `drop`.
-        let q = unsafe {
-            if grouped {
-                rdsys::rd_kafka_queue_get_consumer(client)
-            } else {
-                rdsys::rd_kafka_queue_get_main(client)
-            }
-        };
-        (!q.is_null()).then_some(PolledQueueRef(q))
+        if grouped {
+            return Self::consumer(consumer);
+        }
+        // SAFETY: the client pointer is valid while `consumer` lives.
+        let q = unsafe { rdsys::rd_kafka_queue_get_main(consumer.client().native_ptr()) };
+        (!q.is_null()).then_some(QueueRef(q))
     }
 
     /// How many events wait in it.
     pub(crate) fn len(&self) -> usize {
         // SAFETY: a valid queue reference.
         unsafe { rdsys::rd_kafka_queue_length(self.0) }
-    }
-}
-
-impl Drop for PolledQueueRef {
-    fn drop(&mut self) {
-        // SAFETY: a reference obtained from rd_kafka_queue_get_*.
-        unsafe { rdsys::rd_kafka_queue_destroy(self.0) };
-    }
-}
-
-/// A reference to the consumer queue, for commits answered on it.
-pub(crate) struct ConsumerQueueRef(*mut rdsys::rd_kafka_queue_t);
-
-// SAFETY: librdkafka queues are thread-safe; the reference is only used by
-// the driver thread and released before the consumer.
-unsafe impl Send for ConsumerQueueRef {}
-
-impl ConsumerQueueRef {
-    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<Self> {
-        // SAFETY: the client pointer is valid while `consumer` lives.
-        let q = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-        (!q.is_null()).then_some(ConsumerQueueRef(q))
     }
 
     /// Sends an asynchronous commit; its result arrives as an offset-commit
@@ -481,9 +463,9 @@ impl ConsumerQueueRef {
     }
 }
 
-impl Drop for ConsumerQueueRef {
+impl Drop for QueueRef {
     fn drop(&mut self) {
-        // SAFETY: the reference was obtained from rd_kafka_queue_get_consumer.
+        // SAFETY: the reference was obtained from rd_kafka_queue_get_*.
         unsafe { rdsys::rd_kafka_queue_destroy(self.0) };
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::ack::AckTracker;
 use super::context::{self, ContextEvent, DriverConsumer};
 use super::delivery::{deliver_batch, flush_pending, pending_records, Delivered};
-use super::ffi::{ConsumerQueueRef, MessageBuf, PolledQueueRef, ReadError, RecordsQueue, Run};
+use super::ffi::{MessageBuf, QueueRef, ReadError, RecordsQueue, Run};
 use super::missing::MissingTopics;
 use super::pipeline::{CommitPipeline, CommitTarget};
 use super::records::{BatchSize, RecordBuilder};
@@ -70,10 +70,10 @@ const MAIN_QUEUE_EVENTS_PER_PASS: usize = 1024;
 
 pub(super) struct Driver {
     /// Where commit results arrive; released before the consumer.
-    pub(super) commit_queue: Option<ConsumerQueueRef>,
+    pub(super) commit_queue: Option<QueueRef>,
     /// The queue the main-queue poll serves, to see whether events wait;
     /// released before the consumer.
-    pub(super) polled_queue: Option<PolledQueueRef>,
+    pub(super) polled_queue: Option<QueueRef>,
     /// Where every assigned partition's records arrive (`None` if librdkafka
     /// could not make it: records then arrive on the consumer queue);
     /// released before the consumer.
@@ -122,7 +122,7 @@ struct Broker<'a> {
     table: &'a mut PartitionTable,
     holds: &'a mut RevocationHolds,
     consumer: Option<&'a DriverConsumer>,
-    queue: Option<&'a ConsumerQueueRef>,
+    queue: Option<&'a QueueRef>,
 }
 
 impl CommitTarget for Broker<'_> {

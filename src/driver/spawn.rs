@@ -8,7 +8,7 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::KafkaError;
 
 use super::context::{DriverConsumer, DriverContext};
-use super::ffi::{ConsumerQueueRef, MessageBuf, PolledQueueRef};
+use super::ffi::{MessageBuf, QueueRef};
 use super::missing::MissingTopics;
 use super::pipeline::CommitPipeline;
 use super::records::{BatchSize, RecordBuilder};
@@ -81,8 +81,8 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
         (Output::Single(tx), SourceRx::Single(rx))
     };
     let driver = Driver {
-        commit_queue: ConsumerQueueRef::new(&consumer),
-        polled_queue: PolledQueueRef::new(&consumer, settings.group_id.is_some()),
+        commit_queue: QueueRef::consumer(&consumer),
+        polled_queue: QueueRef::polled(&consumer, settings.group_id.is_some()),
         records: rdkafka::consumer::Consumer::context(&*consumer).open_records(&consumer),
         consumer: Some(consumer),
         link: link.clone(),
