@@ -652,7 +652,12 @@ fn consumer_config(servers: &str, group: &str) -> ClientConfig {
 /// comma-separated; the names below), for measuring them against the same
 /// baselines; each unset one keeps the crate's default.
 fn crate_setting(name: &str) -> Option<usize> {
-    const NAMES: [&str; 3] = ["max_batch_records", "max_in_flight", "committer_max_batch"];
+    const NAMES: [&str; 4] = [
+        "max_batch_records",
+        "buffer_batches",
+        "max_in_flight",
+        "committer_max_batch",
+    ];
     let all = std::env::var("BENCH_SETTINGS").ok()?;
     all.split(',').filter(|kv| !kv.is_empty()).find_map(|kv| {
         let (k, v) = kv.split_once('=').expect("BENCH_SETTINGS: name=value,...");
@@ -668,6 +673,9 @@ fn consumer_settings(servers: &str, group: &str) -> ConsumerSettings {
     let mut settings = ConsumerSettings::new(servers).group_id(group);
     if let Some(n) = crate_setting("max_batch_records") {
         settings = settings.max_batch_records(n);
+    }
+    if let Some(n) = crate_setting("buffer_batches") {
+        settings = settings.buffer_batches(n);
     }
     consumer_properties()
         .into_iter()
