@@ -88,16 +88,49 @@ pub struct ConsumerRecord {
     pub(crate) partition: i32,
     /// How many bytes of `data` are the key's.
     key_len: u32,
-    timestamp_kind: TimestampKind,
-    key_null: bool,
-    payload_null: bool,
+    /// The timestamp's kind and which of key and payload are null, in one
+    /// byte with no invalid values, so that an `Option` or a `Result` of a
+    /// record marks its variant in a pointer's null instead of in one of
+    /// these bytes (moving a record then copies whole words).
+    flags: Flags,
 }
 
+/// [`ConsumerRecord`]'s small fields: the timestamp's kind in the low two
+/// bits (see the constants), then a bit each for a null key and a null
+/// payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimestampKind {
-    NotAvailable,
-    CreateTime,
-    LogAppendTime,
+struct Flags(u8);
+
+impl Flags {
+    const NOT_AVAILABLE: u8 = 0;
+    const CREATE_TIME: u8 = 1;
+    const LOG_APPEND_TIME: u8 = 2;
+    const KIND: u8 = 0b11;
+    const KEY_NULL: u8 = 0b100;
+    const PAYLOAD_NULL: u8 = 0b1000;
+
+    fn new(kind: u8, key_null: bool, payload_null: bool) -> Self {
+        let mut bits = kind;
+        if key_null {
+            bits |= Self::KEY_NULL;
+        }
+        if payload_null {
+            bits |= Self::PAYLOAD_NULL;
+        }
+        Flags(bits)
+    }
+
+    fn kind(self) -> u8 {
+        self.0 & Self::KIND
+    }
+
+    fn key_null(self) -> bool {
+        self.0 & Self::KEY_NULL != 0
+    }
+
+    fn payload_null(self) -> bool {
+        self.0 & Self::PAYLOAD_NULL != 0
+    }
 }
 
 /// Where a record's key and payload lie in the bytes that hold both.
@@ -130,10 +163,10 @@ impl ConsumerRecord {
         parts: KeyAndPayload,
         headers: Vec<Header>,
     ) -> Self {
-        let (timestamp_kind, timestamp) = match timestamp {
-            Timestamp::NotAvailable => (TimestampKind::NotAvailable, 0),
-            Timestamp::CreateTime(t) => (TimestampKind::CreateTime, t),
-            Timestamp::LogAppendTime(t) => (TimestampKind::LogAppendTime, t),
+        let (kind, timestamp) = match timestamp {
+            Timestamp::NotAvailable => (Flags::NOT_AVAILABLE, 0),
+            Timestamp::CreateTime(t) => (Flags::CREATE_TIME, t),
+            Timestamp::LogAppendTime(t) => (Flags::LOG_APPEND_TIME, t),
         };
         let key_len = parts.key.unwrap_or(0);
         debug_assert!(key_len <= data.len());
@@ -145,9 +178,7 @@ impl ConsumerRecord {
             timestamp,
             partition,
             key_len: u32::try_from(key_len).expect("a key under 4 GiB"),
-            timestamp_kind,
-            key_null: parts.key.is_none(),
-            payload_null: !parts.payload,
+            flags: Flags::new(kind, parts.key.is_none(), !parts.payload),
         }
     }
 
@@ -192,31 +223,31 @@ impl ConsumerRecord {
 
     /// The record's timestamp.
     pub fn timestamp(&self) -> Timestamp {
-        match self.timestamp_kind {
-            TimestampKind::NotAvailable => Timestamp::NotAvailable,
-            TimestampKind::CreateTime => Timestamp::CreateTime(self.timestamp),
-            TimestampKind::LogAppendTime => Timestamp::LogAppendTime(self.timestamp),
+        match self.flags.kind() {
+            Flags::CREATE_TIME => Timestamp::CreateTime(self.timestamp),
+            Flags::LOG_APPEND_TIME => Timestamp::LogAppendTime(self.timestamp),
+            _ => Timestamp::NotAvailable,
         }
     }
 
     /// The key, `None` for a null key.
     pub fn key(&self) -> Option<&[u8]> {
-        (!self.key_null).then(|| &self.data[..self.key_len as usize])
+        (!self.flags.key_null()).then(|| &self.data[..self.key_len as usize])
     }
 
     /// The payload, `None` for a null payload (a tombstone).
     pub fn payload(&self) -> Option<&[u8]> {
-        (!self.payload_null).then(|| &self.data[self.key_len as usize..])
+        (!self.flags.payload_null()).then(|| &self.data[self.key_len as usize..])
     }
 
     /// The key as shared bytes, cloned without copying.
     pub fn key_bytes(&self) -> Option<Bytes> {
-        (!self.key_null).then(|| self.data.slice(..self.key_len as usize))
+        (!self.flags.key_null()).then(|| self.data.slice(..self.key_len as usize))
     }
 
     /// The payload as shared bytes, cloned without copying.
     pub fn payload_bytes(&self) -> Option<Bytes> {
-        (!self.payload_null).then(|| match self.key_len {
+        (!self.flags.payload_null()).then(|| match self.key_len {
             0 => self.data.clone(),
             n => self.data.slice(n as usize..),
         })
@@ -531,6 +562,25 @@ mod tests {
         // With its offset, a committable message must stay within 128
         // bytes (tested where it is defined).
         assert!(std::mem::size_of::<ConsumerRecord>() <= 96);
+    }
+
+    #[test]
+    fn timestamp_kind_and_null_key_and_payload_come_back_in_every_combination() {
+        let stamps = [
+            Timestamp::NotAvailable,
+            Timestamp::CreateTime(7),
+            Timestamp::LogAppendTime(-3),
+        ];
+        for timestamp in stamps {
+            for key in [None, Some(&b"k"[..])] {
+                for payload in [None, Some(&b"v"[..])] {
+                    let r = ConsumerRecord::new("t", 0, 1, timestamp, key, payload, vec![]);
+                    assert_eq!(r.timestamp(), timestamp);
+                    assert_eq!(r.key(), key);
+                    assert_eq!(r.payload(), payload);
+                }
+            }
+        }
     }
 
     #[test]
