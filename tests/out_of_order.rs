@@ -414,15 +414,7 @@ async fn a_revoked_sub_stream_waiting_for_room_ends() {
         Subscription::topics([held.clone(), moving.clone()]),
     )
     .unwrap();
-    let mut subs = BTreeMap::new();
-    while subs.len() < 3 {
-        let (tp, sub) = tokio::time::timeout(Duration::from_secs(30), source.next())
-            .await
-            .expect("a sub-stream")
-            .expect("not ended")
-            .expect("no error");
-        subs.insert(tp, sub);
-    }
+    let mut subs = take_sub_streams(&mut source, 3).await;
     // The held topic's partition takes all the room: two records, never
     // committed.
     let mut held_sub = subs.remove(&TopicPartition::new(held.as_str(), 0)).unwrap();

@@ -155,17 +155,30 @@ pub async fn wait_until(what: &str, limit: Duration, done: impl FnMut() -> bool)
     }
 }
 
-/// Takes sub-streams until every one of `partitions` arrived.
+/// Takes sub-streams until every one of `partitions` (of one topic) arrived.
 pub async fn take_partitions<S>(
     source: &mut (impl Stream<Item = reactive_kafka::Result<(reactive_kafka::TopicPartition, S)>>
               + Unpin),
     partitions: i32,
 ) -> std::collections::BTreeMap<i32, S> {
+    take_sub_streams(source, partitions as usize)
+        .await
+        .into_iter()
+        .map(|(tp, sub)| (tp.partition, sub))
+        .collect()
+}
+
+/// Takes sub-streams until `n` arrived, by topic and partition.
+pub async fn take_sub_streams<S>(
+    source: &mut (impl Stream<Item = reactive_kafka::Result<(reactive_kafka::TopicPartition, S)>>
+              + Unpin),
+    n: usize,
+) -> std::collections::BTreeMap<reactive_kafka::TopicPartition, S> {
     let mut subs = std::collections::BTreeMap::new();
     tokio::time::timeout(Duration::from_secs(30), async {
-        while subs.len() < partitions as usize {
+        while subs.len() < n {
             let (tp, sub) = source.next().await.expect("more").expect("sub-stream");
-            subs.insert(tp.partition, sub);
+            subs.insert(tp, sub);
         }
     })
     .await
