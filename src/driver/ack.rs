@@ -247,9 +247,9 @@ impl AckTracker {
         // looks at its hand-over, released before this close.
         std::sync::atomic::fence(Ordering::SeqCst);
         outstanding.release(n);
-        if n == 0 {
-            outstanding.wake_waiting();
-        }
+        // `release` wakes only when it gave room back (then this finds no
+        // waiter left).
+        outstanding.wake_waiting();
     }
 }
 
