@@ -217,6 +217,21 @@ impl<T> TaskSink<T> {
         self.taken
     }
 
+    /// Takes one item, as `start_send` does after `poll_ready`: `fold` gets
+    /// the last buffered item, folds what it was given into it if it can,
+    /// and returns the item to buffer when it did not. A caller whose item
+    /// is a part of a `T` folds the part straight in, without building a
+    /// `T` only to fold it (the committer's offsets, one per record).
+    pub(crate) fn start_send_folding(&mut self, fold: impl FnOnce(Option<&mut T>) -> Option<T>) {
+        self.taken += 1;
+        if let Some(item) = fold(self.buf.last_mut()) {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(self.last_len);
+            }
+            self.buf.push(item);
+        }
+    }
+
     /// Waits for the task to end and returns how it ended.
     fn poll_task(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.result.is_none() {
@@ -293,12 +308,10 @@ impl<T: Fold> Sink<T> for TaskSink<T> {
     }
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
-        let this = self.get_mut();
-        this.taken += 1;
-        if this.buf.capacity() == 0 {
-            this.buf.reserve(this.last_len);
-        }
-        fold_into(&mut this.buf, item);
+        self.get_mut().start_send_folding(|last| match last {
+            Some(last) => last.fold(item),
+            None => Some(item),
+        });
         Ok(())
     }
 

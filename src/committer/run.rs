@@ -16,13 +16,14 @@ use crate::task_sink::{fold_into, Fold};
 /// for [`CommitWhen::NextOffsetObserved`](crate::CommitWhen::NextOffsetObserved),
 /// which holds the highest back and commits the one before it.
 ///
-/// The committer's sink folds where the offsets are sent, so its task
+/// The committer's sink folds where the offsets are sent, each one straight
+/// into the run its buffer ends with ([`Run::absorb`]), so its task
 /// receives one value per run, not per offset, and each offset's handle is
 /// cloned and dropped on the same thread; `committer::flow` folds each
 /// chunk it takes, so both batch runs alike.
 ///
 /// The sink, with [`CommitWhen::OffsetFirstObserved`](crate::CommitWhen::OffsetFirstObserved),
-/// acknowledges each offset as it receives it (see [`Run::acknowledged`]):
+/// acknowledges each offset as it receives it (see [`Run::received`]):
 /// the offsets then wait in its buffer and in the task's batch without
 /// holding a partition's watermark back.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub(crate) struct Run {
     /// Offsets folded in besides these two.
     pub(super) folded: usize,
     /// Every offset of the run was acknowledged when it arrived.
-    acknowledged: bool,
+    pub(super) acknowledged: bool,
 }
 
 impl Run {
@@ -45,24 +46,41 @@ impl Run {
         }
     }
 
-    /// A run of `offset`, acknowledged now: with out-of-order commits its
-    /// record counts as processed at once, so the partition's watermark
-    /// (and the source's room under `out_of_order_commits`) does not wait
-    /// until the offset reaches a batch, which may be a commit round trip
-    /// later. Adding the run to a batch acknowledges its two kept offsets
-    /// again, which returns the watermark reached by then.
-    pub(crate) fn acknowledged(offset: CommittableOffset) -> Self {
-        let _ = offset.next_to_commit();
+    /// A run of `offset`. With `acknowledged`, the caller acknowledged the
+    /// offset as it received it: with out-of-order commits its record then
+    /// counts as processed at once, so the partition's watermark (and the
+    /// source's room under `out_of_order_commits`) does not wait until the
+    /// offset reaches a batch, which may be a commit round trip later.
+    /// Adding the run to a batch acknowledges its two kept offsets again,
+    /// which returns the watermark reached by then.
+    pub(crate) fn received(offset: CommittableOffset, acknowledged: bool) -> Self {
         Run {
-            acknowledged: true,
+            acknowledged,
             ..Run::new(offset)
         }
+    }
+
+    /// Folds `offset` in as [`Fold::fold`] folds `Run::received(offset,
+    /// acknowledged)`, without building that run; gives it back when it
+    /// belongs to another assignment.
+    pub(crate) fn absorb(
+        &mut self,
+        offset: CommittableOffset,
+        acknowledged: bool,
+    ) -> Option<CommittableOffset> {
+        if !self.highest.same_assignment(&offset) {
+            return Some(offset);
+        }
+        self.acknowledged &= acknowledged;
+        self.keep(offset);
+        None
     }
 
     /// Keeps `offset` (of the same assignment) if it is one of the two
     /// highest; the one of the three that is not is acknowledged, as a batch
     /// would on adding it, and counted. Its value is covered by the two kept
     /// (in order, a higher offset; out of order, a watermark that only grows).
+    #[inline]
     fn keep(&mut self, offset: CommittableOffset) {
         let mut lowest = offset;
         if lowest.offset > self.highest.offset {

@@ -49,14 +49,23 @@ impl Sink<CommittableOffset> for CommitterSink {
         Pin::new(&mut self.get_mut().inner).poll_ready(cx)
     }
 
+    /// Folds the offset into the run of its partition that the buffer ends
+    /// with, or starts a run: no `Run` is built for an offset that folds.
     fn start_send(self: Pin<&mut Self>, item: CommittableOffset) -> Result<()> {
         let this = self.get_mut();
-        let run = if this.acknowledge_on_receipt {
-            Run::acknowledged(item)
-        } else {
-            Run::new(item)
-        };
-        Pin::new(&mut this.inner).start_send(run)
+        let acknowledged = this.acknowledge_on_receipt;
+        if acknowledged {
+            // Committable once received (see `Run::received`).
+            let _ = item.next_to_commit();
+        }
+        this.inner.start_send_folding(|last| {
+            let item = match last {
+                Some(run) => run.absorb(item, acknowledged)?,
+                None => item,
+            };
+            Some(Run::received(item, acknowledged))
+        });
+        Ok(())
     }
 
     /// Hands every buffered offset to the batching task. It does not force a

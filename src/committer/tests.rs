@@ -418,6 +418,47 @@ fn runs_keep_a_partitions_two_highest_offsets_and_count_the_rest() {
 }
 
 #[test]
+fn absorbing_offsets_builds_the_runs_that_folding_them_builds() {
+    // The sink folds each offset straight into the last run; a batch of
+    // runs must not tell that from folding a run of each offset.
+    let shape = |runs: &[run::Run]| -> Vec<_> {
+        runs.iter()
+            .map(|r| {
+                (
+                    r.highest.topic_partition().partition,
+                    r.highest.offset(),
+                    r.next_highest.as_ref().map(CommittableOffset::offset),
+                    r.folded,
+                    r.acknowledged,
+                )
+            })
+            .collect()
+    };
+    for seed in 0..50 {
+        for acknowledged in [false, true] {
+            let fake = FakeConsumer::new();
+            let offsets = scrambled(&fake, seed);
+            let mut folded = Vec::new();
+            for o in offsets.iter().cloned() {
+                crate::task_sink::fold_into(&mut folded, run::Run::received(o, acknowledged));
+            }
+            let mut absorbed: Vec<run::Run> = Vec::new();
+            for o in offsets {
+                let left = match absorbed.last_mut() {
+                    Some(last) => last.absorb(o, acknowledged),
+                    None => Some(o),
+                };
+                if let Some(o) = left {
+                    absorbed.push(run::Run::received(o, acknowledged));
+                }
+            }
+            assert!(absorbed.len() > 1, "seed {seed}: both partitions");
+            assert_eq!(shape(&absorbed), shape(&folded), "seed {seed}");
+        }
+    }
+}
+
+#[test]
 fn a_batch_of_runs_commits_what_a_batch_of_each_offset_commits() {
     for seed in 0..50 {
         let fake = FakeConsumer::new();
