@@ -221,6 +221,16 @@ impl FakeConsumer {
     /// The handle of `tp` (one assignment per partition), with `offset`
     /// marked handed out.
     pub(crate) fn hand_out(&self, tp: &TopicPartition, offset: i64) -> Arc<PartitionHandle> {
+        self.hand_out_batch(tp, offset..offset + 1)
+    }
+
+    /// One handle of `tp` for the records at `offsets` (not empty), marked
+    /// handed out: the handle a source's batch shares among its records.
+    pub(crate) fn hand_out_batch(
+        &self,
+        tp: &TopicPartition,
+        offsets: std::ops::Range<i64>,
+    ) -> Arc<PartitionHandle> {
         let mut state = self.recorder.state();
         let (handover, acks) = match state.handed.iter().find(|(t, _, _)| t == tp) {
             Some((_, h, a)) => (h.clone(), a.clone()),
@@ -233,13 +243,11 @@ impl FakeConsumer {
         };
         // Offsets may be made in any order; keep the highest handed out.
         let before = handover.handed_next().unwrap_or(0);
-        let next = before.max(offset + 1);
+        let next = before.max(offsets.end);
         handover.hand(next - 1);
         if let (Some(acks), Some(outstanding)) = (&acks, &self.link.shared.outstanding) {
-            // Registered in order: only an offset above every earlier one.
-            if offset >= before {
-                acks.register(std::iter::once(offset), outstanding);
-            }
+            // Registered in order: only offsets above every earlier one.
+            acks.register(offsets.filter(|o| *o >= before), outstanding);
         }
         Arc::new(PartitionHandle {
             tp: tp.clone(),

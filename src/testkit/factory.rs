@@ -12,7 +12,7 @@ use crate::consumer::{CommittableMessage, CommittableOffset, Control};
 use crate::driver::fake::FakeConsumer;
 use crate::error::Result;
 use crate::outcome::{DrainReport, PartitionOffset};
-use crate::record::{ConsumerRecord, Timestamp, TopicPartition};
+use crate::record::{ConsumerRecord, KeyAndPayload, Timestamp, TopicPartition};
 
 /// A consumer that exists only in a test: it makes [`CommittableMessage`]s
 /// and [`CommittableOffset`]s whose commits (through a committer, a batch or
@@ -105,9 +105,7 @@ impl CommitRecorder {
         key: Option<Bytes>,
         payload: impl Into<Bytes>,
     ) -> CommittableMessage {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = now_millis();
         CommittableMessage {
             record: ConsumerRecord::new(
                 topic,
@@ -120,6 +118,45 @@ impl CommitRecorder {
             ),
             offset: self.offset(topic, partition, offset),
         }
+    }
+
+    /// The records at `offsets` of `topic`/`partition` as one batch of a
+    /// committable source: their offsets share one handle, and their
+    /// payloads one buffer and their topic one name, as a batch's do, so a
+    /// pipeline over them costs what it costs behind a source (create time
+    /// now, no key, no headers, each with `payload`).
+    pub fn batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offsets: std::ops::Range<i64>,
+        payload: &[u8],
+    ) -> Vec<CommittableMessage> {
+        if offsets.is_empty() {
+            return Vec::new();
+        }
+        let tp = TopicPartition::new(topic, partition);
+        let handle = self.fake.hand_out_batch(&tp, offsets.clone());
+        let data = Bytes::from(payload.repeat(offsets.clone().count()));
+        let now = now_millis();
+        offsets
+            .enumerate()
+            .map(|(i, offset)| CommittableMessage {
+                record: ConsumerRecord::from_parts(
+                    tp.topic.clone(),
+                    partition,
+                    offset,
+                    Timestamp::CreateTime(now),
+                    data.slice(i * payload.len()..(i + 1) * payload.len()),
+                    KeyAndPayload::of(None, Some(payload)),
+                    Vec::new(),
+                ),
+                offset: CommittableOffset {
+                    partition: handle.clone(),
+                    offset,
+                },
+            })
+            .collect()
     }
 
     /// A stream of `messages`, shaped like a committable source's, and a
@@ -186,6 +223,13 @@ impl CommitRecorder {
     }
 }
 
+/// The time now, as a record's timestamp.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +262,58 @@ mod tests {
         let err = control.is_shutdown().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Consume);
         assert_eq!(err.to_string(), "broken");
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_like_its_records_one_by_one() {
+        let recorder = CommitRecorder::new();
+        let mut messages = recorder.batch("t", 0, 5..9, b"x");
+        messages.extend(recorder.batch("t", 1, 0..3, b"yz"));
+        let offsets: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                let r = &m.record;
+                (
+                    r.partition(),
+                    r.offset(),
+                    m.offset.offset(),
+                    r.key(),
+                    r.payload(),
+                )
+            })
+            .collect();
+        let (x, yz) = (Some(&b"x"[..]), Some(&b"yz"[..]));
+        assert_eq!(
+            offsets,
+            [
+                (0, 5, 5, None, x),
+                (0, 6, 6, None, x),
+                (0, 7, 7, None, x),
+                (0, 8, 8, None, x),
+                (1, 0, 0, None, yz),
+                (1, 1, 1, None, yz),
+                (1, 2, 2, None, yz)
+            ]
+        );
+        let (source, control) = recorder.source(messages);
+        source
+            .map(|m| m.map(|m| m.offset))
+            .forward(committer::sink(CommitterSettings::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            recorder.committed().into_iter().collect::<Vec<_>>(),
+            [
+                (TopicPartition::new("t", 0), 9),
+                (TopicPartition::new("t", 1), 3)
+            ]
+        );
+        // Everything handed out is committed.
+        let report = control
+            .drain_and_shutdown(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(report.complete, "{report:?}");
     }
 
     #[tokio::test]
