@@ -57,5 +57,8 @@ async fn commits_are_answered_promptly_while_librdkafka_logs_at_debug_level() {
         slowest < Duration::from_secs(2),
         "commit latencies with debug logging: {latencies:?}"
     );
-    let _ = control.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(30), control.shutdown())
+        .await
+        .expect("the consumer shuts down within 30 s")
+        .expect("a clean shutdown");
 }
