@@ -69,7 +69,7 @@ impl SourceCore {
     fn poll_next_with<T>(
         &mut self,
         cx: &mut Context<'_>,
-        f: impl FnOnce(ConsumerRecord, &Arc<PartitionHandle>) -> T,
+        f: impl FnOnce(ConsumerRecord, i64, &Arc<PartitionHandle>) -> T,
     ) -> Poll<Option<Result<T>>> {
         self.handle.pulled();
         loop {
@@ -92,18 +92,26 @@ impl SourceCore {
                         Poll::Pending => return Poll::Pending,
                     }
                 }
-                // Nothing reserved: the batch is done, or revoked.
-                if let Some(record) = records.next().filter(|_| self.reserved > 0) {
+                // Nothing reserved: the batch is done, or revoked. The
+                // offset is read where the record lies, before the record
+                // is moved out: read from the moved record, it made the
+                // compiler copy the record once more, through the stack
+                // (both sources spent 2 to 8 % more CPU per record, pinned
+                // at 100 B).
+                let next = records.as_slice().first().map(|r| r.offset);
+                if let Some(offset) = next.filter(|_| self.reserved > 0) {
                     self.reserved -= 1;
                     // Registered as handed out before it is returned, so a
                     // drain or a revocation knows what to wait for.
-                    if partition.handover().hand(record.offset) {
-                        // Records left in this batch wait for the next pull.
-                        let more = records.len() > 0;
-                        let item = f(record, partition);
-                        self.set_holding(more);
-                        self.handed_out.one();
-                        return Poll::Ready(Some(Ok(item)));
+                    if partition.handover().hand(offset) {
+                        if let Some(record) = records.next() {
+                            // Records left in this batch wait for the next pull.
+                            let more = records.len() > 0;
+                            let item = f(record, offset, partition);
+                            self.set_holding(more);
+                            self.handed_out.one();
+                            return Poll::Ready(Some(Ok(item)));
+                        }
                     }
                     // Released (revoked): the rest belongs to the next owner.
                 }
@@ -198,7 +206,9 @@ impl Stream for PlainSource {
     type Item = Result<ConsumerRecord>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().core.poll_next_with(cx, |record, _| record)
+        self.get_mut()
+            .core
+            .poll_next_with(cx, |record, _, _| record)
     }
 }
 
@@ -240,13 +250,15 @@ impl Stream for CommittableSource {
     type Item = Result<CommittableMessage>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().core.poll_next_with(cx, |record, partition| {
-            let offset = CommittableOffset {
-                partition: partition.clone(),
-                offset: record.offset,
-            };
-            CommittableMessage { record, offset }
-        })
+        self.get_mut()
+            .core
+            .poll_next_with(cx, |record, offset, partition| {
+                let offset = CommittableOffset {
+                    partition: partition.clone(),
+                    offset,
+                };
+                CommittableMessage { record, offset }
+            })
     }
 }
 
