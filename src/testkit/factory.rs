@@ -295,6 +295,14 @@ mod tests {
                 (1, 2, 2, None, yz)
             ]
         );
+        // Each batch is handed out up to its last record.
+        let handed: Vec<_> = recorder
+            .drain_report()
+            .uncommitted
+            .into_iter()
+            .map(|u| (u.tp.partition, u.committed_next, u.emitted_next))
+            .collect();
+        assert_eq!(handed, [(0, None, 9), (1, None, 3)]);
         let (source, control) = recorder.source(messages);
         source
             .map(|m| m.map(|m| m.offset))
