@@ -324,7 +324,7 @@ async fn measure_group(
                     case: case.name(),
                     size: plan.size,
                     partitions: plan.partitions,
-                    records: plan.records,
+                    records: case.records(plan),
                     first: *first,
                     second: *second,
                     rss_mb: Some(*rss),
