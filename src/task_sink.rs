@@ -36,13 +36,18 @@ pub(crate) trait Fold: Sized {
     }
 }
 
-/// Folds `item` into the last of `items`, or appends it.
-pub(crate) fn fold_into<T: Fold>(items: &mut Vec<T>, item: T) {
-    let left = match items.last_mut() {
+/// Folds `item` into `last`, if there is one; gives back what is left to
+/// append.
+fn fold_onto<T: Fold>(last: Option<&mut T>, item: T) -> Option<T> {
+    match last {
         Some(last) => last.fold(item),
         None => Some(item),
-    };
-    if let Some(item) = left {
+    }
+}
+
+/// Folds `item` into the last of `items`, or appends it.
+pub(crate) fn fold_into<T: Fold>(items: &mut Vec<T>, item: T) {
+    if let Some(item) = fold_onto(items.last_mut(), item) {
         items.push(item);
     }
 }
@@ -308,10 +313,8 @@ impl<T: Fold> Sink<T> for TaskSink<T> {
     }
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
-        self.get_mut().start_send_folding(|last| match last {
-            Some(last) => last.fold(item),
-            None => Some(item),
-        });
+        self.get_mut()
+            .start_send_folding(|last| fold_onto(last, item));
         Ok(())
     }
 
