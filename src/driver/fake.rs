@@ -231,6 +231,7 @@ impl FakeConsumer {
         tp: &TopicPartition,
         offsets: std::ops::Range<i64>,
     ) -> Arc<PartitionHandle> {
+        debug_assert!(!offsets.is_empty(), "a batch of no records");
         let mut state = self.recorder.state();
         let (handover, acks) = match state.handed.iter().find(|(t, _, _)| t == tp) {
             Some((_, h, a)) => (h.clone(), a.clone()),

@@ -137,7 +137,7 @@ impl CommitRecorder {
         }
         let tp = TopicPartition::new(topic, partition);
         let handle = self.fake.hand_out_batch(&tp, offsets.clone());
-        let data = Bytes::from(payload.repeat(offsets.clone().count()));
+        let data = Bytes::from(payload.repeat((offsets.end - offsets.start) as usize));
         let now = now_millis();
         offsets
             .enumerate()
