@@ -8,6 +8,7 @@
 //! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo bench --bench throughput
 //! cargo bench --bench throughput -- --quick --only producer_flow   # cases whose name contains it
 //! cargo bench --bench throughput -- --quick --only plain_source,producer_flow   # either
+//! cargo bench --bench throughput -- --quick --sizes 1024 --rounds 5   # other sizes and rounds
 //! ```
 //!
 //! Built with the `metrics` feature, `--instrument` installs a no-op
@@ -134,6 +135,14 @@ async fn main() {
     } else {
         (vec![100, 1024], 5)
     };
+    // `--sizes A,B`: other record sizes, in bytes.
+    let mut sizes = sizes;
+    if let Some(w) = args.windows(2).find(|w| w[0] == "--sizes") {
+        sizes = w[1]
+            .split(',')
+            .map(|s| s.parse().expect("--sizes A,B: record sizes in bytes"))
+            .collect();
+    }
     // `--rounds N`: another number of rounds.
     if let Some(w) = args.windows(2).find(|w| w[0] == "--rounds") {
         runs = w[1].parse().expect("--rounds N");
