@@ -195,20 +195,25 @@ impl RecordBuilder {
     pub(crate) fn finish(&mut self, topic: &str, partition: i32) -> Vec<ConsumerRecord> {
         let topic: Arc<str> = Arc::from(topic);
         let buf = self.arena.split().freeze();
-        self.pending
-            .drain(..)
+        // Read in place: draining moved each `Pending` whole through the
+        // stack first.
+        let records = self
+            .pending
+            .iter_mut()
             .map(|p| {
                 ConsumerRecord::from_parts(
                     topic.clone(),
                     partition,
                     p.offset,
                     p.timestamp,
-                    buf.slice(p.data),
+                    buf.slice(p.data.clone()),
                     p.parts,
-                    p.headers,
+                    std::mem::take(&mut p.headers),
                 )
             })
-            .collect()
+            .collect();
+        self.pending.clear();
+        records
     }
 }
 
