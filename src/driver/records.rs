@@ -242,6 +242,32 @@ mod tests {
         assert_eq!(records[1].payload(), Some(&b""[..]));
     }
 
+    #[test]
+    fn records_keep_their_headers_and_the_next_batch_starts_without_them() {
+        let mut b = RecordBuilder::default();
+        let header = |k: &str, v: &'static [u8]| Header {
+            key: k.to_owned(),
+            value: Some(Bytes::from_static(v)),
+        };
+        b.push(
+            1,
+            Timestamp::NotAvailable,
+            None,
+            Some(b"a"),
+            vec![header("h1", b"v1"), header("h2", b"v2")],
+        );
+        b.push(2, Timestamp::NotAvailable, None, Some(b"b"), vec![]);
+        let records = b.finish("t", 0);
+        assert_eq!(records[0].headers().len(), 2);
+        assert_eq!(records[0].headers()[1].key, "h2");
+        assert_eq!(records[0].headers()[1].value.as_deref(), Some(&b"v2"[..]));
+        assert!(records[1].headers().is_empty());
+        b.push(3, Timestamp::NotAvailable, None, Some(b"c"), vec![]);
+        let next = b.finish("t", 0);
+        assert_eq!(next.len(), 1);
+        assert!(next[0].headers().is_empty());
+    }
+
     fn batch(b: &mut RecordBuilder, bytes: usize) -> Vec<ConsumerRecord> {
         b.reserve(bytes);
         b.push(
