@@ -130,13 +130,12 @@ async fn main() {
             && (!case.needs_real_broker() || java.is_ok())
             && (!case.under_mimalloc() || mimalloc.is_ok())
     };
-    let (sizes, mut runs) = if quick {
+    let (mut sizes, mut runs) = if quick {
         (vec![100], 3)
     } else {
         (vec![100, 1024], 5)
     };
     // `--sizes A,B`: other record sizes, in bytes.
-    let mut sizes = sizes;
     if let Some(w) = args.windows(2).find(|w| w[0] == "--sizes") {
         sizes = w[1]
             .split(',')

@@ -364,9 +364,9 @@ unsafe fn no_headers(m: &rdsys::rd_kafka_message_t) -> bool {
 /// it is copied: its key and value, and the header count after them, which
 /// [`no_headers`] reads before the copy. Without it, that first read of a
 /// record and the copy waited on memory: at 1 KiB they took about half of
-/// the consumer thread's samples, and the hint cut that thread's samples by
-/// about a seventh (pinned, on Apache Kafka). Prefetches never fault, so a layout that is not the
-/// usual one only loses the hint.
+/// the consumer thread's samples, and the hint cut that thread's samples
+/// by about a seventh (pinned, on Apache Kafka). Prefetches never fault, so
+/// a layout that is not the usual one only loses the hint.
 #[inline]
 fn prefetch_record(m: &rdsys::rd_kafka_message_t) {
     #[cfg(not(target_arch = "x86_64"))]
