@@ -32,7 +32,15 @@
 //! Beside it, the whole machine's busy CPU time per record (`/proc/stat`,
 //! steal time left out):
 //! with the broker on the same machine, that counts the broker's work for
-//! the case too (a committer's commits, for one).
+//! the case too (a committer's commits, for one). And the second pass's
+//! CPU time per record of each group of the process's threads (the
+//! scheduler's run time of each, `/proc/self/task/*/schedstat`, read at the
+//! pass's ends and every 50 ms between, so a thread that ends during the
+//! pass counts up to its last reading): the thread that runs the case, the
+//! consumer's own thread, librdkafka's threads, tokio's, and the rest. A
+//! process's CPU moves with the host from run to run, but its threads move
+//! together: where a case spends more than its baseline, and on which
+//! thread, holds better than either figure alone.
 //! Consumer
 //! cases read the whole pre-produced topic with a new consumer group per
 //! pass; the clock starts at the first record, so group joins are not
@@ -79,7 +87,8 @@
 //! Output: one line per case, `case=... first_pass=... second_pass=...
 //! peak_rss_mb=... peak_heap_mb=... cpu_ns_per_record=FIRST/SECOND
 //! machine_cpu_ns_per_record=SECOND baseline=... ratio_first=... ratio_second=...
-//! cpu_ratio_second=... machine_cpu_ratio_second=...`, a
+//! cpu_ratio_second=... machine_cpu_ratio_second=...
+//! threads_ns_per_record=main:N,consumer:N,librdkafka:N,tokio:N,other:N`, a
 //! Markdown table, the performance goals with their ratios, and the same
 //! figures in `target/bench-results/throughput.csv` with a bar chart,
 //! `target/bench-results/throughput.svg`.
@@ -312,11 +321,13 @@ async fn measure_group(
             )
         })
         .collect();
+    let threads: Vec<_> = measured.iter().map(|ms| thread_medians(ms)).collect();
     let rows: Vec<Row> = cases
         .iter()
+        .enumerate()
         .zip(stats.iter().zip(cpus.iter().zip(&machines)))
         .map(
-            |(case, ((first, second, rss, (idle_heap, peak_heap)), (cpu, machine)))| {
+            |((i, case), ((first, second, rss, (idle_heap, peak_heap)), (cpu, machine)))| {
                 let base = cases
                     .iter()
                     .position(|c| *c == case.baseline())
@@ -339,6 +350,7 @@ async fn measure_group(
                     heap_mb: (*peak_heap > 0.0).then_some((*idle_heap, *peak_heap)),
                     cpu_ns: *cpu,
                     machine_ns: *machine,
+                    threads_ns: threads[i],
                     base,
                 }
             },
@@ -348,6 +360,17 @@ async fn measure_group(
         println!("{}", row.line());
     }
     rows
+}
+
+/// The median over the runs of each thread group's CPU per record, or
+/// `None` if some run did not report it.
+fn thread_medians(runs: &[cases::Measurement]) -> Option<[f64; report::THREAD_GROUPS.len()]> {
+    let runs: Option<Vec<[f64; report::THREAD_GROUPS.len()]>> =
+        runs.iter().map(|m| m.threads_ns).collect();
+    let runs = runs.filter(|r| !r.is_empty())?;
+    Some(std::array::from_fn(|g| {
+        Stats::of(runs.iter().map(|r| r[g]).collect()).median
+    }))
 }
 
 /// The stats of both passes of a figure every run reported, or `None` if

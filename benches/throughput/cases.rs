@@ -20,7 +20,7 @@ use reactive_kafka::{
     Subscription, Topic,
 };
 
-use crate::report::{Row, Stats};
+use crate::report::{Row, Stats, THREAD_GROUPS};
 
 /// Consumer settings every consumer case shares.
 const CONSUMER: &[(&str, &str)] = &[
@@ -65,6 +65,10 @@ pub(crate) struct Measurement {
     /// (every process: on one machine, the broker's too); `None` where
     /// `/proc/stat` cannot be read, and for the Java tools.
     pub(crate) machine_ns: Option<(f64, f64)>,
+    /// The second pass's CPU time per record of each group of threads
+    /// ([`THREAD_GROUPS`]), in ns; `None` for the Java tools and where the
+    /// threads' run times cannot be read.
+    pub(crate) threads_ns: Option<[f64; THREAD_GROUPS.len()]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -488,6 +492,18 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
         peak_heap_mb: optional("peak_heap_mb="),
         cpu_ns: per_pass("cpu"),
         machine_ns: per_pass("machine"),
+        threads_ns: out
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("threads2_ns="))
+            .map(|v| {
+                let mut groups = [0.0; THREAD_GROUPS.len()];
+                for (g, x) in groups.iter_mut().zip(v.split(',')) {
+                    *g = x
+                        .parse()
+                        .unwrap_or_else(|_| panic!("{name}: threads2_ns={v}"));
+                }
+                groups
+            }),
     }
 }
 
@@ -496,20 +512,26 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
 pub(crate) async fn child(case: Case) {
     let plan = Plan::from_env();
     let heap = HeapPeak::start();
+    let threads = ThreadCpu::start();
     let mut rates = [0.0; 2];
     let mut cpu = [0.0; 2];
     let mut machine = [None; 2];
+    let mut per_thread = None;
     let records = case.records(&plan) as f64;
     for pass in 0..2 {
         let before = cpu_time();
         let machine_before = machine_busy();
+        let threads_before = threads.snapshot();
         let elapsed = case.pass(&plan, pass).await;
         rates[pass] = records / elapsed.as_secs_f64();
         cpu[pass] = (cpu_time() - before).as_nanos() as f64 / records;
         machine[pass] = machine_before
             .zip(machine_busy())
             .map(|(a, b)| (b - a).as_nanos() as f64 / records);
+        per_thread = ThreadCpu::per_group(&threads_before, &threads.snapshot())
+            .map(|ns| ns.map(|ns| ns / records));
     }
+    threads.stop();
     let (idle_heap, peak_heap) = heap.stop();
     // glibc's figures say nothing of another allocator's heap.
     let heap = if case.under_mimalloc() {
@@ -529,6 +551,10 @@ pub(crate) async fn child(case: Case) {
     );
     if let [Some(a), Some(b)] = machine {
         println!("machine1_ns={a:.0} machine2_ns={b:.0}");
+    }
+    if let Some(groups) = per_thread {
+        let groups: Vec<String> = groups.iter().map(|ns| format!("{ns:.1}")).collect();
+        println!("threads2_ns={}", groups.join(","));
     }
 }
 
@@ -1196,6 +1222,7 @@ pub(crate) async fn slow_downstream(plan: &Plan, duration: Duration) -> Row {
         heap_mb: None,
         cpu_ns: None,
         machine_ns: None,
+        threads_ns: None,
         base: None,
     }
 }
@@ -1252,6 +1279,119 @@ impl HeapPeak {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let peak = self.sampler.join().expect("heap sampler");
         (self.idle, peak as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// The group ([`THREAD_GROUPS`]) of thread `tid` of process `pid`, by its
+/// name.
+fn thread_group(tid: u32, pid: u32, name: &str) -> usize {
+    if tid == pid {
+        0
+    } else if name.starts_with("reactive-kafka") {
+        1
+    } else if name.starts_with("rdk:") {
+        2
+    } else if name.starts_with("tokio") {
+        3
+    } else {
+        OTHER
+    }
+}
+
+/// The group of threads named like none of the others.
+const OTHER: usize = 4;
+
+/// Each thread's run time (the scheduler's, `/proc/self/task/*/schedstat`,
+/// in ns), with its group, by thread id.
+type RunTimes = std::collections::HashMap<u32, (usize, u64)>;
+
+/// The CPU time of this process's threads, read every 50 ms on a thread of
+/// its own, so that a thread that ends during a pass (a consumer's, when it
+/// closes) still counts, up to its last reading: at most 50 ms short, of
+/// what it spent closing.
+struct ThreadCpu {
+    seen: Arc<std::sync::Mutex<RunTimes>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+impl ThreadCpu {
+    /// Reads every live thread's run time into `seen`.
+    fn read(seen: &mut RunTimes) {
+        let pid = std::process::id();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let Some(ns) = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            else {
+                continue;
+            };
+            // A new thread has its creator's name until it names itself:
+            // its group is read again until it is not "other".
+            let group = match seen.get(&tid) {
+                Some(&(group, _)) if group != OTHER => group,
+                _ => {
+                    let name =
+                        std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                    thread_group(tid, pid, name.trim())
+                }
+            };
+            seen.insert(tid, (group, ns));
+        }
+    }
+
+    fn start() -> ThreadCpu {
+        let seen = Arc::new(std::sync::Mutex::new(RunTimes::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("bench-threads".to_owned())
+                .spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        Self::read(&mut seen.lock().expect("thread sampler"));
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+                .expect("thread sampler")
+        };
+        ThreadCpu {
+            seen,
+            stop,
+            sampler,
+        }
+    }
+
+    /// Every thread's run time so far; a thread that ended, as last read.
+    fn snapshot(&self) -> RunTimes {
+        let mut seen = self.seen.lock().expect("thread sampler");
+        Self::read(&mut seen);
+        seen.clone()
+    }
+
+    /// The CPU time each group spent from `before` to `after`, in ns;
+    /// `None` when no thread's run time could be read.
+    fn per_group(before: &RunTimes, after: &RunTimes) -> Option<[f64; THREAD_GROUPS.len()]> {
+        if after.is_empty() {
+            return None;
+        }
+        let mut groups = [0.0; THREAD_GROUPS.len()];
+        for (tid, &(group, ns)) in after {
+            let start = before.get(tid).map_or(0, |&(_, ns)| ns);
+            groups[group] += ns.saturating_sub(start) as f64;
+        }
+        Some(groups)
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().expect("thread sampler");
     }
 }
 

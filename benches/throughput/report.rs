@@ -3,6 +3,14 @@
 
 use std::fmt::Write as _;
 
+/// The groups of a measured process's threads whose CPU time is reported
+/// per record: the thread that runs the case (the process's first: a crate
+/// case's pipeline), the consumer's own thread (`reactive-kafka-consumer-N`),
+/// librdkafka's threads (`rdk:*`), tokio's (spawned tasks such as a
+/// committer's, and the blocking threads a raw loop polls on), and the rest
+/// (a producer's polling thread, the samplers).
+pub(crate) const THREAD_GROUPS: [&str; 5] = ["main", "consumer", "librdkafka", "tokio", "other"];
+
 /// The median of a case's runs, with the slowest and fastest run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stats {
@@ -66,6 +74,9 @@ pub(crate) struct Row {
     /// The whole machine's busy CPU time per record (ns, every process: the
     /// broker's too when it runs on this machine) in each pass.
     pub(crate) machine_ns: Option<(Stats, Stats)>,
+    /// The second pass's CPU time per record of each group of threads
+    /// ([`THREAD_GROUPS`]), medians over the runs, in ns.
+    pub(crate) threads_ns: Option<[f64; THREAD_GROUPS.len()]>,
     pub(crate) base: Option<Base>,
 }
 
@@ -131,6 +142,14 @@ impl Row {
         }
         if let Some((_, m)) = self.machine_ns {
             let _ = write!(s, " machine_cpu_ns_per_record={:.0}", m.median);
+        }
+        if let Some(groups) = self.threads_ns {
+            let groups: Vec<String> = THREAD_GROUPS
+                .iter()
+                .zip(groups)
+                .map(|(name, ns)| format!("{name}:{ns:.0}"))
+                .collect();
+            let _ = write!(s, " threads_ns_per_record={}", groups.join(","));
         }
         if let (Some(b), false) = (self.base, self.is_baseline()) {
             let _ = write!(
@@ -226,13 +245,13 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
     let dir = format!("{target}/bench-results");
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from(
-        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,cpu_ns_first,cpu_ns_second,machine_cpu_ns_second,peak_rss_mb,baseline,ratio_first,ratio_second,cpu_ratio_second,machine_cpu_ratio_second,baseline_peak_rss_mb\n",
+        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,cpu_ns_first,cpu_ns_second,machine_cpu_ns_second,peak_rss_mb,baseline,ratio_first,ratio_second,cpu_ratio_second,machine_cpu_ratio_second,baseline_peak_rss_mb,main_ns_second,consumer_ns_second,librdkafka_ns_second,tokio_ns_second,other_ns_second\n",
     );
     for r in rows {
         let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.3}"));
         let _ = writeln!(
             csv,
-            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{},{},{},{},{},{},{}",
             r.case,
             r.size,
             r.partitions,
@@ -253,6 +272,10 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
             opt(r.cpu_ratio()),
             opt(r.machine_ratio()),
             opt(r.base.map(|b| b.rss_mb)),
+            (0..THREAD_GROUPS.len())
+                .map(|g| opt(r.threads_ns.map(|t| t[g])))
+                .collect::<Vec<_>>()
+                .join(","),
         );
     }
     std::fs::write(format!("{dir}/throughput.csv"), csv)?;
