@@ -496,13 +496,10 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("threads2_ns="))
             .map(|v| {
-                let mut groups = [0.0; THREAD_GROUPS.len()];
-                for (g, x) in groups.iter_mut().zip(v.split(',')) {
-                    *g = x
-                        .parse()
-                        .unwrap_or_else(|_| panic!("{name}: threads2_ns={v}"));
-                }
+                let groups: Option<Vec<f64>> = v.split(',').map(|x| x.parse().ok()).collect();
                 groups
+                    .and_then(|g| g.try_into().ok())
+                    .unwrap_or_else(|| panic!("{name}: threads2_ns={v}"))
             }),
     }
 }
@@ -511,8 +508,7 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
 /// (with a new group) or writing `records` records to its own topic.
 pub(crate) async fn child(case: Case) {
     let plan = Plan::from_env();
-    let heap = HeapPeak::start();
-    let threads = ThreadCpu::start();
+    let sampler = Sampler::start();
     let mut rates = [0.0; 2];
     let mut cpu = [0.0; 2];
     let mut machine = [None; 2];
@@ -521,18 +517,20 @@ pub(crate) async fn child(case: Case) {
     for pass in 0..2 {
         let before = cpu_time();
         let machine_before = machine_busy();
-        let threads_before = threads.snapshot();
+        // Reported for the second pass only.
+        let threads_before = (pass == 1).then(|| sampler.run_times());
         let elapsed = case.pass(&plan, pass).await;
         rates[pass] = records / elapsed.as_secs_f64();
         cpu[pass] = (cpu_time() - before).as_nanos() as f64 / records;
         machine[pass] = machine_before
             .zip(machine_busy())
             .map(|(a, b)| (b - a).as_nanos() as f64 / records);
-        per_thread = ThreadCpu::per_group(&threads_before, &threads.snapshot())
-            .map(|ns| ns.map(|ns| ns / records));
+        if let Some(threads_before) = threads_before {
+            per_thread = per_group(&threads_before, &sampler.run_times())
+                .map(|ns| ns.map(|ns| ns / records));
+        }
     }
-    threads.stop();
-    let (idle_heap, peak_heap) = heap.stop();
+    let (idle_heap, peak_heap) = sampler.stop();
     // glibc's figures say nothing of another allocator's heap.
     let heap = if case.under_mimalloc() {
         String::new()
@@ -1235,51 +1233,13 @@ fn reset_peak_rss() -> f64 {
 }
 
 /// The heap in use (glibc's `mallinfo2`: bytes allocated in its arenas and
-/// in blocks of their own), sampled every 5 ms on a thread of its own. Its
-/// peak is what the README's memory bound is about; the peak RSS also
-/// counts memory the allocator keeps after it was freed. Each sample takes
-/// every arena's lock for a moment: the sampler is a measured process's
-/// only extra work (under 0.5 % of its CPU samples in a profile).
-struct HeapPeak {
-    idle: f64,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    sampler: std::thread::JoinHandle<usize>,
-}
-
-impl HeapPeak {
-    fn in_use() -> usize {
-        // SAFETY: a plain glibc call without arguments.
-        let m = unsafe { libc::mallinfo2() };
-        m.uordblks + m.hblkhd
-    }
-
-    fn start() -> HeapPeak {
-        let idle = Self::in_use() as f64 / (1024.0 * 1024.0);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sampler = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut peak = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    peak = peak.max(Self::in_use());
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                peak
-            })
-        };
-        HeapPeak {
-            idle,
-            stop,
-            sampler,
-        }
-    }
-
-    /// The heap in use at the start and at its peak, in MB.
-    fn stop(self) -> (f64, f64) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let peak = self.sampler.join().expect("heap sampler");
-        (self.idle, peak as f64 / (1024.0 * 1024.0))
-    }
+/// in blocks of their own). Its peak is what the README's memory bound is
+/// about; the peak RSS also counts memory the allocator keeps after it was
+/// freed. Each reading takes every arena's lock for a moment.
+fn heap_in_use() -> usize {
+    // SAFETY: a plain glibc call without arguments.
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks + m.hblkhd
 }
 
 /// The group ([`THREAD_GROUPS`]) of thread `tid` of process `pid`, by its
@@ -1298,100 +1258,115 @@ fn thread_group(tid: u32, pid: u32, name: &str) -> usize {
     }
 }
 
-/// The group of threads named like none of the others.
-const OTHER: usize = 4;
+/// The group of threads named like none of the others: the last.
+const OTHER: usize = THREAD_GROUPS.len() - 1;
 
 /// Each thread's run time (the scheduler's, `/proc/self/task/*/schedstat`,
 /// in ns), with its group, by thread id.
 type RunTimes = std::collections::HashMap<u32, (usize, u64)>;
 
-/// The CPU time of this process's threads, read every 50 ms on a thread of
-/// its own, so that a thread that ends during a pass (a consumer's, when it
-/// closes) still counts, up to its last reading: at most 50 ms short, of
-/// what it spent closing.
-struct ThreadCpu {
-    seen: Arc<std::sync::Mutex<RunTimes>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    sampler: std::thread::JoinHandle<()>,
+/// Reads every live thread's run time into `seen`; a thread that ended
+/// keeps its last reading.
+fn read_run_times(seen: &mut RunTimes) {
+    let pid = std::process::id();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Some(ns) = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        else {
+            continue;
+        };
+        // A new thread has its creator's name until it names itself: its
+        // group is read again until it is not "other".
+        let group = match seen.get(&tid) {
+            Some(&(group, _)) if group != OTHER => group,
+            _ => {
+                let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                thread_group(tid, pid, name.trim())
+            }
+        };
+        seen.insert(tid, (group, ns));
+    }
 }
 
-impl ThreadCpu {
-    /// Reads every live thread's run time into `seen`.
-    fn read(seen: &mut RunTimes) {
-        let pid = std::process::id();
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return;
-        };
-        for task in tasks.flatten() {
-            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-                continue;
-            };
-            let Some(ns) = std::fs::read_to_string(task.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            else {
-                continue;
-            };
-            // A new thread has its creator's name until it names itself:
-            // its group is read again until it is not "other".
-            let group = match seen.get(&tid) {
-                Some(&(group, _)) if group != OTHER => group,
-                _ => {
-                    let name =
-                        std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-                    thread_group(tid, pid, name.trim())
-                }
-            };
-            seen.insert(tid, (group, ns));
-        }
+/// The CPU time each group of threads spent from `before` to `after`, in
+/// ns; `None` when no thread's run time could be read.
+fn per_group(before: &RunTimes, after: &RunTimes) -> Option<[f64; THREAD_GROUPS.len()]> {
+    if after.is_empty() {
+        return None;
     }
+    let mut groups = [0.0; THREAD_GROUPS.len()];
+    for (tid, &(group, ns)) in after {
+        let start = before.get(tid).map_or(0, |&(_, ns)| ns);
+        groups[group] += ns.saturating_sub(start) as f64;
+    }
+    Some(groups)
+}
 
-    fn start() -> ThreadCpu {
-        let seen = Arc::new(std::sync::Mutex::new(RunTimes::new()));
+/// A measured process's one extra thread: it reads the heap in use every
+/// 5 ms (for its peak) and the threads' run times every 50 ms, so that a
+/// thread that ends during a pass (a consumer's, when it closes) still
+/// counts, up to its last reading: at most 50 ms short, of what it spent
+/// closing. It is the process's only extra work (the heap readings took
+/// under 0.5 % of its CPU samples in a profile).
+struct Sampler {
+    idle_heap: f64,
+    run_times: Arc<std::sync::Mutex<RunTimes>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Sampler {
+    fn start() -> Sampler {
+        let idle_heap = heap_in_use() as f64 / (1024.0 * 1024.0);
+        let run_times = Arc::new(std::sync::Mutex::new(RunTimes::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sampler = {
-            let (seen, stop) = (seen.clone(), stop.clone());
+        let thread = {
+            let (run_times, stop) = (run_times.clone(), stop.clone());
             std::thread::Builder::new()
-                .name("bench-threads".to_owned())
+                .name("bench-sampler".to_owned())
                 .spawn(move || {
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        Self::read(&mut seen.lock().expect("thread sampler"));
-                        std::thread::sleep(Duration::from_millis(50));
+                    let mut peak = 0;
+                    for tick in 0u64.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        peak = peak.max(heap_in_use());
+                        if tick % 10 == 0 {
+                            read_run_times(&mut run_times.lock().expect("sampler"));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
                     }
+                    peak
                 })
-                .expect("thread sampler")
+                .expect("sampler")
         };
-        ThreadCpu {
-            seen,
+        Sampler {
+            idle_heap,
+            run_times,
             stop,
-            sampler,
+            thread,
         }
     }
 
     /// Every thread's run time so far; a thread that ended, as last read.
-    fn snapshot(&self) -> RunTimes {
-        let mut seen = self.seen.lock().expect("thread sampler");
-        Self::read(&mut seen);
+    fn run_times(&self) -> RunTimes {
+        let mut seen = self.run_times.lock().expect("sampler");
+        read_run_times(&mut seen);
         seen.clone()
     }
 
-    /// The CPU time each group spent from `before` to `after`, in ns;
-    /// `None` when no thread's run time could be read.
-    fn per_group(before: &RunTimes, after: &RunTimes) -> Option<[f64; THREAD_GROUPS.len()]> {
-        if after.is_empty() {
-            return None;
-        }
-        let mut groups = [0.0; THREAD_GROUPS.len()];
-        for (tid, &(group, ns)) in after {
-            let start = before.get(tid).map_or(0, |&(_, ns)| ns);
-            groups[group] += ns.saturating_sub(start) as f64;
-        }
-        Some(groups)
-    }
-
-    fn stop(self) {
+    /// The heap in use at the start and at its peak, in MB.
+    fn stop(self) -> (f64, f64) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.sampler.join().expect("thread sampler");
+        let peak = self.thread.join().expect("sampler");
+        (self.idle_heap, peak as f64 / (1024.0 * 1024.0))
     }
 }
 

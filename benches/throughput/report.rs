@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 /// case's pipeline), the consumer's own thread (`reactive-kafka-consumer-N`),
 /// librdkafka's threads (`rdk:*`), tokio's (spawned tasks such as a
 /// committer's, and the blocking threads a raw loop polls on), and the rest
-/// (a producer's polling thread, the samplers).
+/// (a producer's polling thread, the benchmark's sampler).
 pub(crate) const THREAD_GROUPS: [&str; 5] = ["main", "consumer", "librdkafka", "tokio", "other"];
 
 /// The median of a case's runs, with the slowest and fastest run.
