@@ -40,7 +40,10 @@
 //! consumer's own thread, librdkafka's threads, tokio's, and the rest. A
 //! process's CPU moves with the host from run to run, but its threads move
 //! together: where a case spends more than its baseline, and on which
-//! thread, holds better than either figure alone.
+//! thread, holds better than either figure alone. Beside it, each group's
+//! minor page faults per 1,000 records (`/proc/self/task/*/stat`): pages
+//! the kernel mapped in, zeroed, on a thread's first touch, which is where
+//! memory an allocator gave back to the kernel costs again.
 //! Consumer
 //! cases read the whole pre-produced topic with a new consumer group per
 //! pass; the clock starts at the first record, so group joins are not
@@ -88,7 +91,8 @@
 //! peak_rss_mb=... peak_heap_mb=... cpu_ns_per_record=FIRST/SECOND
 //! machine_cpu_ns_per_record=SECOND baseline=... ratio_first=... ratio_second=...
 //! cpu_ratio_second=... machine_cpu_ratio_second=...
-//! threads_ns_per_record=main:N,consumer:N,librdkafka:N,tokio:N,other:N`, a
+//! threads_ns_per_record=main:N,consumer:N,librdkafka:N,tokio:N,other:N
+//! threads_faults_per_krecord=main:N,...`, a
 //! Markdown table, the performance goals with their ratios, and the same
 //! figures in `target/bench-results/throughput.csv` with a bar chart,
 //! `target/bench-results/throughput.svg`.
@@ -321,7 +325,14 @@ async fn measure_group(
             )
         })
         .collect();
-    let threads: Vec<_> = measured.iter().map(|ms| thread_medians(ms)).collect();
+    let threads: Vec<_> = measured
+        .iter()
+        .map(|ms| thread_medians(ms, |m| m.threads_ns))
+        .collect();
+    let faults: Vec<_> = measured
+        .iter()
+        .map(|ms| thread_medians(ms, |m| m.threads_faults))
+        .collect();
     let rows: Vec<Row> = cases
         .iter()
         .enumerate()
@@ -351,6 +362,7 @@ async fn measure_group(
                     cpu_ns: *cpu,
                     machine_ns: *machine,
                     threads_ns: threads[i],
+                    threads_faults: faults[i],
                     base,
                 }
             },
@@ -362,11 +374,13 @@ async fn measure_group(
     rows
 }
 
-/// The median over the runs of each thread group's CPU per record, or
-/// `None` if some run did not report it.
-fn thread_medians(runs: &[cases::Measurement]) -> Option<[f64; report::THREAD_GROUPS.len()]> {
-    let runs: Option<Vec<[f64; report::THREAD_GROUPS.len()]>> =
-        runs.iter().map(|m| m.threads_ns).collect();
+/// The median over the runs of each thread group's `figure`, or `None` if
+/// some run did not report it.
+fn thread_medians(
+    runs: &[cases::Measurement],
+    figure: impl Fn(&cases::Measurement) -> Option<[f64; report::THREAD_GROUPS.len()]>,
+) -> Option<[f64; report::THREAD_GROUPS.len()]> {
+    let runs: Option<Vec<[f64; report::THREAD_GROUPS.len()]>> = runs.iter().map(figure).collect();
     let runs = runs.filter(|r| !r.is_empty())?;
     Some(std::array::from_fn(|g| {
         Stats::of(runs.iter().map(|r| r[g]).collect()).median

@@ -69,6 +69,9 @@ pub(crate) struct Measurement {
     /// ([`THREAD_GROUPS`]), in ns; `None` for the Java tools and where the
     /// threads' run times cannot be read.
     pub(crate) threads_ns: Option<[f64; THREAD_GROUPS.len()]>,
+    /// The second pass's minor page faults per 1,000 records of each group
+    /// of threads; `None` where `threads_ns` is.
+    pub(crate) threads_faults: Option<[f64; THREAD_GROUPS.len()]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -483,6 +486,17 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
         out.contains(&first)
             .then(|| (field(&first), field(&second)))
     };
+    // A figure of each thread group, if reported.
+    let groups = |key: &str| {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(|v| {
+                let groups: Option<Vec<f64>> = v.split(',').map(|x| x.parse().ok()).collect();
+                groups
+                    .and_then(|g| g.try_into().ok())
+                    .unwrap_or_else(|| panic!("{name}: {key}{v}"))
+            })
+    };
     Measurement {
         first: field("pass1="),
         second: field("pass2="),
@@ -492,15 +506,8 @@ fn run_child(name: &str, mut command: std::process::Command) -> Measurement {
         peak_heap_mb: optional("peak_heap_mb="),
         cpu_ns: per_pass("cpu"),
         machine_ns: per_pass("machine"),
-        threads_ns: out
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("threads2_ns="))
-            .map(|v| {
-                let groups: Option<Vec<f64>> = v.split(',').map(|x| x.parse().ok()).collect();
-                groups
-                    .and_then(|g| g.try_into().ok())
-                    .unwrap_or_else(|| panic!("{name}: threads2_ns={v}"))
-            }),
+        threads_ns: groups("threads2_ns="),
+        threads_faults: groups("threads2_faults="),
     }
 }
 
@@ -518,7 +525,7 @@ pub(crate) async fn child(case: Case) {
         let before = cpu_time();
         let machine_before = machine_busy();
         // Reported for the second pass only.
-        let threads_before = (pass == 1).then(|| sampler.run_times());
+        let threads_before = (pass == 1).then(|| sampler.threads());
         let elapsed = case.pass(&plan, pass).await;
         rates[pass] = records / elapsed.as_secs_f64();
         cpu[pass] = (cpu_time() - before).as_nanos() as f64 / records;
@@ -526,8 +533,7 @@ pub(crate) async fn child(case: Case) {
             .zip(machine_busy())
             .map(|(a, b)| (b - a).as_nanos() as f64 / records);
         if let Some(threads_before) = threads_before {
-            per_thread = per_group(&threads_before, &sampler.run_times())
-                .map(|ns| ns.map(|ns| ns / records));
+            per_thread = per_group(&threads_before, &sampler.threads());
         }
     }
     let (idle_heap, peak_heap) = sampler.stop();
@@ -551,8 +557,12 @@ pub(crate) async fn child(case: Case) {
         println!("machine1_ns={a:.0} machine2_ns={b:.0}");
     }
     if let Some(groups) = per_thread {
-        let groups: Vec<String> = groups.iter().map(|ns| format!("{ns:.1}")).collect();
-        println!("threads2_ns={}", groups.join(","));
+        let list = |figures: [f64; THREAD_GROUPS.len()], per: f64| {
+            let figures: Vec<String> = figures.iter().map(|f| format!("{:.2}", f / per)).collect();
+            figures.join(",")
+        };
+        println!("threads2_ns={}", list(groups.ns, records));
+        println!("threads2_faults={}", list(groups.faults, records / 1000.0));
     }
 }
 
@@ -1221,6 +1231,7 @@ pub(crate) async fn slow_downstream(plan: &Plan, duration: Duration) -> Row {
         cpu_ns: None,
         machine_ns: None,
         threads_ns: None,
+        threads_faults: None,
         base: None,
     }
 }
@@ -1261,13 +1272,31 @@ fn thread_group(tid: u32, pid: u32, name: &str) -> usize {
 /// The group of threads named like none of the others: the last.
 const OTHER: usize = THREAD_GROUPS.len() - 1;
 
-/// Each thread's run time (the scheduler's, `/proc/self/task/*/schedstat`,
-/// in ns), with its group, by thread id.
-type RunTimes = std::collections::HashMap<u32, (usize, u64)>;
+/// One thread's figures so far: its group, its run time (the scheduler's,
+/// `/proc/self/task/*/schedstat`, in ns) and the minor page faults it took
+/// (`/proc/self/task/*/stat`, field 10: pages the kernel had to map in,
+/// zeroed, when the thread first touched them).
+#[derive(Clone, Copy)]
+struct ThreadReading {
+    group: usize,
+    ns: u64,
+    faults: u64,
+}
 
-/// Reads every live thread's run time into `seen`; a thread that ended
+/// Every thread's last reading, by thread id.
+type Readings = std::collections::HashMap<u32, ThreadReading>;
+
+/// A thread's minor page faults, from its `stat` line (the fields after the
+/// name in parentheses, which may itself hold spaces).
+fn minor_faults(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 10 of the line; the part after the name starts at field 3.
+    rest.split_whitespace().nth(10 - 3)?.parse().ok()
+}
+
+/// Reads every live thread's figures into `seen`; a thread that ended
 /// keeps its last reading.
-fn read_run_times(seen: &mut RunTimes) {
+fn read_threads(seen: &mut Readings) {
     let pid = std::process::id();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
@@ -1282,42 +1311,60 @@ fn read_run_times(seen: &mut RunTimes) {
         else {
             continue;
         };
+        let Some(faults) = std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|s| minor_faults(&s))
+        else {
+            continue;
+        };
         // A new thread has its creator's name until it names itself: its
         // group is read again until it is not "other".
         let group = match seen.get(&tid) {
-            Some(&(group, _)) if group != OTHER => group,
+            Some(r) if r.group != OTHER => r.group,
             _ => {
                 let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
                 thread_group(tid, pid, name.trim())
             }
         };
-        seen.insert(tid, (group, ns));
+        seen.insert(tid, ThreadReading { group, ns, faults });
     }
 }
 
-/// The CPU time each group of threads spent from `before` to `after`, in
-/// ns; `None` when no thread's run time could be read.
-fn per_group(before: &RunTimes, after: &RunTimes) -> Option<[f64; THREAD_GROUPS.len()]> {
+/// Each group's figures from `before` to `after`.
+pub(crate) struct PerGroup {
+    /// CPU time, in ns.
+    pub(crate) ns: [f64; THREAD_GROUPS.len()],
+    /// Minor page faults.
+    pub(crate) faults: [f64; THREAD_GROUPS.len()],
+}
+
+/// What each group of threads spent from `before` to `after`; `None` when
+/// no thread could be read.
+fn per_group(before: &Readings, after: &Readings) -> Option<PerGroup> {
     if after.is_empty() {
         return None;
     }
-    let mut groups = [0.0; THREAD_GROUPS.len()];
-    for (tid, &(group, ns)) in after {
-        let start = before.get(tid).map_or(0, |&(_, ns)| ns);
-        groups[group] += ns.saturating_sub(start) as f64;
+    let mut groups = PerGroup {
+        ns: [0.0; THREAD_GROUPS.len()],
+        faults: [0.0; THREAD_GROUPS.len()],
+    };
+    for (tid, r) in after {
+        let start = before.get(tid);
+        groups.ns[r.group] += r.ns.saturating_sub(start.map_or(0, |s| s.ns)) as f64;
+        groups.faults[r.group] += r.faults.saturating_sub(start.map_or(0, |s| s.faults)) as f64;
     }
     Some(groups)
 }
 
 /// A measured process's one extra thread: it reads the heap in use every
-/// 5 ms (for its peak) and the threads' run times every 50 ms, so that a
+/// 5 ms (for its peak) and the threads' run times and page faults every 50 ms, so that a
 /// thread that ends during a pass (a consumer's, when it closes) still
 /// counts, up to its last reading: at most 50 ms short, of what it spent
 /// closing. It is the process's only extra work (the heap readings took
 /// under 0.5 % of its CPU samples in a profile).
 struct Sampler {
     idle_heap: f64,
-    run_times: Arc<std::sync::Mutex<RunTimes>>,
+    readings: Arc<std::sync::Mutex<Readings>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<usize>,
 }
@@ -1325,10 +1372,10 @@ struct Sampler {
 impl Sampler {
     fn start() -> Sampler {
         let idle_heap = heap_in_use() as f64 / (1024.0 * 1024.0);
-        let run_times = Arc::new(std::sync::Mutex::new(RunTimes::new()));
+        let readings = Arc::new(std::sync::Mutex::new(Readings::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = {
-            let (run_times, stop) = (run_times.clone(), stop.clone());
+            let (readings, stop) = (readings.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("bench-sampler".to_owned())
                 .spawn(move || {
@@ -1339,7 +1386,7 @@ impl Sampler {
                         }
                         peak = peak.max(heap_in_use());
                         if tick % 10 == 0 {
-                            read_run_times(&mut run_times.lock().expect("sampler"));
+                            read_threads(&mut readings.lock().expect("sampler"));
                         }
                         std::thread::sleep(Duration::from_millis(5));
                     }
@@ -1349,16 +1396,16 @@ impl Sampler {
         };
         Sampler {
             idle_heap,
-            run_times,
+            readings,
             stop,
             thread,
         }
     }
 
-    /// Every thread's run time so far; a thread that ended, as last read.
-    fn run_times(&self) -> RunTimes {
-        let mut seen = self.run_times.lock().expect("sampler");
-        read_run_times(&mut seen);
+    /// Every thread's figures so far; a thread that ended, as last read.
+    fn threads(&self) -> Readings {
+        let mut seen = self.readings.lock().expect("sampler");
+        read_threads(&mut seen);
         seen.clone()
     }
 

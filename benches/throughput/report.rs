@@ -77,6 +77,9 @@ pub(crate) struct Row {
     /// The second pass's CPU time per record of each group of threads
     /// ([`THREAD_GROUPS`]), medians over the runs, in ns.
     pub(crate) threads_ns: Option<[f64; THREAD_GROUPS.len()]>,
+    /// The second pass's minor page faults per 1,000 records of each group
+    /// of threads, medians over the runs.
+    pub(crate) threads_faults: Option<[f64; THREAD_GROUPS.len()]>,
     pub(crate) base: Option<Base>,
 }
 
@@ -143,13 +146,19 @@ impl Row {
         if let Some((_, m)) = self.machine_ns {
             let _ = write!(s, " machine_cpu_ns_per_record={:.0}", m.median);
         }
-        if let Some(groups) = self.threads_ns {
+        let groups = |figures: [f64; THREAD_GROUPS.len()], digits: usize| {
             let groups: Vec<String> = THREAD_GROUPS
                 .iter()
-                .zip(groups)
-                .map(|(name, ns)| format!("{name}:{ns:.0}"))
+                .zip(figures)
+                .map(|(name, f)| format!("{name}:{f:.digits$}"))
                 .collect();
-            let _ = write!(s, " threads_ns_per_record={}", groups.join(","));
+            groups.join(",")
+        };
+        if let Some(ns) = self.threads_ns {
+            let _ = write!(s, " threads_ns_per_record={}", groups(ns, 0));
+        }
+        if let Some(faults) = self.threads_faults {
+            let _ = write!(s, " threads_faults_per_krecord={}", groups(faults, 1));
         }
         if let (Some(b), false) = (self.base, self.is_baseline()) {
             let _ = write!(
@@ -245,13 +254,19 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
     let dir = format!("{target}/bench-results");
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from(
-        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,cpu_ns_first,cpu_ns_second,machine_cpu_ns_second,peak_rss_mb,baseline,ratio_first,ratio_second,cpu_ratio_second,machine_cpu_ratio_second,baseline_peak_rss_mb,main_ns_second,consumer_ns_second,librdkafka_ns_second,tokio_ns_second,other_ns_second\n",
+        "case,size,partitions,records,first_pass,first_min,first_max,second_pass,second_min,second_max,cpu_ns_first,cpu_ns_second,machine_cpu_ns_second,peak_rss_mb,baseline,ratio_first,ratio_second,cpu_ratio_second,machine_cpu_ratio_second,baseline_peak_rss_mb,main_ns_second,consumer_ns_second,librdkafka_ns_second,tokio_ns_second,other_ns_second,main_faults_per_krecord,consumer_faults_per_krecord,librdkafka_faults_per_krecord,tokio_faults_per_krecord,other_faults_per_krecord\n",
     );
     for r in rows {
         let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.3}"));
+        let groups = |figures: Option<[f64; THREAD_GROUPS.len()]>| {
+            (0..THREAD_GROUPS.len())
+                .map(|g| opt(figures.map(|t| t[g])))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let _ = writeln!(
             csv,
-            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.case,
             r.size,
             r.partitions,
@@ -272,10 +287,8 @@ pub(crate) fn write_files(rows: &[Row]) -> std::io::Result<String> {
             opt(r.cpu_ratio()),
             opt(r.machine_ratio()),
             opt(r.base.map(|b| b.rss_mb)),
-            (0..THREAD_GROUPS.len())
-                .map(|g| opt(r.threads_ns.map(|t| t[g])))
-                .collect::<Vec<_>>()
-                .join(","),
+            groups(r.threads_ns),
+            groups(r.threads_faults),
         );
     }
     std::fs::write(format!("{dir}/throughput.csv"), csv)?;
