@@ -116,7 +116,7 @@
 //! Every assigned partition feeds that one queue, so librdkafka's prefetch
 //! limits (`queued.min.messages`, `queued.max.messages.kbytes`) bound the
 //! whole consumer, whatever the number of partitions (this crate lowers the
-//! byte limit to 8 MiB); this crate holds at most
+//! byte limit to 8 MiB, and a fetch response's to 1 MiB); this crate holds at most
 //! [`buffer_batches`](ConsumerSettings::buffer_batches) + 2 batches more,
 //! each at most [`max_batch_records`](ConsumerSettings::max_batch_records)
 //! records and about [`max_batch_bytes`](ConsumerSettings::max_batch_bytes)

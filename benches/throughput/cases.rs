@@ -681,15 +681,18 @@ fn consumer_properties() -> Vec<(String, String)> {
     props
 }
 
-/// The librdkafka configuration of the raw consumer loops: the same as the
-/// crate's consumers get, its defaults included.
+/// The librdkafka configuration of the raw consumer loops: the crate's
+/// memory settings (its prefetch budget and fetch response size, so both
+/// hold the same bound) and every consumer case's `consumer_properties`;
+/// the rest is librdkafka's default (`plain_source_fetch_backoff_1000ms`
+/// measures the crate with librdkafka's fetch back-off).
 fn consumer_config(servers: &str, group: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", servers)
         .set("group.id", group);
     let crate_defaults = ConsumerSettings::new(servers);
-    for key in ["queued.max.messages.kbytes"] {
+    for key in ["queued.max.messages.kbytes", "fetch.max.bytes"] {
         if let Some(value) = crate_defaults.get(key) {
             config.set(key, value);
         }
@@ -1578,7 +1581,7 @@ const CRATE_BYTES_PER_RECORD: f64 = 160.0;
 /// beyond what the process used before it started, for records of `size` bytes on one broker with the crate's
 /// default settings: librdkafka's prefetch (up to `queued.max.messages.kbytes`
 /// of records, or `queued.min.messages` records if fewer) and one fetch
-/// response (`fetch.max.bytes`, which librdkafka lowers to the same budget),
+/// response (`fetch.max.bytes`),
 /// each record with its bookkeeping, plus one more response: records share
 /// the buffer of the response they came in, freed with its last record, so
 /// the oldest response is held whole while its last records wait. For this
@@ -1600,8 +1603,9 @@ pub(crate) fn memory_bound_mb(case: Case, size: usize, partitions: i32) -> Optio
     let budget = setting("queued.max.messages.kbytes", 65536.0) * 1024.0;
     let min_messages = setting("queued.min.messages", 100_000.0);
     let s = size as f64;
-    let prefetch = (budget / s).min(min_messages) + budget / s;
-    let mut bytes = prefetch * (s + LIBRDKAFKA_BYTES_PER_RECORD) + budget;
+    let response = setting("fetch.max.bytes", budget);
+    let prefetch = (budget / s).min(min_messages) + response / s;
+    let mut bytes = prefetch * (s + LIBRDKAFKA_BYTES_PER_RECORD) + response;
     let crate_source = !matches!(
         case,
         Case::RawBaseConsumer
