@@ -1334,11 +1334,11 @@ fn read_threads(seen: &mut Readings) {
 }
 
 /// Each group's figures from `before` to `after`.
-pub(crate) struct PerGroup {
+struct PerGroup {
     /// CPU time, in ns.
-    pub(crate) ns: [f64; THREAD_GROUPS.len()],
+    ns: [f64; THREAD_GROUPS.len()],
     /// Minor page faults.
-    pub(crate) faults: [f64; THREAD_GROUPS.len()],
+    faults: [f64; THREAD_GROUPS.len()],
 }
 
 /// What each group of threads spent from `before` to `after`; `None` when
