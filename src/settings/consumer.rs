@@ -17,7 +17,7 @@ pub(crate) const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 
 /// The consumer's prefetch budget in KiB (librdkafka's default is 65536):
 /// chosen by measurement, see the table below and the README.
-const QUEUED_MAX_MESSAGES_KBYTES: &str = "8192";
+const QUEUED_MAX_MESSAGES_KBYTES: u64 = 8192;
 
 /// The most a fetch response may carry by default, in bytes (librdkafka's
 /// default is the prefetch budget): chosen by measurement, see the table
@@ -54,7 +54,7 @@ pub enum AutoOffsetReset {
 /// |---|---|---|---|
 /// | `fetch.queue.backoff.ms` | 1000 | 10 | librdkafka stops fetching a partition for this long each time its prefetch queue reaches `queued.min.messages` or `queued.max.messages.kbytes`: with 1000, a consumer that keeps its queues full stalls a second at a time |
 /// | `queued.max.messages.kbytes` | 65536 | 8192 | the prefetch budget: librdkafka fetches while less than this many KiB of records wait to be read. Measured on Apache Kafka against 65536: peak memory 15 % to 66 % lower (most at 64 partitions), throughput higher at 64 partitions and level at 8 (the README's Performance section has the figures) |
-/// | `fetch.max.bytes` | the budget above (not below `message.max.bytes`) | 1 MiB (the budget if smaller, not below `message.max.bytes`) | the most one fetch response carries, which the consumer holds beyond the budget. Responses as large as the 8 MiB budget made glibc hand their memory back to the kernel and librdkafka fault it in again for the next ones; at 1 MiB librdkafka's broker thread took 0.2 to 5 page faults per 1,000 records of 1 KiB on 64 partitions against up to about 150, and peak RSS fell by about two thirds at 1 KiB (the README's Performance section has the figures). It costs the broker CPU at many partitions (more fetch requests: 1.4 to 2 times its CPU per record at 1 KiB on 64 partitions), and one fetch is in flight per broker, so a broker delivers at most this much per round trip: raise it where brokers are short of CPU or round trips are long (1 MiB every 10 ms is 100 MB/s) |
+/// | `fetch.max.bytes` | the budget above (not below `message.max.bytes`) | 1 MiB (the budget if smaller, not below `message.max.bytes`) | the most one fetch response carries, which the consumer holds beyond the budget. Responses as large as the 8 MiB budget made glibc hand their memory back to the kernel and librdkafka fault it in again for the next ones; at 1 MiB librdkafka's broker thread took 0.2 to 5 page faults per 1,000 records of 1 KiB on 64 partitions against up to about 150, and peak RSS fell by about two thirds at 1 KiB (the README's Performance section has the figures). It costs the broker CPU at many partitions (more fetch requests: at 1 KiB on 64 partitions the machine's CPU per record beyond the client's, mostly the broker's, was 1.4 to 2 times as much), and one fetch is in flight per broker, so a broker delivers at most this much per round trip: raise it where brokers are short of CPU or round trips are long (1 MiB every 10 ms is 100 MB/s) |
 /// | `reconnect.backoff.max.ms` | 10000 | 1000 | the Java client's default: after a broker restart the consumer reconnects within a second of the broker answering, not up to ten |
 /// | `enable.auto.commit` | true | false | offsets are committed by the committer after processing (at-least-once); set it back to `true` only with [`plain_source`](crate::consumer::plain_source) |
 /// | `enable.auto.offset.store` | true | false | librdkafka would store an offset when the consumer fetches a record, before your code has processed it |
@@ -406,7 +406,7 @@ impl ConsumerSettings {
             ("fetch.queue.backoff.ms", "10".to_owned()),
             (
                 "queued.max.messages.kbytes",
-                QUEUED_MAX_MESSAGES_KBYTES.to_owned(),
+                QUEUED_MAX_MESSAGES_KBYTES.to_string(),
             ),
             (
                 "reconnect.backoff.max.ms",
@@ -437,8 +437,8 @@ impl ConsumerSettings {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
         let budget = number("queued.max.messages.kbytes")
-            .or_else(|| QUEUED_MAX_MESSAGES_KBYTES.parse().ok())
-            .map_or(FETCH_MAX_BYTES, |kb| kb.saturating_mul(1024));
+            .unwrap_or(QUEUED_MAX_MESSAGES_KBYTES)
+            .saturating_mul(1024);
         let message_max = number("message.max.bytes").unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
         FETCH_MAX_BYTES.min(budget).max(message_max)
     }
