@@ -197,6 +197,7 @@ mod backoff;
 pub mod committer;
 mod connect;
 pub mod consumer;
+mod counted;
 mod driver;
 mod error;
 mod export;

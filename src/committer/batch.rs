@@ -1,9 +1,9 @@
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::run::Run;
 use crate::consumer::CommittableOffset;
+use crate::counted::Counted;
 use crate::driver::{self, CommitOffsets, PartitionHandle};
 use crate::error::Result;
 use crate::outcome::CommitOutcome;
@@ -38,7 +38,7 @@ impl CommittableOffsetBatch {
         };
         let handle = offset.partition;
         if let Some((h, o)) = self.entries.get_mut(self.last) {
-            if Arc::ptr_eq(h, &handle) {
+            if Counted::ptr_eq(h, &handle) {
                 *o = (*o).max(next);
                 return;
             }
@@ -106,8 +106,8 @@ impl CommittableOffsetBatch {
     }
 
     /// One partition handle of each consumer the batch commits for.
-    pub(crate) fn consumers(&self) -> Vec<Arc<PartitionHandle>> {
-        let mut out: Vec<Arc<PartitionHandle>> = Vec::new();
+    pub(crate) fn consumers(&self) -> Vec<Counted<PartitionHandle>> {
+        let mut out: Vec<Counted<PartitionHandle>> = Vec::new();
         for (h, _) in &self.entries {
             if !out.iter().any(|o| o.same_consumer(h)) {
                 out.push(h.clone());

@@ -2,6 +2,8 @@
 //! two a commit can need.
 
 use crate::consumer::CommittableOffset;
+use crate::counted::Refs;
+use crate::driver::PartitionHandle;
 use crate::task_sink::{fold_into, Fold};
 
 /// Offsets of one assignment of one partition that arrived one after the
@@ -34,6 +36,10 @@ pub(crate) struct Run {
     pub(super) folded: usize,
     /// Every offset of the run was acknowledged when it arrived.
     pub(super) acknowledged: bool,
+    /// The handle references of the offsets folded away, given back
+    /// together (one atomic operation per batch of the source instead of
+    /// one per offset).
+    folded_refs: Refs<PartitionHandle>,
 }
 
 impl Run {
@@ -43,6 +49,7 @@ impl Run {
             next_highest: None,
             folded: 0,
             acknowledged: false,
+            folded_refs: Refs::default(),
         }
     }
 
@@ -97,6 +104,7 @@ impl Run {
             let _ = lowest.next_to_commit();
         }
         self.folded += 1;
+        self.folded_refs.keep(lowest.partition);
     }
 }
 

@@ -1,6 +1,6 @@
 use std::fmt;
-use std::sync::Arc;
 
+use crate::counted::Counted;
 use crate::driver::{self, PartitionHandle};
 use crate::error::{Error, Result};
 use crate::outcome::CommitOutcome;
@@ -16,7 +16,7 @@ use crate::record::{ConsumerRecord, TopicPartition};
 /// [`ConsumerMetrics::offsets_stale`](super::ConsumerMetrics::offsets_stale).
 #[derive(Clone)]
 pub struct CommittableOffset {
-    pub(crate) partition: Arc<PartitionHandle>,
+    pub(crate) partition: Counted<PartitionHandle>,
     /// Offset of the record itself.
     pub(crate) offset: i64,
 }
@@ -56,7 +56,7 @@ impl CommittableOffset {
     /// (records of one batch share their handle, so this is mostly a
     /// pointer comparison).
     pub(crate) fn same_assignment(&self, other: &CommittableOffset) -> bool {
-        Arc::ptr_eq(&self.partition, &other.partition)
+        Counted::ptr_eq(&self.partition, &other.partition)
             || (self.partition.generation() == other.partition.generation()
                 && self.same_partition(other))
     }

@@ -7,6 +7,7 @@ use futures::Stream;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::{CommittableMessage, CommittableOffset};
+use crate::counted::{Counted, Refs};
 use crate::driver::{
     DriverHandle, DriverState, HandOver, HandedOut, PartitionHandle, RecordBatch, SourceScope,
     SubSource,
@@ -17,7 +18,11 @@ use crate::record::{ConsumerRecord, TopicPartition};
 /// The part shared by every source: batches in, records out one at a time.
 pub(crate) struct SourceCore {
     rx: Receiver<RecordBatch>,
-    current: Option<(Arc<PartitionHandle>, std::vec::IntoIter<ConsumerRecord>)>,
+    current: Option<(Counted<PartitionHandle>, std::vec::IntoIter<ConsumerRecord>)>,
+    /// References to the current batch's handle for its records' offsets,
+    /// taken for the whole batch at its first offset (committable sources
+    /// only) and given back when the batch is left.
+    offset_refs: Refs<PartitionHandle>,
     /// How many of the current batch's next records have their room taken
     /// (out-of-order commits) and may be handed out without asking again;
     /// without the limit, the whole batch.
@@ -50,6 +55,7 @@ impl SourceCore {
         SourceCore {
             rx,
             current: None,
+            offset_refs: Refs::default(),
             reserved: 0,
             handed_out: handle.open_handed_out(),
             handle,
@@ -69,7 +75,7 @@ impl SourceCore {
     fn poll_next_with<T>(
         &mut self,
         cx: &mut Context<'_>,
-        f: impl FnOnce(ConsumerRecord, i64, &Arc<PartitionHandle>) -> T,
+        f: impl FnOnce(ConsumerRecord, i64, OffsetHandle<'_>) -> T,
     ) -> Poll<Option<Result<T>>> {
         self.handle.pulled();
         loop {
@@ -108,7 +114,12 @@ impl SourceCore {
                         self.reserved -= 1;
                         // Records left in this batch wait for the next pull.
                         let more = records.len() > 0;
-                        let item = f(record, offset, partition);
+                        let handle = OffsetHandle {
+                            partition,
+                            refs: &mut self.offset_refs,
+                            left: records.len(),
+                        };
+                        let item = f(record, offset, handle);
                         self.set_holding(more);
                         self.handed_out.one();
                         return Poll::Ready(Some(Ok(item)));
@@ -117,6 +128,7 @@ impl SourceCore {
                 // The rest of a revoked assignment's batch goes (its
                 // acknowledgements were closed with it).
                 self.current = None;
+                self.offset_refs.clear();
                 self.reserved = 0;
                 self.set_holding(false);
             }
@@ -157,6 +169,24 @@ impl SourceCore {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// The current batch's partition handle, for a record's offset.
+pub(crate) struct OffsetHandle<'a> {
+    partition: &'a Counted<PartitionHandle>,
+    refs: &'a mut Refs<PartitionHandle>,
+    /// Records of the batch after this one.
+    left: usize,
+}
+
+impl OffsetHandle<'_> {
+    /// A reference to the handle, one of those the source took for the
+    /// batch: the first record's offset takes them for all the batch's
+    /// records in one atomic add, instead of one per record (13 ns a record
+    /// on the benchmark machine, with the committer's drop).
+    pub(crate) fn get(self) -> Counted<PartitionHandle> {
+        self.refs.take_of(self.partition, self.left + 1)
     }
 }
 
@@ -253,7 +283,7 @@ impl Stream for CommittableSource {
             .core
             .poll_next_with(cx, |record, offset, partition| {
                 let offset = CommittableOffset {
-                    partition: partition.clone(),
+                    partition: partition.get(),
                     offset,
                 };
                 CommittableMessage { record, offset }

@@ -85,6 +85,7 @@ mod tests {
     use super::super::tests::{test_handle, test_link};
     use super::super::{DriverLink, PartitionHandle};
     use super::*;
+    use crate::counted::Counted;
     use crate::record::{Timestamp, TopicPartition};
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
@@ -116,7 +117,7 @@ mod tests {
                 b.push(o, Timestamp::NotAvailable, None, Some(b"x"), Vec::new());
             }
             RecordBatch {
-                partition: Arc::new(PartitionHandle::clone(&self.p.handle)),
+                partition: Counted::new(PartitionHandle::clone(&self.p.handle)),
                 records: b.finish("t", 0),
             }
         }

@@ -12,6 +12,7 @@ use super::{
     next_id, AckTracker, Command, DriverHandle, DriverLink, DriverState, HandOver, PartitionHandle,
     Shared, Target,
 };
+use crate::counted::Counted;
 use crate::error::{Error, ErrorKind, Result};
 use crate::outcome::{CommitOutcome, DrainReport, PartitionOffset, Uncommitted};
 use crate::record::TopicPartition;
@@ -220,7 +221,7 @@ impl FakeConsumer {
 
     /// The handle of `tp` (one assignment per partition), with `offset`
     /// marked handed out.
-    pub(crate) fn hand_out(&self, tp: &TopicPartition, offset: i64) -> Arc<PartitionHandle> {
+    pub(crate) fn hand_out(&self, tp: &TopicPartition, offset: i64) -> Counted<PartitionHandle> {
         self.hand_out_batch(tp, offset..offset + 1)
     }
 
@@ -230,7 +231,7 @@ impl FakeConsumer {
         &self,
         tp: &TopicPartition,
         offsets: std::ops::Range<i64>,
-    ) -> Arc<PartitionHandle> {
+    ) -> Counted<PartitionHandle> {
         debug_assert!(!offsets.is_empty(), "a batch of no records");
         let mut state = self.recorder.state();
         let (handover, acks) = match state.handed.iter().find(|(t, _, _)| t == tp) {
@@ -250,7 +251,7 @@ impl FakeConsumer {
             // Registered in order: only offsets above every earlier one.
             acks.register(offsets.filter(|o| *o >= before), outstanding);
         }
-        Arc::new(PartitionHandle {
+        Counted::new(PartitionHandle {
             tp: tp.clone(),
             generation: 1,
             link: self.link.clone(),

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use tokio::sync::{oneshot, watch};
 
+use crate::counted::Counted;
 use crate::error::{Error, Result};
 use crate::listener::RebalanceListener;
 use crate::outcome::{CommitOutcome, ConsumerMetrics, DrainReport};
@@ -68,7 +69,7 @@ pub(crate) struct DriverConfig {
 /// What the driver hands to a source: records of one partition, in offset order.
 #[derive(Debug)]
 pub(crate) struct RecordBatch {
-    pub(crate) partition: Arc<PartitionHandle>,
+    pub(crate) partition: Counted<PartitionHandle>,
     pub(crate) records: Vec<ConsumerRecord>,
 }
 
@@ -109,7 +110,7 @@ pub(crate) enum DriverState {
 }
 
 /// Offsets to commit (next to read), each with its partition's assignment.
-pub(crate) type CommitOffsets = Vec<(Arc<PartitionHandle>, i64)>;
+pub(crate) type CommitOffsets = Vec<(Counted<PartitionHandle>, i64)>;
 
 /// A consumer's group metadata (member id, generation), opaque.
 pub(crate) struct GroupMetadata(pub(crate) ConsumerGroupMetadata);
@@ -612,9 +613,10 @@ impl Drop for DriverHandle {
 /// against the generation, so an offset from before a revocation is reported
 /// stale instead of being committed.
 ///
-/// Each batch carries its own copy (one allocation per batch): every
-/// committable offset clones it, and a counter shared by all batches would
-/// have the consuming task and the committer fight over it.
+/// Each batch carries its own copy (one allocation per batch), shared by
+/// its committable offsets through a [`Counted`] whose references the
+/// source takes for the whole batch at once; a counter shared by all
+/// batches would have the consuming task and the committer fight over it.
 #[derive(Debug, Clone)]
 pub(crate) struct PartitionHandle {
     tp: TopicPartition,
@@ -817,8 +819,8 @@ mod tests {
         link: &Arc<DriverLink>,
         tp: &TopicPartition,
         generation: u64,
-    ) -> Arc<PartitionHandle> {
-        Arc::new(PartitionHandle {
+    ) -> Counted<PartitionHandle> {
+        Counted::new(PartitionHandle {
             tp: tp.clone(),
             generation,
             link: link.clone(),

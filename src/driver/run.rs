@@ -33,6 +33,7 @@ use super::{
     Command, Counters, DriverLink, DriverState, HandOver, PartitionHandle, RecordBatch,
     SourceScope, SubSource,
 };
+use crate::counted::Counted;
 use crate::error::{consumer_error_class, Error, ErrorClass, ErrorKind, Report, Result};
 use crate::outcome::{CommitOutcome, DrainReport, PartitionOffset};
 use crate::record::TopicPartition;
@@ -552,7 +553,7 @@ impl Driver {
                     self.builder.push_message(&msg);
                     let records = self.builder.finish(&p.handle.tp.topic, msg.partition());
                     p.pending.push_back(RecordBatch {
-                        partition: Arc::new(PartitionHandle::clone(&p.handle)),
+                        partition: Counted::new(PartitionHandle::clone(&p.handle)),
                         records,
                     });
                 }
@@ -783,7 +784,7 @@ impl Driver {
                 }
                 None => None,
             };
-            let handle = Arc::new(PartitionHandle {
+            let handle = Counted::new(PartitionHandle {
                 tp,
                 generation,
                 link: self.link.clone(),
@@ -971,7 +972,7 @@ impl Driver {
                 bytes += builder.bytes();
                 Counters::add(&counters.bytes, builder.bytes() as u64);
                 let batch = RecordBatch {
-                    partition: Arc::new(PartitionHandle::clone(&p.handle)),
+                    partition: Counted::new(PartitionHandle::clone(&p.handle)),
                     records: builder.finish(&p.handle.tp.topic, run.partition),
                 };
                 match deliver_batch(p, batch, counters) {

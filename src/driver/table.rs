@@ -3,17 +3,17 @@
 //! waits for room there, and what the broker acknowledged as committed.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use tokio::sync::mpsc::Sender;
 
 use super::{PartitionHandle, RecordBatch};
+use crate::counted::Counted;
 use crate::outcome::{DrainReport, PartitionOffset, Uncommitted};
 use crate::record::TopicPartition;
 
 /// One assigned partition.
 pub(crate) struct Partition {
-    pub(crate) handle: Arc<PartitionHandle>,
+    pub(crate) handle: Counted<PartitionHandle>,
     /// Where this partition's batches go; `None` once its stream is gone.
     pub(crate) out: Option<Sender<RecordBatch>>,
     /// Batches read but not yet accepted by `out`.
@@ -28,7 +28,7 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    pub(crate) fn new(handle: Arc<PartitionHandle>, out: Option<Sender<RecordBatch>>) -> Self {
+    pub(crate) fn new(handle: Counted<PartitionHandle>, out: Option<Sender<RecordBatch>>) -> Self {
         Partition {
             handle,
             out,

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::producer::TxnCore;
 use super::settings::TransactionalSettings;
 use crate::consumer::CommittableOffset;
+use crate::counted::Counted;
 use crate::driver::{self, CommitOffsets, PartitionHandle};
 use crate::error::{Error, Result};
 use crate::producer::Envelope;
@@ -154,7 +155,7 @@ where
     // The revocations of the consumer the offsets come from, and one of
     // its partitions (to end it when this fails).
     let mut revoking: Option<watch::Receiver<usize>> = None;
-    let mut consumer: Option<Arc<PartitionHandle>> = None;
+    let mut consumer: Option<Counted<PartitionHandle>> = None;
     let result: Result<()> = async {
         loop {
             let commit_now = tokio::select! {
