@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -89,6 +89,9 @@ pub(crate) struct DeliveryState {
     pub(crate) delivery_failures: AtomicU64,
     /// The first failure of an untracked record.
     failure: Mutex<Option<Error>>,
+    /// Whether `failure` holds one, for a look without the lock on every
+    /// record a sink sends.
+    failed: AtomicBool,
     /// The one task (a sink or a flow) that waits for room or for deliveries.
     waker: AtomicWaker,
     /// Tasks of cloned handles waiting for room; notified only while some wait.
@@ -204,6 +207,7 @@ impl ProducerContext for CoreContext {
                 Err(err) if err.kind() != ErrorKind::Transaction => {
                     let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
                     failure.get_or_insert(err);
+                    self.state.failed.store(true, Ordering::Release);
                 }
                 _ => {}
             },
@@ -320,6 +324,9 @@ impl ProducerCore {
     pub(crate) fn failure(&self) -> Result<()> {
         if let Some(e) = self.unreachable() {
             return Err(e);
+        }
+        if !self.state.failed.load(Ordering::Acquire) {
+            return Ok(());
         }
         match &*self.state.failure.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(e) => Err(e.clone()),
