@@ -79,6 +79,75 @@ async fn every_envelope_kind_yields_its_result_in_input_order() {
     control.shutdown().await.unwrap();
 }
 
+/// A record librdkafka refuses at once (larger than `message.max.bytes`)
+/// fails its envelope with every record of it, and the records sent after it
+/// get their own answers, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_at_once_fails_its_envelope_and_no_other() {
+    let (broker, topic) = broker_with_topic("flow-refused", 2).await;
+    let record = |part: i32, size: usize| {
+        ProducerRecord::new(topic.as_str())
+            .partition(part)
+            .payload(vec![b'x'; size])
+    };
+    let envelopes = vec![
+        Envelope::message(record(0, 10), 0),
+        Envelope::multi(vec![record(0, 10), record(1, 5000), record(1, 10)], 1),
+        Envelope::message(record(1, 10), 2),
+        Envelope::multi(vec![record(0, 10), record(1, 10)], 3),
+    ];
+    let settings = broker
+        .producer_settings()
+        .property("message.max.bytes", "2000");
+    let flow = producer::flow(settings, futures::stream::iter(envelopes)).unwrap();
+    let results: Vec<_> = tokio::time::timeout(Duration::from_secs(30), flow.collect())
+        .await
+        .expect("every envelope answered within 30 s");
+    assert_eq!(results.len(), 4);
+    let mut results = results.into_iter();
+    let first = results.next().unwrap().expect("envelope 0 delivered");
+    assert_eq!(*first.pass_through(), 0);
+    let failure = results
+        .next()
+        .unwrap()
+        .expect_err("envelope 1 holds a refused record");
+    assert_eq!(failure.pass_through, 1);
+    assert_eq!(
+        failure.records.len(),
+        3,
+        "every record of the envelope comes back"
+    );
+    assert_eq!(
+        failure.records[1].payload_bytes().map(|p| p.len()),
+        Some(5000)
+    );
+    assert!(
+        failure.error.to_string().contains(topic.as_str()),
+        "the error names the topic: {}",
+        failure.error
+    );
+    let mut last_offset = [-1i64; 2];
+    for (i, result) in results.enumerate() {
+        let result = result.unwrap_or_else(|f| panic!("envelope {} failed: {f}", i + 2));
+        assert_eq!(*result.pass_through(), i + 2, "results out of input order");
+        let parts = match result {
+            ProducerResult::Message {
+                metadata, record, ..
+            } => vec![(metadata, record)],
+            ProducerResult::MultiMessage { parts, .. } => parts,
+            other => panic!("envelope {} gave {other:?}", i + 2),
+        };
+        for (metadata, record) in parts {
+            // Each answer is its own record's: a refused record's place
+            // went to no other.
+            assert_eq!(Some(metadata.partition), record.partition_number());
+            let p = metadata.partition as usize;
+            assert!(metadata.offset > last_offset[p]);
+            last_offset[p] = metadata.offset;
+        }
+    }
+}
+
 /// Consumes `n` records of `input` as `group`, turns each into a record
 /// with `to_record` and produces it through a committable sink that commits
 /// every delivered offset (max_batch 1); shuts the consumer down and returns

@@ -63,13 +63,6 @@ impl<P> Envelope<P> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Message,
-    Multi,
-    PassThrough,
-}
-
 /// The result of one envelope, in the order the envelopes were given.
 #[derive(Debug, Clone)]
 pub enum ProducerResult<P> {

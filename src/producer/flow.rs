@@ -4,78 +4,54 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::core::{Delivery, ProducerCore, Sent, Track};
-use super::envelope::{Envelope, Kind, ProduceFailure, ProducerResult};
+use super::envelope::{Envelope, ProduceFailure, ProducerResult};
 use crate::error::Result;
 use crate::record::ProducerRecord;
 use futures::stream::{Fuse, Stream, StreamExt};
 use pin_project_lite::pin_project;
 
-/// The answer for one sent record.
-enum Answer {
-    /// To come through the producer's in-order answers.
-    Waiting,
-    Done(Delivery),
+/// The records of one envelope.
+enum Records {
+    /// An [`Envelope::PassThrough`].
+    None,
+    /// An [`Envelope::Message`] (no allocation of its own).
+    One(ProducerRecord),
+    /// An [`Envelope::MultiMessage`].
+    Many(Vec<ProducerRecord>),
 }
 
-/// No item, one item (no allocation of its own: most envelopes carry one
-/// record), or several.
-enum Few<T> {
-    Zero,
-    One(T),
-    Many(Vec<T>),
-}
-
-impl<T> Few<T> {
-    fn as_slice(&self) -> &[T] {
+impl Records {
+    fn as_slice(&self) -> &[ProducerRecord] {
         match self {
-            Few::Zero => &[],
-            Few::One(t) => std::slice::from_ref(t),
-            Few::Many(v) => v,
+            Records::None => &[],
+            Records::One(r) => std::slice::from_ref(r),
+            Records::Many(v) => v,
         }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [T] {
+    fn into_vec(self) -> Vec<ProducerRecord> {
         match self {
-            Few::Zero => &mut [],
-            Few::One(t) => std::slice::from_mut(t),
-            Few::Many(v) => v,
+            Records::None => Vec::new(),
+            Records::One(r) => vec![r],
+            Records::Many(v) => v,
         }
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    fn push(&mut self, item: T) {
-        *self = match std::mem::replace(self, Few::Zero) {
-            Few::Zero => Few::One(item),
-            Few::One(first) => Few::Many(vec![first, item]),
-            Few::Many(mut v) => {
-                v.push(item);
-                Few::Many(v)
-            }
-        };
-    }
-
-    fn into_iter(self) -> impl Iterator<Item = T> {
-        let (one, many) = match self {
-            Few::Zero => (None, Vec::new()),
-            Few::One(t) => (Some(t), Vec::new()),
-            Few::Many(v) => (None, v),
-        };
-        one.into_iter().chain(many)
     }
 }
 
 /// The answers of the records a flow sent, by sequence number: slot `i`
-/// holds the answer of sequence number `base + i` once it came. Kept by the
-/// flow's task alone; the delivery callback hands answers over in bulk
+/// holds the answer of sequence number `base + i` once it came (a record
+/// that could not be queued has its error there from the start). Kept by
+/// the flow's task alone; the delivery callback hands answers over in bulk
 /// ([`ProducerCore::take_answers`]), so that a record costs the callback one
-/// short lock and the task none of its own.
+/// short lock and the task none of its own. The envelopes keep only their
+/// records and a count, so that the queue of envelopes on their way, read
+/// again only when the oldest is handed out, stays small.
 #[derive(Default)]
 struct InOrder {
     base: u64,
     slots: VecDeque<Option<Delivery>>,
+    /// How many slots at the front are known to hold their answer.
+    answered: usize,
     /// Answers taken from the producer, before they go to their slots.
     incoming: Vec<(u64, Delivery)>,
 }
@@ -89,6 +65,12 @@ impl InOrder {
     /// A record with [`next_seq`](Self::next_seq) was queued.
     fn sent(&mut self) {
         self.slots.push_back(None);
+    }
+
+    /// A record could not be queued: its answer is `error`, and no
+    /// delivery report will come for its sequence number.
+    fn failed(&mut self, error: crate::error::Error) {
+        self.slots.push_back(Some(Err(error)));
     }
 
     /// Moves the answers that came to their slots.
@@ -112,12 +94,55 @@ impl InOrder {
         }
     }
 
+    /// Whether the `n` oldest records not taken have their answers.
+    fn ready(&mut self, n: usize) -> bool {
+        while self.answered < n && matches!(self.slots.get(self.answered), Some(Some(_))) {
+            self.answered += 1;
+        }
+        self.answered >= n
+    }
+
+    /// Whether the `n` oldest records not taken have their answers, taking
+    /// those that came. Registers the task for the next delivery report
+    /// while some are missing, unless `registered` says this poll did
+    /// already: then only answers said to be waiting are taken (the
+    /// producer's lock is shared with its delivery callback; taking it for
+    /// every envelope while the oldest waits cost more than the rest of
+    /// the flow together).
+    fn poll_ready(
+        &mut self,
+        n: usize,
+        core: &ProducerCore,
+        registered: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        if self.ready(n) {
+            return true;
+        }
+        if core.answers_waiting() {
+            self.collect(core);
+            if self.ready(n) {
+                return true;
+            }
+        }
+        if !*registered {
+            // Registered before looking again: a report that comes in
+            // between wakes the task.
+            core.register(cx);
+            *registered = true;
+            self.collect(core);
+            return self.ready(n);
+        }
+        false
+    }
+
     /// The answer of the oldest record not taken, if it came.
     fn pop(&mut self) -> Option<Delivery> {
         if !matches!(self.slots.front(), Some(Some(_))) {
             return None;
         }
         self.base += 1;
+        self.answered = self.answered.saturating_sub(1);
         self.slots.pop_front().flatten()
     }
 
@@ -125,130 +150,101 @@ impl InOrder {
     fn skip(&mut self) {
         if self.slots.pop_front().is_some() {
             self.base += 1;
+            self.answered = self.answered.saturating_sub(1);
         }
     }
 }
 
-/// One envelope on its way: records sent so far and their answers.
+/// One envelope on its way: its records, how many were sent, and its value.
 struct Entry<P> {
-    kind: Kind,
-    records: Few<ProducerRecord>,
-    answers: Few<Answer>,
+    records: Records,
+    /// How many records were handed to librdkafka (or failed to be); their
+    /// answers are the oldest in [`InOrder`] once this entry is the oldest.
+    sent: usize,
     pass_through: P,
 }
 
 impl<P> Entry<P> {
     fn new(envelope: Envelope<P>) -> Self {
-        let (records, pass_through, kind) = match envelope {
+        let (records, pass_through) = match envelope {
             Envelope::Message {
                 record,
                 pass_through,
-            } => (Few::One(record), pass_through, Kind::Message),
+            } => (Records::One(record), pass_through),
             Envelope::MultiMessage {
                 records,
                 pass_through,
-            } => (Few::Many(records), pass_through, Kind::Multi),
-            Envelope::PassThrough(p) => (Few::Zero, p, Kind::PassThrough),
+            } => (Records::Many(records), pass_through),
+            Envelope::PassThrough(p) => (Records::None, p),
         };
         Entry {
-            kind,
-            answers: Few::Zero,
             records,
+            sent: 0,
             pass_through,
         }
     }
 
-    /// How many records were handed to librdkafka (or failed to be).
-    fn sent(&self) -> usize {
-        self.answers.len()
-    }
-
     fn fully_sent(&self) -> bool {
-        self.answers.len() == self.records.len()
+        self.sent == self.records.as_slice().len()
     }
 
-    /// Fills in the answers of a fully sent entry (the oldest: its
-    /// records' answers are the oldest not taken) from `in_order`; true
-    /// once all are in. Registers the task for the next delivery report
-    /// while some are missing, unless `registered` says this poll did
-    /// already: then only answers said to be waiting are taken (the
-    /// producer's lock is shared with its delivery callback; taking it for
-    /// every envelope while the oldest waits cost more than the rest of
-    /// the flow together).
-    fn poll_answers(
-        &mut self,
-        core: &ProducerCore,
-        in_order: &mut InOrder,
-        registered: &mut bool,
-        cx: &mut Context<'_>,
-    ) -> bool {
-        for answer in self.answers.as_mut_slice() {
-            if let Answer::Waiting = answer {
-                let mut delivery = in_order.pop();
-                if delivery.is_none() && core.answers_waiting() {
-                    in_order.collect(core);
-                    delivery = in_order.pop();
-                }
-                if delivery.is_none() && !*registered {
-                    // Registered before looking again: a report that comes
-                    // in between wakes the task.
-                    core.register(cx);
-                    *registered = true;
-                    in_order.collect(core);
-                    delivery = in_order.pop();
-                }
-                match delivery {
-                    Some(delivery) => *answer = Answer::Done(delivery),
-                    None => return false,
-                }
-            }
-        }
-        true
-    }
-
-    /// Gives up the answers this entry (the oldest) still waits for.
+    /// Gives up the answers this entry (the oldest) has or waits for.
     fn forget_answers(&self, in_order: &mut InOrder) {
-        for answer in self.answers.as_slice() {
-            if let Answer::Waiting = answer {
-                in_order.skip();
-            }
+        for _ in 0..self.sent {
+            in_order.skip();
         }
     }
 
-    fn finish(self) -> std::result::Result<ProducerResult<P>, ProduceFailure<P>> {
-        let mut metadata = Few::Zero;
-        let mut error = None;
-        for answer in self.answers.into_iter() {
-            match answer {
-                Answer::Done(Ok(m)) => metadata.push(m),
-                Answer::Done(Err(e)) => {
-                    error.get_or_insert(e);
-                }
-                Answer::Waiting => unreachable!("finish is called once every answer is in"),
-            }
-        }
-        if let Some(error) = error {
-            return Err(ProduceFailure {
-                error,
-                records: self.records.into_iter().collect(),
-                pass_through: self.pass_through,
-            });
-        }
-        Ok(match self.kind {
-            Kind::PassThrough => ProducerResult::PassThrough(self.pass_through),
-            Kind::Message => {
-                let record = self.records.into_iter().next().expect("one record");
-                ProducerResult::Message {
-                    metadata: metadata.into_iter().next().expect("one answer"),
+    /// The result of this entry (the oldest), whose answers are all in
+    /// `in_order` ([`InOrder::ready`]); takes them.
+    fn finish(
+        self,
+        in_order: &mut InOrder,
+    ) -> std::result::Result<ProducerResult<P>, ProduceFailure<P>> {
+        let mut answer = || {
+            in_order
+                .pop()
+                .expect("finish is called once every answer is in")
+        };
+        let pass_through = self.pass_through;
+        match self.records {
+            Records::None => Ok(ProducerResult::PassThrough(pass_through)),
+            Records::One(record) => match answer() {
+                Ok(metadata) => Ok(ProducerResult::Message {
+                    metadata,
                     record,
-                    pass_through: self.pass_through,
+                    pass_through,
+                }),
+                Err(error) => Err(ProduceFailure {
+                    error,
+                    records: vec![record],
+                    pass_through,
+                }),
+            },
+            Records::Many(records) => {
+                let mut metadata = Vec::with_capacity(records.len());
+                let mut error = None;
+                for _ in 0..records.len() {
+                    match answer() {
+                        Ok(m) => metadata.push(m),
+                        Err(e) => {
+                            error.get_or_insert(e);
+                        }
+                    }
+                }
+                match error {
+                    Some(error) => Err(ProduceFailure {
+                        error,
+                        records,
+                        pass_through,
+                    }),
+                    None => Ok(ProducerResult::MultiMessage {
+                        parts: metadata.into_iter().zip(records).collect(),
+                        pass_through,
+                    }),
                 }
             }
-            Kind::Multi => ProducerResult::MultiMessage {
-                parts: metadata.into_iter().zip(self.records.into_iter()).collect(),
-                pass_through: self.pass_through,
-            },
-        })
+        }
     }
 }
 
@@ -324,7 +320,7 @@ where
                 *this.unsent = this.unsent.saturating_sub(1);
                 return Poll::Ready(Some(Err(ProduceFailure {
                     error,
-                    records: entry.records.into_iter().collect(),
+                    records: entry.records.into_vec(),
                     pass_through: entry.pass_through,
                 })));
             }
@@ -335,7 +331,9 @@ where
 
             // 1. Send what is not sent yet, in order, while there is room.
             'send: while let Some(entry) = this.entries.get_mut(*this.unsent) {
-                while !entry.fully_sent() {
+                let Entry { records, sent, .. } = entry;
+                let records = records.as_slice();
+                while *sent < records.len() {
                     if this
                         .core
                         .poll_in_flight_below(cx, *this.max_in_flight)
@@ -343,20 +341,13 @@ where
                     {
                         break 'send;
                     }
-                    let record = &entry.records.as_slice()[entry.sent()];
-                    match send_one(this.core, record, this.in_order.next_seq(), cx) {
-                        Some(outcome) => {
-                            entry.answers.push(match outcome {
-                                Ok(()) => {
-                                    this.in_order.sent();
-                                    Answer::Waiting
-                                }
-                                Err(e) => Answer::Done(Err(e)),
-                            });
-                            progressed = true;
-                        }
+                    match send_one(this.core, &records[*sent], this.in_order.next_seq(), cx) {
+                        Some(Ok(())) => this.in_order.sent(),
+                        Some(Err(e)) => this.in_order.failed(e),
                         None => break 'send, // queue full: a delivery report wakes us
                     }
+                    *sent += 1;
+                    progressed = true;
                 }
                 *this.unsent += 1;
             }
@@ -364,11 +355,13 @@ where
             // 2. Hand out the oldest envelope once all its answers are in.
             if let Some(front) = this.entries.front_mut() {
                 if front.fully_sent()
-                    && front.poll_answers(this.core, this.in_order, &mut registered, cx)
+                    && this
+                        .in_order
+                        .poll_ready(front.sent, this.core, &mut registered, cx)
                 {
                     let entry = this.entries.pop_front().expect("front exists");
                     *this.unsent = this.unsent.saturating_sub(1);
-                    return Poll::Ready(Some(entry.finish()));
+                    return Poll::Ready(Some(entry.finish(this.in_order)));
                 }
             }
 
@@ -467,5 +460,43 @@ mod tests {
         assert_eq!(offset(in_order.pop()), None, "seq 1 has not been answered");
         in_order.place([(1, at(11))].into_iter());
         assert_eq!(offset(in_order.pop()), Some(11));
+    }
+
+    #[test]
+    fn a_record_that_could_not_be_queued_keeps_its_place_and_takes_no_report() {
+        let mut in_order = InOrder::default();
+        in_order.sent();
+        in_order.failed(crate::error::Error::config("refused"));
+        in_order.sent();
+        assert_eq!(in_order.next_seq(), 3);
+        assert!(!in_order.ready(1), "seq 0 has not been answered");
+        // A report for seq 2 fills seq 2, not the failed record's slot.
+        in_order.place([(2, at(12)), (0, at(10))].into_iter());
+        assert!(in_order.ready(3));
+        assert_eq!(offset(in_order.pop()), Some(10));
+        assert!(in_order.pop().expect("answered").is_err());
+        assert_eq!(offset(in_order.pop()), Some(12));
+        assert!(!in_order.ready(1), "nothing is left");
+    }
+
+    #[test]
+    fn ready_counts_only_answers_at_the_front() {
+        let mut in_order = InOrder::default();
+        for _ in 0..3 {
+            in_order.sent();
+        }
+        in_order.place([(0, at(10)), (2, at(12))].into_iter());
+        assert!(in_order.ready(1));
+        assert!(!in_order.ready(2), "seq 1 is missing");
+        in_order.place([(1, at(11))].into_iter());
+        assert!(in_order.ready(3));
+        in_order.skip();
+        assert!(
+            in_order.ready(2),
+            "skipping keeps the count of those after it"
+        );
+        assert!(!in_order.ready(3));
+        assert_eq!(offset(in_order.pop()), Some(11));
+        assert_eq!(offset(in_order.pop()), Some(12));
     }
 }
