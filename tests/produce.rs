@@ -253,3 +253,66 @@ async fn a_dropped_sink_still_delivers_its_queued_records() {
     assert_eq!(records.len(), 500);
     control.shutdown().await.unwrap();
 }
+
+/// One sink writing to more topics than a producer keeps handles of, the
+/// records of all of them interleaved: each record reaches its own topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_for_many_topics_each_reach_their_own() {
+    let (broker, first) = broker_with_topic("many-topics", 1).await;
+    let mut topics = vec![first];
+    for i in 1..24 {
+        let topic = format!("{}-{i}", topics[0]);
+        broker.create_topic(&topic, 1).await.unwrap();
+        topics.push(topic);
+    }
+    let mut sink = producer::plain_sink(broker.producer_settings()).unwrap();
+    for round in 0..3 {
+        for topic in &topics {
+            sink.feed(ProducerRecord::new(topic.as_str()).payload(format!("{topic}/{round}")))
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(30), sink.close())
+        .await
+        .expect("the sink closes within 30 s")
+        .unwrap();
+    assert_eq!(sink.delivered(), 3 * topics.len() as u64);
+
+    let (mut source, control) = consumer::plain_source(
+        broker.consumer_settings(&unique("g-many-topics")),
+        Subscription::topics(topics.clone()),
+    )
+    .unwrap();
+    let records = take_n(&mut source, 3 * topics.len(), Duration::from_secs(60)).await;
+    for r in &records {
+        let payload = std::str::from_utf8(r.payload().expect("a payload")).unwrap();
+        let (topic, _) = payload.rsplit_once('/').expect("topic/round");
+        assert_eq!(r.topic(), topic, "a record reached another topic");
+    }
+    for topic in &topics {
+        assert_eq!(
+            records.iter().filter(|r| r.topic() == topic).count(),
+            3,
+            "{topic}"
+        );
+    }
+    control.shutdown().await.unwrap();
+}
+
+/// A topic name librdkafka cannot take (it holds a NUL byte) fails the
+/// send at once, naming the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_name_with_a_nul_byte_fails_naming_it() {
+    let broker = TestBroker::start().await.unwrap();
+    let mut sink = producer::plain_sink(broker.producer_settings()).unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        sink.send(ProducerRecord::new("bad\0name").payload("x")),
+    )
+    .await
+    .expect("the sink must not hang")
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Produce, "{err:?}");
+    assert_eq!(err.coordinates().expect("coordinates").topic, "bad\0name");
+}

@@ -4,6 +4,7 @@
 
 use std::ffi::c_void;
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -13,12 +14,12 @@ use futures::task::AtomicWaker;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header as RdHeader, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::IntoOpaque;
 use tokio::sync::{oneshot, Notify};
 
-use super::reaper;
+use super::{ffi, reaper};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::ProducerRecord;
 use crate::settings::ProducerSettings;
@@ -244,6 +245,9 @@ const SERVE_EVERY: usize = 64;
 /// A producer owned by one sink, flow or set of cloned handles.
 pub(crate) struct ProducerCore {
     producer: Option<ThreadedProducer<CoreContext>>,
+    /// librdkafka's handles of the topics sent to; released before the
+    /// producer.
+    topics: ffi::TopicHandles,
     pub(crate) state: Arc<DeliveryState>,
     pub(crate) flush_timeout: Duration,
     bootstrap: String,
@@ -288,6 +292,7 @@ impl ProducerCore {
         })?;
         Ok(ProducerCore {
             producer: Some(producer),
+            topics: ffi::TopicHandles::default(),
             state,
             flush_timeout: settings.flush_timeout,
             bootstrap: settings.bootstrap_servers.clone(),
@@ -348,20 +353,14 @@ impl ProducerCore {
             }
             Track::InOrder(seq) => (DeliveryReply::InOrder(seq), None),
         };
-        let mut base =
-            BaseRecord::<[u8], [u8], DeliveryReply>::with_opaque_to(&record.topic, reply);
-        if let Some(k) = &record.key {
-            base = base.key(k.as_ref());
-        }
-        if let Some(p) = &record.payload {
-            base = base.payload(p.as_ref());
-        }
-        if let Some(p) = record.partition {
-            base = base.partition(p);
-        }
-        if let Some(t) = record.timestamp {
-            base = base.timestamp(t);
-        }
+        let rk = NonNull::new(producer.client().native_ptr()).expect("a live producer");
+        let topic = self.topics.get(rk, &record.topic).map_err(|e| {
+            Error::with_source(ErrorKind::Produce, "could not produce the record", e).at(
+                &record.topic,
+                record.partition,
+                None,
+            )
+        })?;
         #[cfg(feature = "opentelemetry")]
         let (span, context) =
             crate::otel::send(&record.topic, record.partition, record.has_traceparent());
@@ -371,24 +370,31 @@ impl ProducerCore {
         let context = context.map(|sc| crate::otel::headers(&sc));
         #[cfg(not(feature = "opentelemetry"))]
         let context: Option<[(&str, String); 0]> = None;
-        if !record.headers.is_empty() || context.is_some() {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 2);
+        let headers = (!record.headers.is_empty() || context.is_some()).then(|| {
+            let mut headers = ffi::Headers::with_capacity(record.headers.len() + 2);
             for h in &record.headers {
-                headers = headers.insert(RdHeader {
-                    key: &h.key,
-                    value: h.value.as_deref(),
-                });
+                headers.add(&h.key, h.value.as_deref());
             }
             for (key, value) in context.iter().flatten() {
-                headers = headers.insert(RdHeader {
-                    key,
-                    value: Some(value.as_bytes()),
-                });
+                headers.add(key, Some(value.as_bytes()));
             }
-            base = base.headers(headers);
-        }
+            headers
+        });
+        let opaque = reply.into_ptr();
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
-        match producer.send(base) {
+        let produced = ffi::produce(
+            rk,
+            ffi::Produce {
+                topic: &topic,
+                partition: record.partition,
+                key: record.key.as_deref(),
+                payload: record.payload.as_deref(),
+                timestamp: record.timestamp,
+                headers,
+                opaque,
+            },
+        );
+        match produced {
             Ok(()) => {
                 // Every so often the sender serves the delivery reports
                 // itself, as a raw send-and-poll loop does: librdkafka then
@@ -401,21 +407,22 @@ impl ProducerCore {
                 }
                 Ok(Sent::Queued(rx))
             }
-            Err((e, _)) => {
-                // The returned record still owns its reply; dropping it
-                // drops the answer's sender (an in-order sequence number
-                // was not used: the sender counts only records queued).
+            Err(code) => {
+                // The opaque is still ours: dropping it drops the answer's
+                // sender (an in-order sequence number was not used: the
+                // sender counts only records queued).
+                // SAFETY: made by `into_ptr` above; librdkafka did not take it.
+                drop(unsafe { DeliveryReply::from_ptr(opaque) });
                 self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
-                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                if code == RDKafkaErrorCode::QueueFull {
                     return Ok(Sent::Full);
                 }
-                Err(
-                    Error::with_source(ErrorKind::Produce, "could not produce the record", e).at(
-                        &record.topic,
-                        record.partition,
-                        None,
-                    ),
+                Err(Error::with_source(
+                    ErrorKind::Produce,
+                    "could not produce the record",
+                    KafkaError::MessageProduction(code),
                 )
+                .at(&record.topic, record.partition, None))
             }
         }
     }
@@ -521,6 +528,7 @@ impl ProducerCore {
     /// Releases the producer: queued records are flushed (up to
     /// `flush_timeout`) and the client destroyed on the reaper thread.
     pub(crate) fn release(&mut self) {
+        self.topics.clear();
         let Some(producer) = self.producer.take() else {
             return;
         };

@@ -10,6 +10,7 @@
 mod committable;
 mod core;
 mod envelope;
+mod ffi;
 mod flow;
 mod reaper;
 mod send;
