@@ -90,8 +90,8 @@ pub(crate) struct DeliveryState {
     pub(crate) delivery_failures: AtomicU64,
     /// The first failure of an untracked record.
     failure: Mutex<Option<Error>>,
-    /// Whether `failure` holds one, for a look without the lock on every
-    /// record a sink sends.
+    /// Whether `failure` holds one (written under its lock), for a look
+    /// without the lock on every record a sink sends.
     failed: AtomicBool,
     /// The one task (a sink or a flow) that waits for room or for deliveries.
     waker: AtomicWaker,
@@ -353,14 +353,15 @@ impl ProducerCore {
             }
             Track::InOrder(seq) => (DeliveryReply::InOrder(seq), None),
         };
-        let rk = NonNull::new(producer.client().native_ptr()).expect("a live producer");
-        let topic = self.topics.get(rk, &record.topic).map_err(|e| {
+        let refused = |e: KafkaError| {
             Error::with_source(ErrorKind::Produce, "could not produce the record", e).at(
                 &record.topic,
                 record.partition,
                 None,
             )
-        })?;
+        };
+        let rk = NonNull::new(producer.client().native_ptr()).expect("a live producer");
+        let topic = self.topics.get(rk, &record.topic).map_err(refused)?;
         #[cfg(feature = "opentelemetry")]
         let (span, context) =
             crate::otel::send(&record.topic, record.partition, record.has_traceparent());
@@ -417,12 +418,7 @@ impl ProducerCore {
                 if code == RDKafkaErrorCode::QueueFull {
                     return Ok(Sent::Full);
                 }
-                Err(Error::with_source(
-                    ErrorKind::Produce,
-                    "could not produce the record",
-                    KafkaError::MessageProduction(code),
-                )
-                .at(&record.topic, record.partition, None))
+                Err(refused(KafkaError::MessageProduction(code)))
             }
         }
     }
@@ -462,7 +458,9 @@ impl ProducerCore {
     /// delivery failure of an earlier transaction, which ended with it.
     pub(crate) fn begin_transaction(&self) -> std::result::Result<(), KafkaError> {
         self.client()?.begin_transaction()?;
-        *self.state.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
+        *failure = None;
+        self.state.failed.store(false, Ordering::Release);
         Ok(())
     }
 
