@@ -707,8 +707,9 @@ fn consumer_config(servers: &str, group: &str) -> ClientConfig {
 /// comma-separated; the names below), for measuring them against the same
 /// baselines; each unset one keeps the crate's default.
 fn crate_setting(name: &str) -> Option<usize> {
-    const NAMES: [&str; 4] = [
+    const NAMES: [&str; 5] = [
         "max_batch_records",
+        "max_batch_bytes",
         "buffer_batches",
         "max_in_flight",
         "committer_max_batch",
@@ -728,6 +729,9 @@ fn consumer_settings(servers: &str, group: &str) -> ConsumerSettings {
     let mut settings = ConsumerSettings::new(servers).group_id(group);
     if let Some(n) = crate_setting("max_batch_records") {
         settings = settings.max_batch_records(n);
+    }
+    if let Some(n) = crate_setting("max_batch_bytes") {
+        settings = settings.max_batch_bytes(n);
     }
     if let Some(n) = crate_setting("buffer_batches") {
         settings = settings.buffer_batches(n);
@@ -1615,14 +1619,16 @@ pub(crate) fn memory_bound_mb(case: Case, size: usize, partitions: i32) -> Optio
     );
     if crate_source {
         // Buffer sizes: the defaults of `ConsumerSettings` (8 batches of at
-        // most 1000 records and about 256 KiB).
-        let (batches, batch) = (8.0, (256.0 * 1024.0 / s).clamp(1.0, 1000.0));
+        // most 1000 records and about `max_batch_bytes`, 256 KiB unless
+        // `BENCH_SETTINGS` sets it, each copied into chunks of that size).
+        let max_batch_bytes = crate_setting("max_batch_bytes").unwrap_or(256 << 10) as f64;
+        let (batches, batch) = (8.0, (max_batch_bytes / s).clamp(1.0, 1000.0));
         let buffered = if case == Case::Partitioned {
             (batches + 3.0) * batch * partitions as f64
         } else {
             (batches + 2.0) * batch
         };
-        let chunks = (batches + 2.0) * (batch * s).max(256.0 * 1024.0);
+        let chunks = (batches + 2.0) * (batch * s).max(max_batch_bytes.max(16.0 * 1024.0));
         bytes += buffered * (s + CRATE_BYTES_PER_RECORD) + chunks;
     }
     Some(bytes / (1024.0 * 1024.0))

@@ -23,8 +23,8 @@ struct Pending {
     headers: Vec<Header>,
 }
 
-/// The smallest chunk batches are copied into.
-const CHUNK: usize = 256 << 10;
+/// The smallest chunk batches are copied into, whatever `max_batch_bytes`.
+const MIN_CHUNK: usize = 16 << 10;
 
 /// How many records a read of the records queue asks for:
 /// `max_records`, or fewer when the records read so far are large, so that
@@ -80,22 +80,27 @@ pub(crate) struct RecordBuilder {
     /// How many spare chunks are kept: about the batches that can be alive
     /// at once (the source's buffer, the batch being handed out, one pending).
     max_spare: usize,
+    /// The size of a new chunk: a batch's bytes (`max_batch_bytes`), so that
+    /// a batch fills about one chunk and the memory kept follows the setting.
+    chunk: usize,
     pending: Vec<Pending>,
 }
 
 impl Default for RecordBuilder {
     fn default() -> Self {
-        RecordBuilder::new(8)
+        RecordBuilder::new(8, 256 << 10)
     }
 }
 
 impl RecordBuilder {
-    /// A builder that keeps up to `buffer_batches + 2` spare chunks.
-    pub(crate) fn new(buffer_batches: usize) -> Self {
+    /// A builder that keeps up to `buffer_batches + 2` spare chunks of about
+    /// `max_batch_bytes` each.
+    pub(crate) fn new(buffer_batches: usize, max_batch_bytes: usize) -> Self {
         RecordBuilder {
             arena: BytesMut::new(),
             spare: Vec::new(),
             max_spare: buffer_batches + 2,
+            chunk: max_batch_bytes.max(MIN_CHUNK),
             pending: Vec::new(),
         }
     }
@@ -120,7 +125,7 @@ impl RecordBuilder {
         if let Some(i) = self.spare.iter_mut().position(|c| c.try_reclaim(needed)) {
             self.arena = self.spare.swap_remove(i);
         } else {
-            self.arena = BytesMut::with_capacity(needed.max(CHUNK));
+            self.arena = BytesMut::with_capacity(needed.max(self.chunk));
         }
     }
 
@@ -282,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_chunk_is_used_again_once_its_batches_are_dropped_and_not_before() {
-        let mut b = RecordBuilder::new(2);
+        let mut b = RecordBuilder::new(2, 256 << 10);
         let first = batch(&mut b, 200 << 10);
         let chunk = first[0].payload().unwrap().as_ptr();
         // The chunk's rest is too small: a second chunk, while the first batch lives.
@@ -295,6 +300,24 @@ mod tests {
         assert_eq!(third[0].payload().unwrap(), &vec![7u8; 200 << 10][..]);
         // Batches that still live are never written over.
         assert_eq!(second[0].payload().unwrap(), &vec![7u8; 200 << 10][..]);
+    }
+
+    #[test]
+    fn a_chunk_is_about_max_batch_bytes() {
+        let mut b = RecordBuilder::new(8, 32 << 10);
+        let records = batch(&mut b, 1 << 10);
+        // The chunk's rest: 31 KiB, where a fixed chunk size would keep
+        // more than the setting asks for.
+        assert_eq!(b.arena.capacity(), 31 << 10);
+        drop(records);
+        // A batch larger than the setting still fits, in a chunk its size.
+        let records = batch(&mut b, 40 << 10);
+        assert_eq!(records[0].payload().unwrap().len(), 40 << 10);
+        assert_eq!(b.arena.capacity(), 0);
+        // The smallest chunk, however small the setting.
+        let mut b = RecordBuilder::new(8, 100);
+        let _records = batch(&mut b, 100);
+        assert_eq!(b.arena.capacity(), MIN_CHUNK - 100);
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
             settings.get("client.id").as_deref().unwrap_or("rdkafka"),
             settings.group_id.as_deref(),
         ),
-        builder: RecordBuilder::new(settings.buffer_batches),
+        builder: RecordBuilder::new(settings.buffer_batches, settings.max_batch_bytes),
         scratch: MessageBuf::default(),
         rr: 0,
         phase: Phase::Running,

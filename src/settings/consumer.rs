@@ -223,9 +223,12 @@ impl ConsumerSettings {
     /// `max_batch_bytes / max_batch_records` on average (at least one
     /// record a batch). With the defaults, records up to 262 bytes come
     /// 1000 to a batch, 1 KiB records 256. It keeps what this crate buffers
-    /// small whatever the record size. The first read, before any record
-    /// size is known, asks for `max_batch_records` (librdkafka's prefetch
-    /// budget bounds what it can get). Default 256 KiB.
+    /// small whatever the record size: batches are copied into chunks of
+    /// about this size (at least 16 KiB), and the consumer keeps as many
+    /// chunks as batches can be alive at once, so lowering it lowers both.
+    /// The first read, before any record size is known, asks for
+    /// `max_batch_records` (librdkafka's prefetch budget bounds what it can
+    /// get). Default 256 KiB.
     pub fn max_batch_bytes(mut self, n: usize) -> Self {
         self.max_batch_bytes = n;
         self
