@@ -72,6 +72,10 @@ mod enabled {
             counter("messaging.kafka.consumer.assignments", m.assignments);
             counter("messaging.kafka.consumer.revocations", m.revocations);
             counter("messaging.kafka.consumer.retried.errors", m.retried_errors);
+            counter(
+                "messaging.kafka.consumer.partition.pauses",
+                m.partition_pauses,
+            );
             gauge(
                 "messaging.kafka.consumer.buffered.messages",
                 m.records.saturating_sub(m.records_handed_out) as f64,

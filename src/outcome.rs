@@ -106,6 +106,13 @@ pub struct ConsumerMetrics {
     /// the revocation until the records handed out of them were committed
     /// (or `revoke_timeout`), while the rebalance waited.
     pub revocation_hold_time: std::time::Duration,
+    /// Partitions this consumer paused in librdkafka: a partitioned
+    /// source's partition whose sub-stream is full (and more than a read's
+    /// worth of records waits for it), or a partition whose records nobody
+    /// takes. A pause drops what librdkafka prefetched for the partition,
+    /// to be fetched again on resuming: a count that grows with the records
+    /// read means sub-streams that keep falling behind.
+    pub partition_pauses: u64,
 }
 
 /// How a consumer is doing, read with [`Control::health`](crate::Control::health):

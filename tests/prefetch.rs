@@ -168,6 +168,9 @@ async fn batches_of_large_records_are_cut_at_max_batch_bytes() {
         batches >= 40,
         "{more} records of 8 KiB came in {batches} batches: not cut at max_batch_bytes"
     );
+    // A single stream's backpressure leaves records in librdkafka's queue:
+    // nothing prefetched is dropped by a pause.
+    assert_eq!(control.metrics().partition_pauses, 0);
     control.shutdown().await.unwrap();
 }
 
@@ -208,5 +211,14 @@ async fn a_full_sub_stream_of_large_records_holds_a_few_batches() {
         taken <= 1 + 4 * 4 + 4,
         "took {taken} records of a partition whose sub-stream is full: not bounded by the batch size"
     );
+    let pauses = control.metrics().partition_pauses;
+    assert!(
+        pauses >= 1,
+        "the full sub-stream's partition was not counted as paused"
+    );
+    // Pulled again, the partition is resumed and every record arrives.
+    let rest = take_n(&mut sub, more, Duration::from_secs(30)).await;
+    let offsets: Vec<i64> = rest.iter().map(|r| r.offset()).collect();
+    assert_eq!(offsets, (1..=more as i64).collect::<Vec<_>>());
     control.shutdown().await.unwrap();
 }

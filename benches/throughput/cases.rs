@@ -1113,6 +1113,13 @@ async fn partitioned_committer(plan: &Plan) -> Duration {
     .await
     .expect("partitioned pipeline stalled");
     let elapsed = started.get().expect("records").elapsed();
+    // How often a partition was paused because its sub-stream was full
+    // (each pause drops what librdkafka prefetched for it).
+    let metrics = control.metrics();
+    eprintln!(
+        "# partitioned pass: {} partition pauses, {} batches, {} commits",
+        metrics.partition_pauses, metrics.batches, metrics.commits
+    );
     control.shutdown().await.expect("shutdown");
     elapsed
 }

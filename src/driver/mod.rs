@@ -322,6 +322,7 @@ struct Counters {
     offsets_stale: AtomicU64,
     retried_errors: AtomicU64,
     revocation_hold_nanos: AtomicU64,
+    partition_pauses: AtomicU64,
 }
 
 impl Counters {
@@ -348,6 +349,7 @@ impl Counters {
             offsets_stale: get(&self.offsets_stale),
             retried_errors: get(&self.retried_errors),
             revocation_hold_time: std::time::Duration::from_nanos(get(&self.revocation_hold_nanos)),
+            partition_pauses: get(&self.partition_pauses),
         }
     }
 }

@@ -1050,6 +1050,12 @@ impl Driver {
             let names: Vec<String> = tps.iter().map(ToString::to_string).collect();
             match result {
                 Ok(()) => {
+                    if pausing {
+                        Counters::add(
+                            &self.link.shared.counters.partition_pauses,
+                            tps.len() as u64,
+                        );
+                    }
                     tracing::debug!(partitions = ?names, pausing, "partitions paused or resumed")
                 }
                 Err(e) => {
