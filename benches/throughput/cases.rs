@@ -1116,9 +1116,22 @@ async fn partitioned_committer(plan: &Plan) -> Duration {
     // How often a partition was paused because its sub-stream was full
     // (each pause drops what librdkafka prefetched for it).
     let metrics = control.metrics();
+    // With `BENCH_CONSUMER_PROPS=statistics.interval.ms=N`: records
+    // librdkafka fetched and then dropped (a pause's or seek's outdated
+    // fetches), as of the last statistics.
+    let dropped = control.statistics().borrow().as_ref().map(|s| {
+        s.topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .map(|p| p.rx_ver_drops)
+            .sum::<u64>()
+    });
     eprintln!(
-        "# partitioned pass: {} partition pauses, {} batches, {} commits",
-        metrics.partition_pauses, metrics.batches, metrics.commits
+        "# partitioned pass: {} partition pauses, {} batches, {} commits, {} fetched records dropped",
+        metrics.partition_pauses,
+        metrics.batches,
+        metrics.commits,
+        dropped.map_or("unknown".to_owned(), |d| d.to_string())
     );
     control.shutdown().await.expect("shutdown");
     elapsed
