@@ -44,7 +44,7 @@ async fn consumer_and_producer_figures_reach_the_recorder_with_their_labels() {
         .unwrap();
 
     // Published once a second by the consumer thread.
-    let mut found = (None, None, None);
+    let mut found = (None, None, None, None);
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (key, _, _, value) in snapshotter.snapshot().into_vec() {
@@ -60,6 +60,10 @@ async fn consumer_and_producer_figures_reach_the_recorder_with_their_labels() {
             }
             match (key.name(), value) {
                 ("messaging.kafka.consumer.commits", DebugValue::Counter(n)) => found.0 = Some(n),
+                // One stream is never paused: counted, and zero.
+                ("messaging.kafka.consumer.partition.pauses", DebugValue::Counter(n)) => {
+                    found.3 = Some(n)
+                }
                 ("messaging.kafka.consumer.assigned.partitions", DebugValue::Gauge(g)) => {
                     found.1 = Some(g.into_inner())
                 }
@@ -73,14 +77,19 @@ async fn consumer_and_producer_figures_reach_the_recorder_with_their_labels() {
                 _ => {}
             }
         }
-        if found.0.is_some_and(|n| n > 0) && found.1 == Some(1.0) && found.2 == Some(60.0) {
+        if found.0.is_some_and(|n| n > 0)
+            && found.1 == Some(1.0)
+            && found.2 == Some(60.0)
+            && found.3.is_some()
+        {
             break;
         }
     }
-    println!("commits, assigned partitions, lag: {found:?}");
+    println!("commits, assigned partitions, lag, partition pauses: {found:?}");
     assert!(found.0.is_some_and(|n| n > 0), "{found:?}");
     assert_eq!(found.1, Some(1.0), "{found:?}");
     assert_eq!(found.2, Some(60.0), "100 produced, 40 committed: {found:?}");
+    assert_eq!(found.3, Some(0), "{found:?}");
     control.shutdown().await.unwrap();
 
     // A producer: 2048 records delivered, then one that fails.
