@@ -110,9 +110,9 @@ pub struct ConsumerMetrics {
     /// source's partition whose sub-stream is full (and more than a read's
     /// worth of records waits for it), or a partition whose records nobody
     /// takes. A pause drops what librdkafka prefetched for the partition
-    /// (measured: about one record a pause) and costs two calls that wait
-    /// for librdkafka's threads (pausing, resuming: 41 to 72 µs each, as
-    /// measured): a count that grows with the records read means
+    /// (about one record a pause, as the benchmark's partitioned case
+    /// prints) and costs two calls that wait for librdkafka's threads
+    /// (pausing, resuming): a count that grows with the records read means
     /// sub-streams that keep falling behind.
     pub partition_pauses: u64,
 }

@@ -1113,12 +1113,11 @@ async fn partitioned_committer(plan: &Plan) -> Duration {
     .await
     .expect("partitioned pipeline stalled");
     let elapsed = started.get().expect("records").elapsed();
-    // How often a partition was paused because its sub-stream was full
-    // (each pause drops what librdkafka prefetched for it).
+    // How often a partition was paused because its sub-stream was full,
+    // and, with `BENCH_CONSUMER_PROPS=statistics.interval.ms=N`, the records
+    // librdkafka fetched and then dropped as outdated (what the pauses
+    // threw away), as of the last statistics.
     let metrics = control.metrics();
-    // With `BENCH_CONSUMER_PROPS=statistics.interval.ms=N`: records
-    // librdkafka fetched and then dropped (a pause's or seek's outdated
-    // fetches), as of the last statistics.
     let dropped = control.statistics().borrow().as_ref().map(|s| {
         s.topics
             .values()
