@@ -92,6 +92,7 @@ impl<T> Pace<T> {
     }
 
     /// How many items a clone takes before it hands its buffer over.
+    #[inline]
     fn chunk(&self) -> usize {
         if self.deferring() {
             self.0.deferred_chunk
@@ -100,6 +101,7 @@ impl<T> Pace<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn deferring(&self) -> bool {
         self.0.deferring.load(Ordering::SeqCst)
     }
@@ -227,6 +229,7 @@ impl<T> TaskSink<T> {
     /// and returns the item to buffer when it did not. A caller whose item
     /// is a part of a `T` folds the part straight in, without building a
     /// `T` only to fold it (the committer's offsets, one per record).
+    #[inline]
     pub(crate) fn start_send_folding(&mut self, fold: impl FnOnce(Option<&mut T>) -> Option<T>) {
         self.taken += 1;
         if let Some(item) = fold(self.buf.last_mut()) {
@@ -261,6 +264,7 @@ impl<T> TaskSink<T> {
     }
 
     /// True once the task ended (an atomic load: cheap enough per item).
+    #[inline]
     fn ended(&self) -> bool {
         self.result.is_some() || self.finished.load(Ordering::Acquire)
     }
@@ -299,6 +303,7 @@ impl<T: Fold> Sink<T> for TaskSink<T> {
 
     /// Fails at once when the task has failed, without waiting for the
     /// buffer to fill.
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         if this.ended() {

@@ -70,6 +70,7 @@ impl Run {
     /// Folds `offset` in as [`Fold::fold`] folds `Run::received(offset,
     /// acknowledged)`, without building that run; gives it back when it
     /// belongs to another assignment.
+    #[inline]
     pub(crate) fn absorb(
         &mut self,
         offset: CommittableOffset,

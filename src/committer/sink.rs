@@ -42,15 +42,20 @@ impl fmt::Debug for CommitterSink {
     }
 }
 
+// `poll_ready` and `start_send` run once per record, called from the
+// caller's crate (its `forward`): marked `#[inline]`, with what they call,
+// so they are inlined there (the `pipeline` benchmark: about 6 ns a record).
 impl Sink<CommittableOffset> for CommitterSink {
     type Error = Error;
 
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_ready(cx)
     }
 
     /// Folds the offset into the run of its partition that the buffer ends
     /// with, or starts a run: no `Run` is built for an offset that folds.
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: CommittableOffset) -> Result<()> {
         let this = self.get_mut();
         let acknowledged = this.acknowledge_on_receipt;

@@ -36,6 +36,7 @@ impl CommittableOffset {
     /// Marks the record processed and returns the offset to commit: the
     /// record's offset + 1, or with out-of-order commits the partition's
     /// watermark (`None` while no prefix is complete).
+    #[inline]
     pub(crate) fn next_to_commit(&self) -> Option<i64> {
         self.partition.ack(self.offset)
     }
@@ -55,6 +56,7 @@ impl CommittableOffset {
     /// True when both come from the same assignment of the same partition
     /// (records of one batch share their handle, so this is mostly a
     /// pointer comparison).
+    #[inline]
     pub(crate) fn same_assignment(&self, other: &CommittableOffset) -> bool {
         Counted::ptr_eq(&self.partition, &other.partition)
             || (self.partition.generation() == other.partition.generation()

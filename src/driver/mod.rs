@@ -689,6 +689,7 @@ impl PartitionHandle {
     /// Marks the record at `offset` processed and returns the offset to
     /// commit: `offset + 1`, or with out-of-order commits the partition's
     /// watermark (`None` while an earlier record is still in flight).
+    #[inline]
     pub(crate) fn ack(&self, offset: i64) -> Option<i64> {
         match (&self.acks, &self.link.shared.outstanding) {
             (Some(acks), Some(outstanding)) => acks.ack(offset, outstanding),
