@@ -83,6 +83,85 @@ async fn next_offset_observed_holds_each_offset_until_a_newer_one_arrives() {
     control.shutdown().await.unwrap();
 }
 
+/// While commits keep coming they go out `min_commit_interval` apart, what
+/// comes meanwhile merged into one; a lone commit goes out at once; a
+/// shutdown sends what waits at once instead of waiting out the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_commits_are_spaced_by_the_min_commit_interval_and_a_shutdown_sends_at_once() {
+    let (broker, topic) = broker_with_topic("cspaced", 1).await;
+    produce_n(&broker, &topic, 5, 1).await;
+    let group = unique("g-cspaced");
+    let interval = Duration::from_secs(4);
+    let (mut source, control) = reactive_kafka::consumer::committable_source(
+        broker
+            .consumer_settings(&group)
+            .min_commit_interval(interval),
+        reactive_kafka::Subscription::topics([topic.as_str()]),
+    )
+    .unwrap();
+    let mut offsets = take_n(&mut source, 5, Duration::from_secs(30))
+        .await
+        .into_iter()
+        .map(|m| m.offset)
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut next = || offsets.next().unwrap().commit();
+    let bound = Duration::from_secs(20);
+    let committed = |o: reactive_kafka::Result<reactive_kafka::consumer::CommitOutcome>| {
+        o.expect("committed").committed[0].offset
+    };
+
+    // Two at once: the first goes out, the second arrives while it is in
+    // flight and waits for the interval.
+    let sent = std::time::Instant::now();
+    let pair = tokio::spawn(futures::future::join(next(), next()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!pair.is_finished(), "the second waits for the interval");
+    assert_eq!(control.metrics().commits, 1);
+    let (first, second) = tokio::time::timeout(bound, pair)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!((committed(first), committed(second)), (1, 2));
+    assert!(
+        sent.elapsed() >= interval - Duration::from_millis(100),
+        "sent after {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(control.metrics().commits, 2);
+
+    // Alone, with nothing in flight: at once.
+    let alone = std::time::Instant::now();
+    assert_eq!(
+        committed(tokio::time::timeout(bound, next()).await.unwrap()),
+        3
+    );
+    assert!(alone.elapsed() < interval / 2, "{:?}", alone.elapsed());
+
+    // Two more; the second waits, and a shutdown sends it at once.
+    let pair = tokio::spawn(futures::future::join(next(), next()));
+    wait_until("the fifth commit waits", bound, || {
+        control.metrics().commits == 4 && control.metrics().commits_in_flight == 1
+    })
+    .await;
+    let closing = std::time::Instant::now();
+    tokio::time::timeout(bound, control.shutdown())
+        .await
+        .expect("shut down")
+        .unwrap();
+    assert!(
+        closing.elapsed() < interval / 2,
+        "the shutdown waited {:?} for a spaced commit",
+        closing.elapsed()
+    );
+    let (fourth, fifth) = pair.await.unwrap();
+    assert_eq!((committed(fourth), committed(fifth)), (4, 5));
+    assert_eq!(
+        committed_offsets(&broker, &group, &topic, 1).await[&0],
+        Some(5)
+    );
+}
+
 /// `n` records of a fresh one-partition topic, taken from a committable
 /// source; from then on the embedded broker answers every request 300 ms
 /// late. `None` (skipped) on a real broker.

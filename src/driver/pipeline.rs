@@ -10,6 +10,14 @@
 //!   arrive meanwhile are merged into the next commit, the highest offset per
 //!   partition and generation, and each request is answered when the commit
 //!   that carried it is.
+//! - **Spaced**: while requests keep coming (one arrived while a commit was
+//!   in flight), the next commit goes out no sooner than `min_interval`
+//!   after the one before, so a busy pipeline does not send a commit every
+//!   round trip (each costs the group coordinator CPU); requests wait merged
+//!   until then. A request that finds nothing in flight goes out at once (a
+//!   caller that commits and waits, one commit at a time, is not slowed),
+//!   and so does everything while the target says it is urgent (a
+//!   revocation waits for commits, or the consumer drains or closes).
 //! - **Never back**: an offset at or below what the broker already
 //!   acknowledged for its partition is not sent again.
 //! - **Retry**: a retriable failure (or one that says the group moved on) is
@@ -45,6 +53,9 @@ pub(crate) trait CommitTarget {
     fn is_current(&self, tp: &TopicPartition, generation: u64) -> bool;
     /// The acknowledged committed offset of `tp` in `generation`.
     fn committed_next(&self, tp: &TopicPartition, generation: u64) -> Option<i64>;
+    /// True when commits must not wait for `min_interval`: a revocation
+    /// waits for them, or the consumer is draining or closing.
+    fn urgent(&self) -> bool;
     /// Sends a commit; its answer must come back through
     /// [`CommitPipeline::answered`].
     fn send(&mut self, offsets: &[PartitionOffset]) -> std::result::Result<(), KafkaError>;
@@ -110,11 +121,24 @@ pub(crate) struct CommitPipeline {
     group: Option<String>,
     /// Commit durations and revocation holds (feature `metrics`).
     pub(crate) timings: crate::export::Timings,
+    /// The least time between two commits sent (see the module docs).
+    min_interval: Duration,
+    /// When the last commit was sent.
+    last_sent: Option<Instant>,
+    /// A request queued now arrived while a commit was in flight: the next
+    /// commit waits for `min_interval`.
+    busy: bool,
 }
 
 impl CommitPipeline {
-    /// `client_id` and `group` label the commit spans and durations.
-    pub(crate) fn new(link: Arc<DriverLink>, client_id: &str, group: Option<&str>) -> Self {
+    /// `client_id` and `group` label the commit spans and durations; commits
+    /// go out at least `min_interval` apart unless urgent.
+    pub(crate) fn new(
+        link: Arc<DriverLink>,
+        client_id: &str,
+        group: Option<&str>,
+        min_interval: Duration,
+    ) -> Self {
         CommitPipeline {
             link,
             sent: VecDeque::new(),
@@ -122,6 +146,9 @@ impl CommitPipeline {
             retries: Vec::new(),
             group: group.map(str::to_owned),
             timings: crate::export::Timings::new(client_id, group),
+            min_interval,
+            last_sent: None,
+            busy: false,
         }
     }
 
@@ -163,6 +190,7 @@ impl CommitPipeline {
             }
         }
         if let Some(request) = self.drop_stale(request, now, target) {
+            self.busy |= !self.sent.is_empty();
             self.queued.push(request);
         }
         self.send_queued(now, target);
@@ -194,15 +222,30 @@ impl CommitPipeline {
         None
     }
 
-    /// Sends what is queued, merged into one commit, unless one is in flight.
+    /// Sends what is queued, merged into one commit, unless one is in flight
+    /// or requests keep coming and the last went out less than
+    /// `min_interval` ago (and nothing is urgent).
     fn send_queued(&mut self, now: Instant, target: &mut impl CommitTarget) {
-        if self.sent.is_empty() && !self.queued.is_empty() {
+        if self.sent.is_empty()
+            && !self.queued.is_empty()
+            && (self.spacing_due(now).is_none_or(|due| due <= now) || target.urgent())
+        {
             self.send_merged(now, target);
         }
         self.update_in_flight();
     }
 
+    /// When the next commit may go out, by `min_interval` alone.
+    fn spacing_due(&self, now: Instant) -> Option<Instant> {
+        if !self.busy {
+            return None;
+        }
+        let due = self.last_sent? + self.min_interval;
+        (due > now).then_some(due)
+    }
+
     fn send_merged(&mut self, now: Instant, target: &mut impl CommitTarget) {
+        self.busy = false;
         // Partitions may have been released while these waited.
         let requests: Vec<Request> = std::mem::take(&mut self.queued)
             .into_iter()
@@ -228,6 +271,7 @@ impl CommitPipeline {
         let plain: Vec<PartitionOffset> = offsets.iter().map(|(o, _)| o.clone()).collect();
         match target.send(&plain) {
             Ok(()) => {
+                self.last_sent = Some(now);
                 let span = crate::otel::commit(self.group.as_deref(), offsets.len());
                 self.sent.push_back(SentCommit {
                     offsets,
@@ -321,8 +365,9 @@ impl CommitPipeline {
         self.update_in_flight();
     }
 
-    /// Sends the retries that are due and answers the requests whose
-    /// deadline passed; returns when the next retry is due.
+    /// Sends the retries that are due, and what waited for `min_interval`
+    /// (or for an urgent send), and answers the requests whose deadline
+    /// passed; returns when the next retry or spaced commit is due.
     pub(crate) fn resend_due(
         &mut self,
         now: Instant,
@@ -336,9 +381,14 @@ impl CommitPipeline {
             self.retries = waiting;
             // Queued together, so the retries due now go out as one commit.
             self.queued.extend(due.into_iter().map(|r| r.request));
-            self.send_queued(now, target);
         }
-        self.retries.iter().map(|r| r.due).min()
+        self.send_queued(now, target);
+        let spaced = if self.sent.is_empty() && !self.queued.is_empty() {
+            self.spacing_due(now)
+        } else {
+            None
+        };
+        self.retries.iter().map(|r| r.due).chain(spaced).min()
     }
 
     /// The broker answered a commit.

@@ -124,6 +124,8 @@ struct Broker<'a> {
     holds: &'a mut RevocationHolds,
     consumer: Option<&'a DriverConsumer>,
     queue: Option<&'a QueueRef>,
+    /// A revocation waits for commits, or the consumer drains or closes.
+    urgent: bool,
 }
 
 impl CommitTarget for Broker<'_> {
@@ -133,6 +135,10 @@ impl CommitTarget for Broker<'_> {
 
     fn committed_next(&self, tp: &TopicPartition, generation: u64) -> Option<i64> {
         self.table.committed_next(tp, generation)
+    }
+
+    fn urgent(&self) -> bool {
+        self.urgent
     }
 
     fn send(&mut self, offsets: &[PartitionOffset]) -> std::result::Result<(), KafkaError> {
@@ -171,7 +177,9 @@ impl Driver {
 
     /// Splits the driver into the pipeline and its view of the rest.
     fn pipeline(&mut self) -> (&mut CommitPipeline, Broker<'_>) {
+        let urgent = !self.holds.is_empty() || self.drain.is_some() || self.phase != Phase::Running;
         let broker = Broker {
+            urgent,
             table: &mut self.table,
             holds: &mut self.holds,
             consumer: self.consumer.as_deref(),

@@ -94,6 +94,7 @@ pub(crate) fn spawn(config: DriverConfig) -> Result<(Arc<DriverHandle>, SourceRx
             link.clone(),
             settings.get("client.id").as_deref().unwrap_or("rdkafka"),
             settings.group_id.as_deref(),
+            settings.min_commit_interval,
         ),
         builder: RecordBuilder::new(settings.buffer_batches, settings.max_batch_bytes),
         scratch: MessageBuf::default(),

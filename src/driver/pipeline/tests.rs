@@ -18,6 +18,7 @@ struct FakeTarget {
     sends: Vec<Vec<PartitionOffset>>,
     refuse_sends: Option<RDKafkaErrorCode>,
     failures: usize,
+    urgent: bool,
 }
 
 impl CommitTarget for FakeTarget {
@@ -36,6 +37,9 @@ impl CommitTarget for FakeTarget {
         self.sends.push(offsets.to_vec());
         Ok(())
     }
+    fn urgent(&self) -> bool {
+        self.urgent
+    }
     fn committed(&mut self, tp: &TopicPartition, generation: u64, next: i64) {
         self.committed.insert((tp.clone(), generation), next);
     }
@@ -51,14 +55,19 @@ struct Setup {
     now: Instant,
 }
 
+/// A pipeline without spacing: every rule but `min_interval`'s.
 fn setup() -> Setup {
+    setup_spaced(Duration::ZERO)
+}
+
+fn setup_spaced(min_interval: Duration) -> Setup {
     let link = test_link(None);
     let mut target = FakeTarget::default();
     for p in 0..3 {
         target.current.push((tp(p), 1));
     }
     Setup {
-        pipeline: CommitPipeline::new(link.clone(), "test", Some("group")),
+        pipeline: CommitPipeline::new(link.clone(), "test", Some("group"), min_interval),
         link,
         target,
         now: Instant::now(),
@@ -343,4 +352,60 @@ fn a_commit_unanswered_at_its_deadline_fails_its_requests_and_a_late_answer_stil
     assert_eq!(s.target.sends.len(), 2);
     s.answer(None);
     assert_eq!(outcome(&mut second).committed, vec![po(1, 3)]);
+}
+
+#[test]
+fn commits_that_keep_coming_go_out_min_interval_apart_merged_unless_urgent() {
+    let mut s = setup_spaced(Duration::from_millis(20));
+    let start = s.now;
+    let mut first = s.submit(&[(0, 1, 5)]);
+    assert_eq!(s.target.sends.len(), 1, "nothing in flight: sent at once");
+    let mut second = s.submit(&[(0, 1, 7)]);
+    s.now += Duration::from_millis(2);
+    s.answer(None);
+    assert_eq!(outcome(&mut first).committed, vec![po(0, 5)]);
+
+    // The second came while the first was in flight: it waits until 20 ms
+    // after the first went out, and what comes meanwhile merges into it.
+    assert_eq!(s.target.sends.len(), 1, "sent 2 ms after the last");
+    assert_eq!(
+        s.metric(|c| &c.commits_in_flight),
+        1,
+        "a waiting request counts"
+    );
+    s.now = start + Duration::from_millis(10);
+    let mut third = s.submit(&[(1, 1, 3)]);
+    let due = s.pipeline.resend_due(s.now, &mut s.target);
+    assert_eq!(due, Some(start + Duration::from_millis(20)));
+    assert_eq!(s.target.sends.len(), 1);
+    s.now = start + Duration::from_millis(20);
+    assert_eq!(s.pipeline.resend_due(s.now, &mut s.target), None);
+    assert_eq!(
+        s.target.sends[1],
+        vec![po(0, 7), po(1, 3)],
+        "merged into one"
+    );
+    s.answer(None);
+    assert_eq!(outcome(&mut second).committed, vec![po(0, 7)]);
+    assert_eq!(outcome(&mut third).committed, vec![po(1, 3)]);
+
+    // One caller committing and waiting, one at a time, is not held back.
+    s.now = start + Duration::from_millis(21);
+    let mut alone = s.submit(&[(2, 1, 8)]);
+    assert_eq!(
+        s.target.sends[2],
+        vec![po(2, 8)],
+        "sent 1 ms after the last"
+    );
+    // Another comes while it is in flight; a revocation waiting (or a
+    // close) does not wait for the interval.
+    let mut urgent = s.submit(&[(2, 1, 9)]);
+    s.answer(None);
+    assert_eq!(outcome(&mut alone).committed, vec![po(2, 8)]);
+    assert_eq!(s.target.sends.len(), 3);
+    s.target.urgent = true;
+    assert_eq!(s.pipeline.resend_due(s.now, &mut s.target), None);
+    assert_eq!(s.target.sends[3], vec![po(2, 9)], "urgent: sent at once");
+    s.answer(None);
+    assert_eq!(outcome(&mut urgent).committed, vec![po(2, 9)]);
 }
