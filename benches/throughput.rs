@@ -84,8 +84,8 @@
 //! baselines: `BENCH_CONSUMER_PROPS=key=value,...` sets librdkafka
 //! consumer properties for the raw loops and the crate alike, and
 //! `BENCH_SETTINGS=name=value,...` this crate's own settings, which no
-//! raw loop has: `max_batch_records`, `max_in_flight` and
-//! `committer_max_batch`.
+//! raw loop has: `max_batch_records`, `max_batch_bytes`, `buffer_batches`,
+//! `max_in_flight`, `committer_max_batch` and `min_commit_interval_ms`.
 //!
 //! Output: one line per case, `case=... first_pass=... second_pass=...
 //! peak_rss_mb=... peak_heap_mb=... cpu_ns_per_record=FIRST/SECOND

@@ -707,12 +707,13 @@ fn consumer_config(servers: &str, group: &str) -> ClientConfig {
 /// comma-separated; the names below), for measuring them against the same
 /// baselines; each unset one keeps the crate's default.
 fn crate_setting(name: &str) -> Option<usize> {
-    const NAMES: [&str; 5] = [
+    const NAMES: [&str; 6] = [
         "max_batch_records",
         "max_batch_bytes",
         "buffer_batches",
         "max_in_flight",
         "committer_max_batch",
+        "min_commit_interval_ms",
     ];
     let all = std::env::var("BENCH_SETTINGS").ok()?;
     all.split(',').filter(|kv| !kv.is_empty()).find_map(|kv| {
@@ -735,6 +736,9 @@ fn consumer_settings(servers: &str, group: &str) -> ConsumerSettings {
     }
     if let Some(n) = crate_setting("buffer_batches") {
         settings = settings.buffer_batches(n);
+    }
+    if let Some(ms) = crate_setting("min_commit_interval_ms") {
+        settings = settings.min_commit_interval(Duration::from_millis(ms as u64));
     }
     consumer_properties()
         .into_iter()
