@@ -228,14 +228,15 @@ impl CommitPipeline {
     fn send_queued(&mut self, now: Instant, target: &mut impl CommitTarget) {
         if self.sent.is_empty()
             && !self.queued.is_empty()
-            && (self.spacing_due(now).is_none_or(|due| due <= now) || target.urgent())
+            && (self.spacing_due(now).is_none() || target.urgent())
         {
             self.send_merged(now, target);
         }
         self.update_in_flight();
     }
 
-    /// When the next commit may go out, by `min_interval` alone.
+    /// When the next commit may go out, by `min_interval` alone; `None`
+    /// once it may go out now.
     fn spacing_due(&self, now: Instant) -> Option<Instant> {
         if !self.busy {
             return None;
@@ -382,9 +383,9 @@ impl CommitPipeline {
             // Queued together, so the retries due now go out as one commit.
             self.queued.extend(due.into_iter().map(|r| r.request));
         }
-        self.send_queued(now, target);
         let spaced = if self.sent.is_empty() && !self.queued.is_empty() {
-            self.spacing_due(now)
+            self.send_queued(now, target);
+            self.spacing_due(now).filter(|_| !self.queued.is_empty())
         } else {
             None
         };

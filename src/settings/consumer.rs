@@ -298,7 +298,7 @@ impl ConsumerSettings {
     /// the next, so a busy pipeline would commit once per commit round trip
     /// (about 5 ms on a local Apache Kafka, 200 commits a second; more on a
     /// faster one), and every commit costs the group coordinator CPU
-    /// (measured on Apache Kafka 4.1: roughly 0.3 to 1 ms a commit, see the
+    /// (measured on Apache Kafka 4.1: roughly 0.3 to 1.2 ms a commit, see the
     /// README's benchmark). When a commit was asked for while another was in
     /// flight, the next goes out no sooner than this interval after the last
     /// one, with everything that arrived meanwhile: at most 50 commits a
