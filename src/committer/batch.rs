@@ -118,14 +118,20 @@ impl CommittableOffsetBatch {
 
     /// Sends the batch's commits (one per consumer) and returns a future of
     /// their outcome; the batch is left empty. Retriable failures are retried
-    /// for up to `timeout`.
+    /// for up to `timeout`. `spaced`: a committer's batch (see
+    /// `driver::commit`).
     pub(crate) fn dispatch(
         &mut self,
         timeout: Duration,
+        spaced: bool,
     ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static {
         self.count = 0;
         self.last = 0;
-        driver::commit(std::mem::take(&mut self.entries), Instant::now() + timeout)
+        driver::commit(
+            std::mem::take(&mut self.entries),
+            Instant::now() + timeout,
+            spaced,
+        )
     }
 
     /// Commits the batch and waits for the broker's answer, retrying
@@ -136,7 +142,8 @@ impl CommittableOffsetBatch {
         if self.entries.is_empty() {
             return Ok(CommitOutcome::default());
         }
-        self.dispatch(crate::settings::DEFAULT_COMMIT_TIMEOUT).await
+        self.dispatch(crate::settings::DEFAULT_COMMIT_TIMEOUT, false)
+            .await
     }
 }
 

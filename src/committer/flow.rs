@@ -126,7 +126,7 @@ impl CommitterFlow {
     fn dispatch(&mut self) {
         let delivery = self.settings.delivery;
         let consumers = self.batch.consumers();
-        let commit = self.batch.dispatch(self.settings.commit_timeout);
+        let commit = self.batch.dispatch(self.settings.commit_timeout, true);
         self.in_flight.push(
             async move {
                 let result = commit.await;

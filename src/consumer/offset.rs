@@ -93,7 +93,7 @@ impl CommittableOffset {
             return Ok(CommitOutcome::default());
         };
         let retry_until = std::time::Instant::now() + crate::settings::DEFAULT_COMMIT_TIMEOUT;
-        driver::commit(vec![(self.partition, next)], retry_until).await
+        driver::commit(vec![(self.partition, next)], retry_until, false).await
     }
 }
 

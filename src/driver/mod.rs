@@ -129,6 +129,9 @@ enum Command {
         reply: oneshot::Sender<Result<CommitOutcome>>,
         /// Retriable failures are retried (with backoff) until then.
         retry_until: Instant,
+        /// From a committer: waits for `min_commit_interval` even when no
+        /// commit is in flight (its task asks again only once answered).
+        spaced: bool,
     },
     Stop,
     Drain {
@@ -735,10 +738,12 @@ pub(crate) fn by_consumer(offsets: CommitOffsets) -> Vec<CommitOffsets> {
 /// assignment), one command per consumer, and returns a future of the merged
 /// outcome. The commands are sent before this returns, so dropping the
 /// future does not cancel them; retriable failures are retried until
-/// `retry_until`.
+/// `retry_until`. `spaced`: a committer's batch, which waits for the
+/// consumer's `min_commit_interval` even when no commit is in flight.
 pub(crate) fn commit(
     offsets: CommitOffsets,
     retry_until: Instant,
+    spaced: bool,
 ) -> impl Future<Output = Result<CommitOutcome>> + Send + 'static {
     let by_driver = by_driver(offsets);
     let replies: Vec<_> = by_driver
@@ -749,6 +754,7 @@ pub(crate) fn commit(
                 offsets,
                 reply,
                 retry_until,
+                spaced,
             });
             async move {
                 sent?;
@@ -849,7 +855,7 @@ mod tests {
         let link = test_link(None);
         let tp = TopicPartition::new("t", 0);
         let handle = test_handle(&link, &tp, 1);
-        let result = futures::executor::block_on(commit(vec![(handle, 5)], Instant::now()));
+        let result = futures::executor::block_on(commit(vec![(handle, 5)], Instant::now(), false));
         assert_eq!(result.unwrap_err().kind(), crate::ErrorKind::Closed);
     }
 

@@ -10,13 +10,13 @@
 //!   arrive meanwhile are merged into the next commit, the highest offset per
 //!   partition and generation, and each request is answered when the commit
 //!   that carried it is.
-//! - **Spaced**: while requests keep coming (one arrived while a commit was
-//!   in flight), the next commit goes out no sooner than `min_interval`
-//!   after the one before, so a busy pipeline does not send a commit every
-//!   round trip (each costs the group coordinator CPU); requests wait merged
-//!   until then. A request that finds nothing in flight goes out at once (a
-//!   caller that commits and waits, one commit at a time, is not slowed),
-//!   and so does everything while the target says it is urgent (a
+//! - **Spaced**: a committer's batch, or any request that arrived while a
+//!   commit was in flight, goes out no sooner than `min_interval` after the
+//!   last commit, so a busy pipeline does not send a commit every round trip
+//!   (each costs the group coordinator CPU); requests wait merged until
+//!   then. Any other request that finds nothing in flight goes out at once
+//!   (a caller that commits and waits, one commit at a time, is not
+//!   slowed), and so does everything while the target says it is urgent (a
 //!   revocation waits for commits, or the consumer drains or closes).
 //! - **Never back**: an offset at or below what the broker already
 //!   acknowledged for its partition is not sent again.
@@ -125,8 +125,8 @@ pub(crate) struct CommitPipeline {
     min_interval: Duration,
     /// When the last commit was sent.
     last_sent: Option<Instant>,
-    /// A request queued now arrived while a commit was in flight: the next
-    /// commit waits for `min_interval`.
+    /// A request queued now is a committer's or arrived while a commit was
+    /// in flight: the next commit waits for `min_interval`.
     busy: bool,
 }
 
@@ -161,12 +161,15 @@ impl CommitPipeline {
         !self.sent.is_empty() || !self.queued.is_empty() || !self.retries.is_empty()
     }
 
-    /// Takes a user's request: offsets (next to read) with their assignments.
+    /// Takes a user's request: offsets (next to read) with their assignments;
+    /// `spaced` (a committer's batch) waits for `min_interval` even when no
+    /// commit is in flight.
     pub(crate) fn submit(
         &mut self,
         offsets: CommitOffsets,
         reply: oneshot::Sender<Result<CommitOutcome>>,
         retry_until: Instant,
+        spaced: bool,
         now: Instant,
         target: &mut impl CommitTarget,
     ) {
@@ -190,7 +193,7 @@ impl CommitPipeline {
             }
         }
         if let Some(request) = self.drop_stale(request, now, target) {
-            self.busy |= !self.sent.is_empty();
+            self.busy |= spaced || !self.sent.is_empty();
             self.queued.push(request);
         }
         self.send_queued(now, target);

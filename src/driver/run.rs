@@ -428,6 +428,7 @@ impl Driver {
                     offsets,
                     reply,
                     retry_until,
+                    spaced,
                 } => {
                     if matches!(self.phase, Phase::Closing { .. }) {
                         let _ = reply.send(Err(Error::closed(
@@ -436,7 +437,14 @@ impl Driver {
                         continue;
                     }
                     let (pipeline, mut broker) = self.pipeline();
-                    pipeline.submit(offsets, reply, retry_until, Instant::now(), &mut broker);
+                    pipeline.submit(
+                        offsets,
+                        reply,
+                        retry_until,
+                        spaced,
+                        Instant::now(),
+                        &mut broker,
+                    );
                 }
                 Command::Stop => self.stop(),
                 Command::Drain { deadline, reply } => {

@@ -289,8 +289,8 @@ impl ConsumerSettings {
         self
     }
 
-    /// The least time between two commits this consumer sends while
-    /// commits keep coming. Default 20 ms; zero sends each commit as soon as
+    /// The least time between two commits this consumer sends for its
+    /// committers, or while commits keep coming. Default 20 ms; zero sends each commit as soon as
     /// the one before is answered.
     ///
     /// The consumer has one commit in flight at a time and merges what its
@@ -299,14 +299,19 @@ impl ConsumerSettings {
     /// (about 5 ms on a local Apache Kafka, 200 commits a second; more on a
     /// faster one), and every commit costs the group coordinator CPU
     /// (measured on Apache Kafka 4.1: roughly 0.3 to 1.2 ms a commit, see the
-    /// README's benchmark). When a commit was asked for while another was in
-    /// flight, the next goes out no sooner than this interval after the last
-    /// one, with everything that arrived meanwhile: at most 50 commits a
+    /// README's benchmark). A committer's batch
+    /// ([`committer::sink`](crate::committer::sink),
+    /// [`committer::flow`](crate::committer::flow), which ask again only once
+    /// answered), and any commit asked for while another was in flight, goes
+    /// out no sooner than this interval after the last one, with everything
+    /// that arrived meanwhile: at most 50 commits a
     /// second with the default, and what a crash reads again grows by at
     /// most the records processed in this time.
     ///
-    /// A commit asked for while none is in flight goes out at once, so a
-    /// caller that commits and waits, one commit at a time, is not slowed.
+    /// Any other commit (`CommittableOffset::commit`,
+    /// `CommittableOffsetBatch::commit`) asked for while none is in flight
+    /// goes out at once, so a caller that commits and waits, one commit at
+    /// a time, is not slowed.
     /// A revocation waiting for commits (see
     /// [`rebalance_safe_commits`](Self::rebalance_safe_commits)), a drain or
     /// a shutdown sends at once, whatever the interval. A commit waits at

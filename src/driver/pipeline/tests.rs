@@ -90,13 +90,22 @@ impl Setup {
     }
 
     fn submit_until(&mut self, offsets: &[(i32, u64, i64)], until: Instant) -> Reply {
+        self.submit_as(offsets, until, false)
+    }
+
+    /// A committer's batch: waits for `min_interval` even with nothing in flight.
+    fn submit_spaced(&mut self, offsets: &[(i32, u64, i64)]) -> Reply {
+        self.submit_as(offsets, self.now + Duration::from_secs(15), true)
+    }
+
+    fn submit_as(&mut self, offsets: &[(i32, u64, i64)], until: Instant, spaced: bool) -> Reply {
         let offsets = offsets
             .iter()
             .map(|&(p, g, o)| (test_handle(&self.link, &tp(p), g), o))
             .collect();
         let (reply, rx) = oneshot::channel();
         self.pipeline
-            .submit(offsets, reply, until, self.now, &mut self.target);
+            .submit(offsets, reply, until, spaced, self.now, &mut self.target);
         rx
     }
 
@@ -408,4 +417,28 @@ fn commits_that_keep_coming_go_out_min_interval_apart_merged_unless_urgent() {
     assert_eq!(s.target.sends[3], vec![po(2, 9)], "urgent: sent at once");
     s.answer(None);
     assert_eq!(outcome(&mut urgent).committed, vec![po(2, 9)]);
+}
+
+#[test]
+fn a_committers_batch_waits_for_the_interval_with_nothing_in_flight() {
+    let mut s = setup_spaced(Duration::from_millis(20));
+    let start = s.now;
+    let mut first = s.submit_spaced(&[(0, 1, 5)]);
+    assert_eq!(s.target.sends.len(), 1, "the first commit goes out at once");
+    s.now += Duration::from_millis(2);
+    s.answer(None);
+    assert_eq!(outcome(&mut first).committed, vec![po(0, 5)]);
+
+    // The committer asks again once answered, with nothing in flight: it
+    // still waits until 20 ms after the last commit went out.
+    s.now = start + Duration::from_millis(3);
+    let mut second = s.submit_spaced(&[(0, 1, 7)]);
+    assert_eq!(s.target.sends.len(), 1, "sent 3 ms after the last");
+    let due = s.pipeline.resend_due(s.now, &mut s.target);
+    assert_eq!(due, Some(start + Duration::from_millis(20)));
+    s.now = start + Duration::from_millis(20);
+    assert_eq!(s.pipeline.resend_due(s.now, &mut s.target), None);
+    assert_eq!(s.target.sends[1], vec![po(0, 7)]);
+    s.answer(None);
+    assert_eq!(outcome(&mut second).committed, vec![po(0, 7)]);
 }
